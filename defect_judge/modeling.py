@@ -1,0 +1,108 @@
+"""Loading models and tokenizers safely and with clear errors.
+
+Weights are read as safetensors only (pickle checkpoints can run code) unless
+the caller allows otherwise, and ``trust_remote_code`` is off unless asked for.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from .chat import require_chat_template
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+BEST_CHECKPOINT_FILE = "best_checkpoint.json"  # written by training into OUTPUT_DIR
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def pick_dtype(device: str | None = None):
+    """bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def has_safetensors_weights(folder: Path) -> bool:
+    return any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json"))
+
+
+def check_model_folder(path: str | Path, *, allow_pickle: bool = False) -> Path:
+    """The folder holds a config and loadable weights, or a clear error says what is missing."""
+    folder = Path(path)
+    if not folder.exists():
+        raise InputError("model path does not exist", path=folder)
+    if not folder.is_dir():
+        raise InputError("model path is not a folder", path=folder)
+    if not (folder / "config.json").is_file():
+        raise InputError("no config.json: not a Hugging Face model folder", path=folder)
+    if has_safetensors_weights(folder):
+        return folder
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles and allow_pickle:
+        return folder
+    if pickles:
+        raise InputError(f"only pickle weights ({', '.join(pickles[:3])}): refusing to load them since pickle can run "
+                         f"code; convert to safetensors or pass --allow_pickle if you trust this folder", path=folder)
+    raise InputError("no model weights (*.safetensors) in the folder", path=folder)
+
+
+def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False, require_template: bool = True):
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError("tokenizer path does not exist", path=path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as error:
+        raise InputError(f"cannot load a tokenizer: {str(error).splitlines()[0]}", path=path) from None
+    if require_template:
+        require_chat_template(tokenizer, str(path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(path: str | Path, *, dtype=None, trust_remote_code: bool = False, allow_pickle: bool = False):
+    """An ``AutoModelForCausalLM`` from a checked folder; unreadable weights are an InputError."""
+    from transformers import AutoModelForCausalLM
+
+    folder = check_model_folder(path, allow_pickle=allow_pickle)
+    try:
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype if dtype is not None else pick_dtype(),
+                                                    trust_remote_code=trust_remote_code,
+                                                    use_safetensors=not allow_pickle or None)
+    except Exception as error:  # safetensors/transformers raise many types for a corrupt file
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"cannot load the model weights ({type(error).__name__}: {first_line}); "
+                         f"is a file truncated or corrupt?", path=folder) from None
+
+
+def check_tokenizer_matches(model, tokenizer, model_path: str | Path, tokenizer_path: str | Path) -> None:
+    """Refuse a tokenizer whose ids do not fit the model's embedding table."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    ids = [tokenizer.eos_token_id, tokenizer.pad_token_id, len(tokenizer) - 1]
+    if any(i is not None and i >= rows for i in ids):
+        raise InputError(f"the tokenizer at {tokenizer_path} ({len(tokenizer)} tokens) does not match the model at "
+                         f"{model_path} ({rows} embedding rows); use the model's own tokenizer", path=tokenizer_path)
+
+
+def read_best_checkpoint(output_dir: str | Path) -> dict:
+    """The ``best_checkpoint.json`` a training run left in its OUTPUT_DIR."""
+    path = Path(output_dir) / BEST_CHECKPOINT_FILE
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("file not found", path=path) from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"invalid JSON: {error.msg}", path=path, line=error.lineno) from None
+    if not isinstance(info, dict) or not isinstance(info.get("best_checkpoint"), str):
+        raise InputError("must be an object with a string 'best_checkpoint'", path=path, field="best_checkpoint")
+    return info

@@ -1,0 +1,202 @@
+"""The two file schemas: raw samples (``dataset/output``) and chat JSONL records.
+
+Raw sample (JSON object; a file holds one, a list of them, or one a line)::
+
+    {"instruction": [{"subtype": "缺陷类型"}],
+     "input": {"task": "...", "event": "...", "output_format": "..."},
+     "output": {"judgement": "...", "reason": "..."}}
+
+Chat record (one JSON object a line, written by ``dataset/convert_and_split.py``)::
+
+    {"id": "null_pointer.json#3", "subtype": "空指针解引用",
+     "text": [{"role": "user", "content": "任务：…"}, {"role": "assistant", "content": "判断:是\\n\\n原因：…"}]}
+
+``id`` is stable across runs and unique; evaluation and comparison pair samples by it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import InputError
+from .templates import format_assistant, format_user, parse_answer
+
+log = logging.getLogger(__name__)
+
+RAW_INPUT_FIELDS = ("task", "event", "output_format")
+RAW_OUTPUT_FIELDS = ("judgement", "reason")
+
+
+@dataclass(frozen=True)
+class RawSample:
+    subtype: str
+    task: str
+    event: str
+    output_format: str
+    judgement: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    subtype: str
+    text: tuple[dict, ...]
+
+    @property
+    def messages(self) -> list[dict]:
+        return [dict(m) for m in self.text]
+
+    def _content(self, role: str) -> str | None:
+        return next((m["content"] for m in self.text if m["role"] == role), None)
+
+    @property
+    def user(self) -> str:
+        return self._content("user")  # type: ignore[return-value]
+
+    @property
+    def assistant(self) -> str | None:
+        return self._content("assistant")
+
+    @property
+    def prompt_messages(self) -> list[dict]:
+        """Every turn before the assistant's: what the model sees at inference."""
+        return [dict(m) for m in self.text if m["role"] != "assistant"]
+
+    @property
+    def judgement(self) -> str | None:
+        """The reference judgement (``判断:{judgement}``) of the assistant turn."""
+        return parse_answer(self.assistant).judgement if self.assistant is not None else None
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "subtype": self.subtype, "text": self.messages}
+
+
+# ---------------------------------------------------------------- raw samples
+
+def _string_field(obj: dict, key: str, field: str, where: dict) -> str:
+    if key not in obj:
+        raise InputError("required field is missing", field=field, **where)
+    value = obj[key]
+    if not isinstance(value, str):
+        raise InputError(f"must be a string, got {type(value).__name__}", field=field, **where)
+    if not value.strip():
+        raise InputError("must not be empty", field=field, **where)
+    return value
+
+
+def _object_field(obj: dict, key: str, where: dict) -> dict:
+    if key not in obj:
+        raise InputError("required field is missing", field=key, **where)
+    value = obj[key]
+    if not isinstance(value, dict):
+        raise InputError(f"must be an object, got {type(value).__name__}", field=key, **where)
+    return value
+
+
+def validate_raw_sample(obj: Any, *, path: str | os.PathLike, sample: int, line: int | None = None) -> RawSample:
+    """Check one raw sample against the document's format; the error names the field."""
+    where = {"path": path, "sample": sample, "line": line}
+    if not isinstance(obj, dict):
+        raise InputError(f"a sample must be a JSON object, got {type(obj).__name__}", **where)
+    instruction = obj.get("instruction")
+    if "instruction" not in obj:
+        raise InputError("required field is missing", field="instruction", **where)
+    if not isinstance(instruction, list) or not instruction:
+        raise InputError("must be a non-empty list like [{\"subtype\": \"...\"}]", field="instruction", **where)
+    if not isinstance(instruction[0], dict):
+        raise InputError("must be an object", field="instruction[0]", **where)
+    subtype = _string_field(instruction[0], "subtype", "instruction[0].subtype", where)
+    inputs = _object_field(obj, "input", where)
+    outputs = _object_field(obj, "output", where)
+    values = {k: _string_field(inputs, k, f"input.{k}", where) for k in RAW_INPUT_FIELDS}
+    values |= {k: _string_field(outputs, k, f"output.{k}", where) for k in RAW_OUTPUT_FIELDS}
+    if any(ch in values["judgement"] for ch in "\n\r"):
+        raise InputError("must be a single line", field="output.judgement", **where)
+    return RawSample(subtype=subtype, **values)
+
+
+def raw_to_record(sample: RawSample, sample_id: str) -> Record:
+    return Record(
+        id=sample_id,
+        subtype=sample.subtype,
+        text=(
+            {"role": "user", "content": format_user(sample.task, sample.event, sample.output_format)},
+            {"role": "assistant", "content": format_assistant(sample.judgement, sample.reason)},
+        ),
+    )
+
+
+# ------------------------------------------------------------- chat records
+
+_ROLE_ORDERS = (("user", "assistant"), ("system", "user", "assistant"), ("user",), ("system", "user"))
+
+
+def validate_record(obj: Any, *, path: str | os.PathLike, line: int, require_assistant: bool = True) -> Record:
+    where = {"path": path, "line": line}
+    if not isinstance(obj, dict):
+        raise InputError(f"a record must be a JSON object, got {type(obj).__name__}", **where)
+    record_id = obj.get("id")
+    if record_id is None:
+        # Files in the document's original format carry no id: the line stands in.
+        record_id = f"{Path(path).name}:{line}"
+    elif not isinstance(record_id, (str, int)) or isinstance(record_id, bool) or str(record_id) == "":
+        raise InputError("must be a non-empty string", field="id", **where)
+    subtype = obj.get("subtype")
+    if not isinstance(subtype, str) or not subtype.strip():
+        raise InputError("required non-empty string" if subtype is None else "must be a non-empty string",
+                         field="subtype", **where)
+    text = obj.get("text")
+    if not isinstance(text, list) or not text:
+        raise InputError("must be a non-empty list of {role, content} messages", field="text", **where)
+    for i, message in enumerate(text):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str) \
+                or not isinstance(message.get("content"), str):
+            raise InputError("must be an object with string 'role' and 'content'", field=f"text[{i}]", **where)
+    roles = tuple(m["role"] for m in text)
+    if roles not in _ROLE_ORDERS:
+        raise InputError(f"roles must be [system,] user, assistant in that order, got {list(roles)}",
+                         field="text", **where)
+    if require_assistant and roles[-1] != "assistant":
+        raise InputError("has no assistant turn (the reference answer)", field="text", **where)
+    return Record(id=str(record_id), subtype=subtype,
+                  text=tuple({"role": m["role"], "content": m["content"]} for m in text))
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed object) for every non-blank line; bad JSON names the line."""
+    path = Path(path)
+    try:
+        handle = path.open(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError("file not found", path=path) from None
+    with handle:
+        try:
+            for number, text in enumerate(handle, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    yield number, json.loads(text)
+                except json.JSONDecodeError as error:
+                    raise InputError(f"invalid JSON: {error.msg} (column {error.colno})", path=path, line=number) from None
+        except UnicodeDecodeError as error:
+            raise InputError(f"not UTF-8 text ({error.reason} at byte {error.start})", path=path) from None
+
+
+def read_records(path: str | os.PathLike, *, require_assistant: bool = True) -> list[Record]:
+    """Read and validate a chat JSONL file; ids must be unique and the file non-empty."""
+    records, seen = [], {}
+    for line, obj in iter_jsonl(path):
+        record = validate_record(obj, path=path, line=line, require_assistant=require_assistant)
+        if record.id in seen:
+            raise InputError(f"duplicate id {record.id!r} (first on line {seen[record.id]})",
+                             path=path, line=line, field="id")
+        seen[record.id] = line
+        records.append(record)
+    if not records:
+        raise InputError("no records: the file is empty", path=path)
+    return records
