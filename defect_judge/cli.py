@@ -39,6 +39,8 @@ def constants_parser(defaults: dict[str, Any], help: dict[str, str], description
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{help.get(name, '')} (default: {value!r})"}
         if isinstance(value, (list, tuple)):
             kwargs |= {"nargs": "+", "type": _type_of(value[0]) if value else str}
+        elif isinstance(value, bool):  # `--flag` alone means true; `--flag false` also works
+            kwargs |= {"nargs": "?", "const": True, "type": _bool, "metavar": "BOOL"}
         else:
             kwargs["type"] = _type_of(value)
             kwargs["metavar"] = type(value).__name__.upper() if value is not None else "VALUE"

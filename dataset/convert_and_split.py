@@ -1,0 +1,348 @@
+#!/usr/bin/env python
+"""数据转换和分割 — convert raw defect samples to chat JSONL and split train/test.
+
+Reads every raw sample under ``input_dir`` (``*.json`` files holding one sample
+or a list of them, ``*.jsonl`` files with one sample a line; recursively),
+checks it against the document's format, converts it to the chat format with
+the document's templates, and writes:
+
+  converted_file   every sample, one JSON object a line: {"id", "subtype", "text"}
+  train_file       the training split
+  test_file        the test split, stratified by subtype and judgement
+  split_stats.json beside train_file: counts per subtype × split × judgement
+
+Examples:
+  python dataset/convert_and_split.py
+  python dataset/convert_and_split.py --test_ratio 0.25 --seed 7
+  python dataset/convert_and_split.py --input_dir my_raw --skip_invalid true
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sys
+import unicodedata
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
+
+from tqdm import tqdm
+
+from defect_judge.cli import parse_constants
+from defect_judge.errors import InputError, run_main
+from defect_judge.fileio import write_json_atomic, write_jsonl_atomic
+from defect_judge.schema import RawSample, Record, raw_to_record, validate_raw_sample
+from defect_judge.templates import event_char_span
+
+# ----------------------------------------------------------------------------
+# 参数配置 (edit here, or override any of them with --NAME VALUE)
+input_dir = "./dataset/output"  # 原始数据目录
+converted_file = "./dataset/converted_data.jsonl"  # 转换后的数据文件
+train_file = "./dataset/train.jsonl"  # 训练集输出路径
+test_file = "./dataset/test.jsonl"  # 测试集输出路径
+test_ratio = 0.2  # 测试集比例
+seed = 42  # 分割随机种子: the same seed gives the same split
+skip_invalid = False  # 跳过无效样本, listing each with its reason in <converted_file stem>.rejects.jsonl
+# ----------------------------------------------------------------------------
+HELP = {
+    "input_dir": "raw data folder (searched recursively for *.json and *.jsonl)",
+    "converted_file": "all converted samples (chat JSONL)",
+    "train_file": "training split (chat JSONL); split_stats.json is written beside it",
+    "test_file": "test split (chat JSONL)",
+    "test_ratio": "share of each subtype that goes to the test split, in (0, 1)",
+    "seed": "random seed of the split",
+    "skip_invalid": "skip bad samples instead of stopping, and list them in a rejects file",
+}
+PATHS = ("input_dir", "converted_file", "train_file", "test_file")
+STATS_FILE = "split_stats.json"
+
+log = logging.getLogger("convert_and_split")
+
+
+@dataclass(frozen=True)
+class Sample:
+    record: Record
+    raw: RawSample
+
+
+@dataclass(frozen=True)
+class Rejected:
+    path: str
+    sample: int | None
+    line: int | None
+    field: str | None
+    error: str
+
+    def to_json(self) -> dict:
+        return {"file": self.path, "sample": self.sample, "line": self.line, "field": self.field, "error": self.error}
+
+
+# ------------------------------------------------------------------ reading
+
+def raw_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise InputError("input folder does not exist" if not folder.exists() else "not a folder", path=folder)
+    files = sorted(p for p in folder.rglob("*") if p.suffix in (".json", ".jsonl") and p.is_file())
+    if not files:
+        raise InputError("no *.json or *.jsonl files found", path=folder)
+    return files
+
+
+def read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a BOM is fine
+    except UnicodeDecodeError as error:
+        raise InputError(f"not UTF-8 text ({error.reason} at byte {error.start}); save the file as UTF-8 "
+                         f"(e.g. `iconv -f GBK -t UTF-8`)", path=path) from None
+    if not text.strip():
+        raise InputError("empty file", path=path)
+    return text
+
+
+def raw_objects(path: Path) -> Iterator[tuple[int, int | None, object]]:
+    """(sample index, line, object) for each sample in one file."""
+    text = read_text(path)
+    if path.suffix == ".jsonl":
+        index = 0
+        for line_number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(f"invalid JSON: {error.msg} (column {error.colno})", path=path, line=line_number) from None
+            yield index, line_number, obj
+            index += 1
+        return
+    try:
+        top = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"invalid JSON: {error.msg} (column {error.colno})", path=path, line=error.lineno) from None
+    if isinstance(top, dict):
+        yield 0, None, top
+    elif isinstance(top, list):
+        if not top:
+            raise InputError("the list holds no samples", path=path)
+        yield from ((i, None, obj) for i, obj in enumerate(top))
+    else:
+        raise InputError(f"the top level must be a sample object or a list of them, got {type(top).__name__}", path=path)
+
+
+def sample_id(relative: str, index: int) -> str:
+    """Stable across runs and unique: the file (relative to input_dir) and the sample's position in it."""
+    return f"{relative}#{index}"
+
+
+def load_samples(folder: Path, skip_invalid: bool) -> tuple[list[Sample], list[Rejected]]:
+    samples, rejected = [], []
+    for path in tqdm(raw_files(folder), desc="reading raw files", unit="file", disable=None):
+        relative = path.relative_to(folder).as_posix()
+        try:
+            for index, line, obj in raw_objects(path):
+                try:
+                    raw = validate_raw_sample(obj, path=path, sample=index, line=line)
+                except InputError as error:
+                    if not skip_invalid:
+                        raise
+                    rejected.append(Rejected(str(path), index, line, error.field, error.reason))
+                    continue
+                samples.append(Sample(raw_to_record(raw, sample_id(relative, index)), raw))
+        except InputError as error:
+            if not skip_invalid or error.sample is not None:
+                raise
+            rejected.append(Rejected(str(path), None, error.line, None, error.reason))  # the whole file
+    return samples, rejected
+
+
+def check_conflicts(samples: list[Sample], skip_invalid: bool) -> tuple[list[Sample], list[Rejected]]:
+    """The same question with different judgements cannot both be right: an error (or both rejected)."""
+    by_prompt: dict[tuple[str, str], list[Sample]] = defaultdict(list)
+    for sample in samples:
+        by_prompt[(sample.raw.subtype, sample.record.user)].append(sample)
+    conflicting: set[str] = set()
+    for group in by_prompt.values():
+        judgements = {s.raw.judgement for s in group}
+        if len(judgements) > 1:
+            ids = [s.record.id for s in group]
+            if not skip_invalid:
+                raise InputError(f"conflicting duplicates: samples {', '.join(ids)} have the same subtype, task, event "
+                                 f"and output format but different judgements ({' / '.join(sorted(judgements))})",
+                                 field="output.judgement")
+            conflicting.update(ids)
+    kept = [s for s in samples if s.record.id not in conflicting]
+    rejected = [Rejected(s.record.id.rsplit("#", 1)[0], int(s.record.id.rsplit("#", 1)[1]), None, "output.judgement",
+                         "conflicting duplicate: same question, different judgement")
+                for s in samples if s.record.id in conflicting]
+    return kept, rejected
+
+
+def exact_duplicates(samples: list[Sample]) -> list[list[str]]:
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for sample in samples:
+        groups[(sample.raw.subtype, sample.record.user, sample.record.assistant)].append(sample.record.id)
+    return [ids for ids in groups.values() if len(ids) > 1]
+
+
+# ----------------------------------------------------------------- splitting
+
+def test_quota(counts: dict[str, int], ratio: float) -> dict[str, int]:
+    """Test samples per judgement inside one subtype.
+
+    The subtype's total is round(n * ratio), at least 1; it is shared among
+    judgements by largest remainder, then every judgement with two or more
+    samples gets at least one test and one training sample, so the test part
+    holds both judgements wherever the subtype has both.
+    """
+    total = sum(counts.values())
+    target = max(1, round(total * ratio))
+    exact = {j: c * target / total for j, c in counts.items()}
+    quota = {j: int(x) for j, x in exact.items()}
+    for j in sorted(exact, key=lambda j: (quota[j] - exact[j], j))[: target - sum(quota.values())]:
+        quota[j] += 1
+    for j, c in counts.items():
+        if c >= 2:
+            quota[j] = min(max(quota[j], 1), c - 1)
+    return quota
+
+
+def split_samples(records: list[Record], judgements: dict[str, str], ratio: float, seed: int) -> tuple[list[Record], list[Record]]:
+    """Stratified by subtype and judgement; samples sharing an event text stay on one side.
+
+    ``judgements`` maps record id to its judgement. Deterministic for a seed:
+    groups are shuffled per stratum with a generator seeded by (seed, stratum).
+    """
+    groups: dict[str, list[Record]] = {}
+    for record in sorted(records, key=lambda r: r.id):
+        groups.setdefault(_event_of(record), []).append(record)
+    by_stratum: dict[tuple[str, str], list[list[Record]]] = defaultdict(list)
+    for group in groups.values():
+        first = group[0]
+        by_stratum[(first.subtype, judgements[first.id])].append(group)
+    per_subtype: dict[str, Counter] = defaultdict(Counter)
+    for record in records:
+        per_subtype[record.subtype][judgements[record.id]] += 1
+    quotas = {subtype: test_quota(dict(counts), ratio) for subtype, counts in per_subtype.items()}
+
+    test_ids: set[str] = set()
+    taken: Counter = Counter()  # test samples per stratum, including those carried in by a shared event
+    for stratum in sorted(by_stratum):
+        subtype, judgement = stratum
+        stratum_groups = by_stratum[stratum]
+        random.Random(f"{seed}|{subtype}|{judgement}").shuffle(stratum_groups)
+        for group in stratum_groups:
+            if taken[stratum] >= quotas[subtype][judgement]:
+                break
+            for record in group:
+                test_ids.add(record.id)
+                taken[(record.subtype, judgements[record.id])] += 1
+    # A group shared by several strata counts towards its first one only, so a
+    # subtype can end with no test sample: give it one of its groups.
+    for subtype in sorted(per_subtype):
+        if not any(r.subtype == subtype and r.id in test_ids for r in records):
+            candidates = sorted((g for g in groups.values() if any(r.subtype == subtype for r in g)),
+                                key=lambda g: (len(g), g[0].id))
+            test_ids.update(r.id for r in candidates[0])
+    train = [r for r in records if r.id not in test_ids]
+    test = [r for r in records if r.id in test_ids]
+    return train, test
+
+
+def _event_of(record: Record) -> str:
+    start, end = event_char_span(record.user)
+    return record.user[start:end]
+
+
+# -------------------------------------------------------------------- stats
+
+def split_stats(train: list[Record], test: list[Record], judgements: dict[str, str], ratio: float, seed: int) -> dict:
+    vocabulary = sorted({judgements[r.id] for r in [*train, *test]})
+    subtypes: dict[str, dict] = {}
+    for split, records in (("train", train), ("test", test)):
+        for record in records:
+            entry = subtypes.setdefault(record.subtype, {"total": 0, "train": 0, "test": 0,
+                                                         "judgements": {j: {"train": 0, "test": 0} for j in vocabulary}})
+            entry["total"] += 1
+            entry[split] += 1
+            entry["judgements"][judgements[record.id]][split] += 1
+    ordered = dict(sorted(subtypes.items(), key=lambda kv: (-kv[1]["total"], kv[0])))
+    return {"test_ratio": ratio, "seed": seed, "total": len(train) + len(test), "train": len(train), "test": len(test),
+            "judgements": vocabulary, "subtypes": ordered}
+
+
+def _width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def format_table(stats: dict) -> str:
+    judgements = stats["judgements"]
+    header = ["subtype", "total", "train", "test"] + [f"{j} train/test" for j in judgements]
+    rows = [[name, str(e["total"]), str(e["train"]), str(e["test"])]
+            + [f"{e['judgements'][j]['train']}/{e['judgements'][j]['test']}" for j in judgements]
+            for name, e in stats["subtypes"].items()]
+    totals = {j: [sum(e["judgements"][j][s] for e in stats["subtypes"].values()) for s in ("train", "test")]
+              for j in judgements}
+    rows.append(["(all)", str(stats["total"]), str(stats["train"]), str(stats["test"])]
+                + [f"{totals[j][0]}/{totals[j][1]}" for j in judgements])
+    widths = [max(_width(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0] + " " * (widths[0] - _width(cells[0]))
+        return "  ".join([first] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:])])
+
+    rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
+    return "\n".join([line(header), rule, *map(line, rows[:-1]), rule, line(rows[-1])])
+
+
+# --------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> None:
+    defaults = {name: globals()[name] for name in HELP}
+    args = parse_constants(defaults, help=HELP, description=__doc__, path_names=PATHS, argv=argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if not 0 < args.test_ratio < 1:
+        raise InputError(f"test_ratio must be between 0 and 1 (exclusive), got {args.test_ratio}", field="test_ratio")
+    input_folder, converted_path = Path(args.input_dir), Path(args.converted_file)
+    train_path, test_path = Path(args.train_file), Path(args.test_file)
+
+    log.info("reading raw samples from %s", input_folder)
+    samples, rejected = load_samples(input_folder, args.skip_invalid)
+    samples, conflicts = check_conflicts(samples, args.skip_invalid)
+    rejected += conflicts
+    if not samples:
+        raise InputError("no valid samples found" + (f" ({len(rejected)} rejected)" if rejected else ""), path=input_folder)
+    for ids in exact_duplicates(samples):
+        log.warning("exact duplicate samples (kept, always on the same side of the split): %s", ", ".join(ids))
+
+    records = [s.record for s in samples]
+    judgements = {s.record.id: s.raw.judgement for s in samples}
+    train, test = split_samples(records, judgements, args.test_ratio, args.seed)
+    stats = split_stats(train, test, judgements, args.test_ratio, args.seed)
+    for name, entry in stats["subtypes"].items():
+        if entry["train"] == 0:
+            log.warning("subtype %r has a single sample: it goes to the test split and training has none of it", name)
+
+    rejects_path = converted_path.with_name(converted_path.stem + ".rejects.jsonl")
+    write_jsonl_atomic(converted_path, (r.to_json() for r in records))
+    write_jsonl_atomic(train_path, (r.to_json() for r in train))
+    write_jsonl_atomic(test_path, (r.to_json() for r in test))
+    write_json_atomic(train_path.with_name(STATS_FILE), stats | {"rejected": len(rejected)})
+    if rejected:
+        write_jsonl_atomic(rejects_path, (r.to_json() for r in rejected))
+    elif rejects_path.exists():
+        rejects_path.unlink()  # a stale list from an earlier run would mislead
+
+    print(format_table(stats))
+    print(f"\n{len(records)} samples converted -> {converted_path}")
+    print(f"train: {len(train)} -> {train_path}\ntest:  {len(test)} -> {test_path}")
+    print(f"stats -> {train_path.with_name(STATS_FILE)}")
+    if rejected:
+        print(f"{len(rejected)} invalid samples skipped; reasons in {rejects_path}")
+
+
+if __name__ == "__main__":
+    run_main(main)

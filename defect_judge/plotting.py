@@ -1,0 +1,168 @@
+"""Accuracy bar charts with sample sizes and Wilson 95% intervals.
+
+One chart primitive shared by ``eval/model_evaluation.py`` (``subtype_accuracy.png``,
+one model) and ``eval/plot_subtype_acc.py`` (the comparison charts, several
+models). A reader should never have to guess how many samples stand behind a
+bar, so every category label carries its n and every bar its value and interval.
+"""
+from __future__ import annotations
+
+import os
+import unicodedata
+from typing import Sequence
+
+from .fileio import atomic_open
+from .fonts import use_cjk_font
+
+DPI = 150
+# Above this many categories, or with names wider than this (CJK characters
+# count twice), vertical bars would need rotated labels: draw horizontal ones.
+MAX_VERTICAL_CATEGORIES = 6
+MAX_VERTICAL_NAME_WIDTH = 12
+# Room to the right of (or above) 100% for the value labels beyond the error bars.
+AXIS_LIMIT = 1.16
+COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD")
+REFERENCE_STYLES = ("--", ":", "-.")
+N_ZERO_TEXT = "n = 0"
+ERROR_BAR_COLOR = "#333333"
+
+
+def display_width(text: str) -> int:
+    """Width in monospace columns: wide (CJK) characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def category_label(name: str, totals: Sequence[int], *, multiline: bool = False) -> str:
+    """``空指针解引用 (n=12)``; each model's n (``n=12/10``) when they differ."""
+    counts = str(totals[0]) if len(set(totals)) == 1 else "/".join(str(t) for t in totals)
+    return f"{name}{chr(10) if multiline else ' '}(n={counts})"
+
+
+def _total(summary: dict | None) -> int:
+    return int(summary["total"]) if summary else 0
+
+
+def _auto_horizontal(categories: Sequence[str]) -> bool:
+    return (len(categories) > MAX_VERTICAL_CATEGORIES
+            or max(display_width(name) for name in categories) > MAX_VERTICAL_NAME_WIDTH)
+
+
+def _figure_size(n_categories: int, n_series: int, horizontal: bool) -> tuple[float, float]:
+    # Scale with the number of bars so value labels never run into each other.
+    if horizontal:
+        return 9.0, max(3.5, 1.6 + n_categories * (0.3 + 0.28 * n_series))
+    return max(8.0, 1.5 + n_categories * max(1.3, 0.4 + 0.6 * n_series)), 5.5
+
+
+def _n_zero_label(ax, position: float, horizontal: bool, *, narrow: bool) -> None:
+    """Say "n = 0" where the bar would be, rather than draw a misleading zero bar."""
+    style = {"fontsize": 8 if narrow else 9, "color": "#777777", "style": "italic"}
+    if horizontal:
+        ax.text(0.01, position, N_ZERO_TEXT, va="center", ha="left", **style)
+    else:  # one bar of several is too narrow for the text lying down
+        ax.text(position, 0.02, N_ZERO_TEXT, va="bottom", ha="center", rotation=90 if narrow else 0, **style)
+
+
+def _draw_series(ax, positions: list[float | None], summaries: Sequence[dict | None], *, label: str, color: str,
+                 thickness: float, horizontal: bool) -> None:
+    """One model's bars; a ``None`` position is a category already labelled empty for all models."""
+    drawn = [(p, s) for p, s in zip(positions, summaries) if p is not None and _total(s) > 0]
+    values = [s["accuracy"] for _, s in drawn]
+    errors = [[max(0.0, s["accuracy"] - s["ci95"][0]) for _, s in drawn],
+              [max(0.0, s["ci95"][1] - s["accuracy"]) for _, s in drawn]]
+    error_bars = {"xerr" if horizontal else "yerr": errors} if drawn else {}
+    # With nothing to draw, an invisible zero bar still gives the model its legend entry.
+    (ax.barh if horizontal else ax.bar)([p for p, _ in drawn] or [0.0], values or [0.0], thickness, color=color,
+                                        label=label, error_kw={"ecolor": ERROR_BAR_COLOR, "elinewidth": 1,
+                                                               "capsize": 3}, **error_bars)
+    for (position, summary), value in zip(drawn, values):
+        end = summary["ci95"][1] + 0.012  # beyond the whisker, so the two never overlap
+        if horizontal:
+            ax.text(end, position, f"{value:.1%}", va="center", ha="left", fontsize=8)
+        else:
+            ax.text(position, end, f"{value:.1%}", va="bottom", ha="center", fontsize=8)
+    for position, summary in zip(positions, summaries):
+        if position is not None and _total(summary) == 0:
+            _n_zero_label(ax, position, horizontal, narrow=True)
+
+
+def _add_note(fig, ax, note: str) -> None:
+    """Put ``note`` under everything the axes draw (tick labels included)."""
+    fig.canvas.draw()
+    box = ax.get_tightbbox(fig.canvas.get_renderer()).transformed(fig.transFigure.inverted())
+    fig.text(box.x0, box.y0 - 0.015, note, ha="left", va="top", fontsize=9, linespacing=1.5)
+
+
+def accuracy_bar_chart(path: str | os.PathLike, categories: list[str], series: list[tuple[str, list[dict]]], *,
+                       title: str, reference_lines: list[tuple[str, float]] | None = None, note: str | None = None,
+                       horizontal: bool | None = None) -> None:
+    """Draw accuracy per category for one or more models and write a PNG atomically.
+
+    ``series``: (model label, one Summary per category, as ``defect_judge.results.summary``
+    makes them: accuracy, correct, total, ci95); ``None`` or total 0 is drawn as "n = 0".
+    Categories keep the given order. ``reference_lines``: (label, accuracy), e.g. the
+    majority-class rate. ``note``: text under the chart (e.g. significance tests).
+    ``horizontal``: None chooses horizontal bars for many categories or long names.
+    """
+    if not categories:
+        raise ValueError("accuracy_bar_chart: no categories to draw")
+    if not series:
+        raise ValueError("accuracy_bar_chart: no series to draw")
+    for label, summaries in series:
+        if len(summaries) != len(categories):
+            raise ValueError(f"accuracy_bar_chart: series {label!r} has {len(summaries)} summaries "
+                             f"for {len(categories)} categories")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, PercentFormatter
+
+    use_cjk_font()
+    if horizontal is None:
+        horizontal = _auto_horizontal(categories)
+    fig = Figure(figsize=_figure_size(len(categories), len(series), horizontal), dpi=DPI)
+    FigureCanvasAgg(fig)  # render with Agg whatever backend the caller's matplotlib is set to
+    ax = fig.add_subplot()
+
+    group = 0.8  # share of each category slot the bars take; the rest separates categories
+    thickness = group / len(series)
+    all_empty = [c for c in range(len(categories)) if all(_total(s[c]) == 0 for _, s in series)]
+    for index, (label, summaries) in enumerate(series):
+        offset = -group / 2 + thickness * (index + 0.5)
+        positions = [None if c in all_empty else c + offset for c in range(len(categories))]
+        _draw_series(ax, positions, summaries, label=label,
+                     color=COLORS[index % len(COLORS)], thickness=thickness, horizontal=horizontal)
+    for category in all_empty:
+        _n_zero_label(ax, category, horizontal, narrow=False)
+    for index, (label, value) in enumerate(reference_lines or []):
+        line = ax.axvline if horizontal else ax.axhline
+        line(value, color="#555555", linewidth=1, linestyle=REFERENCE_STYLES[index % len(REFERENCE_STYLES)],
+             label=f"{label}: {value:.1%}")
+
+    labels = [category_label(name, [_total(s[i]) for _, s in series], multiline=not horizontal)
+              for i, name in enumerate(categories)]
+    value_axis = ax.xaxis if horizontal else ax.yaxis
+    value_axis.set_major_locator(FixedLocator([0, 0.2, 0.4, 0.6, 0.8, 1.0]))
+    value_axis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    if horizontal:
+        ax.set_yticks(range(len(categories)), labels)
+        ax.set_ylim(len(categories) - 0.5, -0.5)  # first category on top, as a reader reads
+        ax.set_xlim(0, AXIS_LIMIT)
+        ax.set_xlabel("准确率")
+        ax.grid(axis="x", alpha=0.3)
+    else:
+        ax.set_xticks(range(len(categories)), labels)
+        ax.set_xlim(-0.5, len(categories) - 0.5)
+        ax.set_ylim(0, AXIS_LIMIT)
+        ax.set_ylabel("准确率")
+        ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title(title, fontsize=12, pad=10)
+    # An empty error bar only to explain the whiskers in the legend.
+    ax.errorbar([], [], **{"xerr" if horizontal else "yerr": []}, fmt="none", ecolor=ERROR_BAR_COLOR,
+                elinewidth=1, capsize=3, label="Wilson 95% 置信区间")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)  # outside the data
+    if note:
+        _add_note(fig, ax, note)
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.25)

@@ -1,0 +1,316 @@
+"""dataset/convert_and_split.py: conversion, validation errors, and the split's invariants."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import REPO_ROOT, load_script, run_script
+from defect_judge.errors import InputError
+from defect_judge.schema import read_records
+from defect_judge.templates import event_char_span, format_assistant, format_user
+
+SCRIPT = REPO_ROOT / "dataset" / "convert_and_split.py"
+cas = load_script("dataset/convert_and_split.py")
+
+
+def raw(subtype="空指针解引用", event="int f(int *p) {\n    return *p;\n}", judgement="是", **overrides):
+    sample = {"instruction": [{"subtype": subtype}],
+              "input": {"task": f"请判断下面的C函数是否存在{subtype}缺陷。", "event": event,
+                        "output_format": "判断:是/否\n\n原因：<简要说明>"},
+              "output": {"judgement": judgement, "reason": "参数 p 未判空即解引用。"}}
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = sample
+        for key in parents:
+            node = node[key]
+        if value is DELETE:
+            del node[leaf]
+        else:
+            node[leaf] = value
+    return sample
+
+
+DELETE = object()
+
+
+def balanced_corpus(folder: Path, subtypes=("空指针解引用", "内存泄漏", "除零"), per_judgement=5) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for s_index, subtype in enumerate(subtypes):
+        samples = [raw(subtype, f"int f{s_index}_{j}_{i}(void) {{ return {i}; }}", j)
+                   for j in ("是", "否") for i in range(per_judgement)]
+        (folder / f"part{s_index}.json").write_text(json.dumps(samples, ensure_ascii=False), encoding="utf-8")
+    return folder
+
+
+def convert(tmp_path: Path, input_dir: Path, *extra: str) -> dict:
+    out = tmp_path / "out"
+    argv = ["--input_dir", str(input_dir), "--converted_file", str(out / "converted.jsonl"),
+            "--train_file", str(out / "train.jsonl"), "--test_file", str(out / "test.jsonl"), *extra]
+    cas.main(argv)
+    return {"converted": out / "converted.jsonl", "train": out / "train.jsonl", "test": out / "test.jsonl",
+            "stats": out / "split_stats.json", "out": out}
+
+
+# ---------------------------------------------------------------- conversion
+
+def test_converts_with_the_documents_templates_and_stable_ids(tmp_path):
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    sample = raw(event="  int g(void) {\n\treturn 0;\n}\n")  # whitespace must not be stripped
+    (folder / "a.json").write_text(json.dumps(sample, ensure_ascii=False), encoding="utf-8")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "b.jsonl").write_text(
+        "\n".join(json.dumps(raw(event=f"x{i}", judgement="否"), ensure_ascii=False) for i in range(3)) + "\n",
+        encoding="utf-8")
+    files = convert(tmp_path, folder)
+    lines = files["converted"].read_text(encoding="utf-8").splitlines()
+    assert "空指针解引用" in lines[0]  # ensure_ascii=False
+    records = [json.loads(line) for line in lines]
+    assert [r["id"] for r in records] == ["a.json#0", "sub/b.jsonl#0", "sub/b.jsonl#1", "sub/b.jsonl#2"]
+    first = records[0]
+    assert set(first) == {"id", "subtype", "text"}
+    assert first["subtype"] == "空指针解引用"
+    assert first["text"] == [
+        {"role": "user", "content": format_user(sample["input"]["task"], sample["input"]["event"],
+                                                sample["input"]["output_format"])},
+        {"role": "assistant", "content": format_assistant("是", "参数 p 未判空即解引用。")},
+    ]
+    assert first["text"][0]["content"] == ("任务：请判断下面的C函数是否存在空指针解引用缺陷。\n\n事件：\n  int g(void) {\n\treturn 0;\n}\n"
+                                           "\n\n输出格式：\n判断:是/否\n\n原因：<简要说明>")
+    # same input, same output: ids and bytes are stable across runs
+    before = {k: files[k].read_bytes() for k in ("converted", "train", "test")}
+    convert(tmp_path, folder)
+    assert before == {k: files[k].read_bytes() for k in ("converted", "train", "test")}
+
+
+def test_bom_and_single_object_files_are_accepted(tmp_path):
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    (folder / "bom.json").write_bytes("\ufeff".encode() + json.dumps(raw(), ensure_ascii=False).encode("utf-8"))
+    (folder / "list.json").write_text(json.dumps([raw(event="e1", judgement="否"), raw(event="e2")], ensure_ascii=False),
+                                      encoding="utf-8")
+    files = convert(tmp_path, folder)
+    assert len(read_records(files["converted"])) == 3
+
+
+# ---------------------------------------------------------- validation errors
+
+BAD_SAMPLES = [
+    ("instruction", DELETE, "instruction", "missing"),
+    ("instruction", [], "instruction", "non-empty list"),
+    ("instruction", "空指针", "instruction", "non-empty list"),
+    ("instruction", [{}], "instruction[0].subtype", "missing"),
+    ("instruction", [{"subtype": ""}], "instruction[0].subtype", "empty"),
+    ("input", DELETE, "input", "missing"),
+    ("input", "text", "input", "must be an object"),
+    ("output", DELETE, "output", "missing"),
+    ("input.task", DELETE, "input.task", "missing"),
+    ("input.event", DELETE, "input.event", "missing"),
+    ("input.output_format", DELETE, "input.output_format", "missing"),
+    ("output.judgement", DELETE, "output.judgement", "missing"),
+    ("output.reason", DELETE, "output.reason", "missing"),
+    ("input.event", "   ", "input.event", "empty"),
+    ("input.event", 42, "input.event", "must be a string, got int"),
+    ("output.judgement", ["是"], "output.judgement", "must be a string, got list"),
+    ("output.judgement", "是\n否", "output.judgement", "single line"),
+]
+
+
+@pytest.mark.parametrize("dotted,value,field,words", BAD_SAMPLES, ids=[f"{b[0]}-{b[3]}" for b in BAD_SAMPLES])
+def test_bad_sample_names_file_sample_and_field(tmp_path, dotted, value, field, words):
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    samples = [raw(event="ok"), raw(event="bad", **{dotted: value})]
+    path = folder / "data.json"
+    path.write_text(json.dumps(samples, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        convert(tmp_path, folder)
+    message = str(caught.value)
+    assert str(path) in message and "sample 1" in message and f"field '{field}'" in message and words in message
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+BAD_FILES = [
+    ("broken.json", b'{"instruction": [', "invalid JSON", ":1"),
+    ("empty.json", b"", "empty file", None),
+    ("blank.json", b"  \n", "empty file", None),
+    ("number.json", b"42", "top level must be", None),
+    ("string.json", b'"sample"', "top level must be", None),
+    ("emptylist.json", b"[]", "no samples", None),
+    ("gbk.json", json.dumps(raw(), ensure_ascii=False).encode("gbk"), "not UTF-8", None),
+    ("lines.jsonl", (json.dumps(raw(), ensure_ascii=False) + "\n{oops\n").encode(), "invalid JSON", ":2"),
+]
+
+
+@pytest.mark.parametrize("name,content,words,line", BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def test_bad_file_names_the_file(tmp_path, name, content, words, line):
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    (folder / name).write_bytes(content)
+    with pytest.raises(InputError) as caught:
+        convert(tmp_path, folder)
+    assert str(folder / name) in str(caught.value) and words in str(caught.value)
+    if line:
+        assert f"{name}{line}" in str(caught.value)
+
+
+def test_invalid_test_ratio_and_missing_folder(tmp_path):
+    folder = balanced_corpus(tmp_path / "raw")
+    for ratio in ("0", "1", "-0.1", "1.5"):
+        with pytest.raises(InputError, match="test_ratio"):
+            convert(tmp_path, folder, "--test_ratio", ratio)
+    with pytest.raises(InputError, match="does not exist"):
+        convert(tmp_path, tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no \\*.json"):
+        convert(tmp_path, tmp_path / "empty")
+
+
+def test_conflicting_duplicates_are_an_error(tmp_path):
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    (folder / "a.json").write_text(json.dumps([raw(event="same"), raw(event="same", judgement="否")],
+                                              ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(InputError, match="conflicting duplicates: samples a.json#0, a.json#1"):
+        convert(tmp_path, folder)
+
+
+def test_skip_invalid_writes_rejects_with_reasons(tmp_path):
+    folder = balanced_corpus(tmp_path / "raw")
+    (folder / "bad.json").write_text(json.dumps([raw(event="fine one"), raw(**{"input.task": 3})]), encoding="utf-8")
+    (folder / "gbk.json").write_bytes(json.dumps(raw(event="中文"), ensure_ascii=False).encode("gbk"))
+    files = convert(tmp_path, folder, "--skip_invalid")
+    rejects = [json.loads(l) for l in (files["out"] / "converted.rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {(Path(r["file"]).name, r["sample"], r["field"]) for r in rejects} == {("bad.json", 1, "input.task"),
+                                                                                ("gbk.json", None, None)}
+    assert json.loads(files["stats"].read_text(encoding="utf-8"))["rejected"] == 2
+    assert len(read_records(files["converted"])) == 31
+
+
+def test_script_exit_code_and_message_without_traceback(tmp_path):
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    (folder / "x.json").write_text(json.dumps(raw(**{"output.reason": DELETE})), encoding="utf-8")
+    result = run_script(SCRIPT, "--input_dir", folder, "--converted_file", tmp_path / "c.jsonl",
+                        "--train_file", tmp_path / "t.jsonl", "--test_file", tmp_path / "s.jsonl")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"convert_and_split.py: error: {folder / 'x.json'}, sample 0, field 'output.reason'" in result.stderr
+    assert not list(tmp_path.glob("*.jsonl"))
+    debug = run_script(SCRIPT, "--input_dir", folder, "--debug")
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_help_lists_every_constant():
+    result = run_script(SCRIPT, "--help", check=True)
+    for name in ("--input_dir", "--converted_file", "--train_file", "--test_file", "--test_ratio", "--seed",
+                 "--skip_invalid"):
+        assert name in result.stdout
+
+
+# ---------------------------------------------------------------- the split
+
+def records_strategy():
+    sample = st.tuples(st.sampled_from(["空指针解引用", "内存泄漏", "除零", "整数溢出", "缓冲区溢出"]),
+                       st.sampled_from(["是", "否"]), st.integers(0, 40))
+    return st.lists(sample, min_size=1, max_size=120)
+
+
+def make_records(specs):
+    from defect_judge.schema import raw_to_record, RawSample
+    records, judgements = [], {}
+    for i, (subtype, judgement, event) in enumerate(specs):
+        # event numbers repeat: identical events (possibly across subtypes) must not leak
+        r = raw_to_record(RawSample(subtype, f"检查{subtype}", f"code {event}", "判断:是/否", judgement, "r"), f"f.json#{i}")
+        records.append(r)
+        judgements[r.id] = judgement
+    return records, judgements
+
+
+@settings(max_examples=150, deadline=None)
+@given(specs=records_strategy(), ratio=st.floats(0.05, 0.95), seed=st.integers(0, 2**31))
+def test_split_invariants(specs, ratio, seed):
+    records, judgements = make_records(specs)
+    train, test = cas.split_samples(records, judgements, ratio, seed)
+    # no id lost or duplicated
+    assert sorted(r.id for r in train + test) == sorted(r.id for r in records)
+    assert not {r.id for r in train} & {r.id for r in test}
+    # every subtype has a test sample
+    assert {r.subtype for r in test} == {r.subtype for r in records}
+    # no event on both sides
+    event = lambda r: r.user[slice(*event_char_span(r.user))]
+    assert not {event(r) for r in train} & {event(r) for r in test}
+    # deterministic for a seed, whatever the input order
+    again = cas.split_samples(list(reversed(records)), judgements, ratio, seed)[1]
+    assert sorted(r.id for r in again) == sorted(r.id for r in test)
+
+
+@settings(max_examples=100, deadline=None)
+@given(counts=st.lists(st.tuples(st.integers(1, 60), st.integers(0, 60)), min_size=1, max_size=6),
+       ratio=st.floats(0.05, 0.95), seed=st.integers(0, 1000))
+def test_split_follows_ratio_without_duplicate_events(counts, ratio, seed):
+    specs, n = [], 0
+    for s, (yes, no) in enumerate(counts):
+        for judgement, count in (("是", yes), ("否", no)):
+            for _ in range(count):
+                specs.append((f"类型{s}", judgement, n))  # all events distinct
+                n += 1
+    records, judgements = make_records(specs)
+    _, test = cas.split_samples(records, judgements, ratio, seed)
+    per_subtype = Counter(r.subtype for r in records)
+    test_subtype = Counter(r.subtype for r in test)
+    for s, (yes, no) in enumerate(counts):
+        total = yes + no
+        # the quota is round(total * ratio), nudged by at most one per judgement to keep both sides non-empty
+        assert abs(test_subtype[f"类型{s}"] - total * ratio) <= 2.5, (total, ratio, test_subtype[f"类型{s}"])
+        for judgement, count in (("是", yes), ("否", no)):
+            in_test = sum(1 for r in test if r.subtype == f"类型{s}" and judgements[r.id] == judgement)
+            if count >= 2:  # both judgements in test, and in train
+                assert 1 <= in_test <= count - 1
+    assert sum(per_subtype.values()) == len(records)
+
+
+def test_split_is_deterministic_per_seed_and_differs_across_seeds(tmp_path):
+    records, judgements = make_records([(s, j, i) for i, (s, j) in enumerate(
+        [("A", "是"), ("A", "否")] * 20 + [("B", "是"), ("B", "否")] * 20)])
+    first = [r.id for r in cas.split_samples(records, judgements, 0.2, 1)[1]]
+    assert first == [r.id for r in cas.split_samples(records, judgements, 0.2, 1)[1]]
+    assert first != [r.id for r in cas.split_samples(records, judgements, 0.2, 2)[1]]
+
+
+def test_single_sample_subtype_goes_to_test_with_warning(tmp_path, caplog):
+    folder = balanced_corpus(tmp_path / "raw")
+    (folder / "lonely.json").write_text(json.dumps(raw("未初始化变量", event="int x; return x;")), encoding="utf-8")
+    files = convert(tmp_path, folder)
+    assert any(r.subtype == "未初始化变量" for r in read_records(files["test"]))
+    assert "training has none of it" in caplog.text
+
+
+# ----------------------------------------------------------- shipped data
+
+def test_end_to_end_on_the_shipped_data(shipped_split):
+    converted = read_records(shipped_split["converted_file"])
+    train = read_records(shipped_split["train_file"])
+    test = read_records(shipped_split["test_file"])
+    assert len(converted) >= 300 and len(train) + len(test) == len(converted)
+    subtypes = {r.subtype for r in converted}
+    assert len(subtypes) >= 6 and {r.subtype for r in test} == subtypes
+    for subtype in subtypes:
+        assert {r.judgement for r in test if r.subtype == subtype} == {"是", "否"}
+    assert 0.15 <= len(test) / len(converted) <= 0.25
+    stats = json.loads(shipped_split["stats"].read_text(encoding="utf-8"))
+    assert stats["total"] == len(converted) and stats["test"] == len(test)
+    assert set(stats["subtypes"]) == subtypes
+
+
+def test_runs_from_its_own_folder_with_document_defaults(tmp_path):
+    """`cd dataset && python convert_and_split.py` must find ./dataset/output relative to the repo root."""
+    result = run_script("convert_and_split.py", "--converted_file", tmp_path / "c.jsonl", "--train_file",
+                        tmp_path / "train.jsonl", "--test_file", tmp_path / "test.jsonl", cwd=REPO_ROOT / "dataset")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "split_stats.json").is_file()

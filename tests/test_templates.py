@@ -1,0 +1,71 @@
+"""The document's prompt/answer templates and the shared answer parser."""
+import pytest
+
+from defect_judge.templates import (ASSISTANT_TEMPLATE, USER_TEMPLATE, event_char_span, format_assistant,
+                                    format_user, judgement_char_span, parse_answer)
+
+YES_NO = ["是", "否"]
+
+
+def test_templates_are_the_documents():
+    assert USER_TEMPLATE == "任务：{task}\n\n事件：\n{event}\n\n输出格式：\n{output_format}"
+    assert ASSISTANT_TEMPLATE == "判断:{judgement}\n\n原因：{reason}"
+
+
+def test_format_keeps_text_unchanged():
+    event = "  int f(int *p) {\n\treturn *p;\n}\n\n"  # leading/trailing whitespace must survive
+    user = format_user("任务A ", event, "判断:是/否")
+    assert user == "任务：任务A \n\n事件：\n" + event + "\n\n输出格式：\n判断:是/否"
+    start, end = event_char_span(user)
+    assert user[start:end] == event
+
+
+def test_event_span_with_headers_inside_the_event():
+    event = "printf(\"\\n\\n事件：\\n\");\nx = 1;\n\n事件：\ny"
+    user = format_user("t", event, "f")
+    start, end = event_char_span(user)
+    assert user[start:end] == event
+
+
+def test_judgement_span():
+    answer = format_assistant("有缺陷", "因为……")
+    start, end = judgement_char_span(answer)
+    assert answer[start:end] == "有缺陷"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("判断:是\n\n原因：p 未检查", ("是", "p 未检查")),
+    ("判断：否\n\n原因：已检查", ("否", "已检查")),        # full-width colon
+    ("判断 : 是\n原因: 缺少判空", ("是", "缺少判空")),     # spaces, half-width reason colon
+    ("判断：  否。原因：循环上界正确", ("否", "循环上界正确")),
+    ("**判断**：是\n\n**原因**：未释放", ("是", "未释放")),  # markdown bold
+    ("分析如下。\n判断:否\n\n原因：有检查", ("否", "有检查")),  # text before the answer
+    ("判断:是", ("是", None)),                              # missing reason
+    ("判断:是的，存在缺陷", ("是", None)),
+    ("Judgement: yes\nReason: null deref", (None, None)),   # other language: invalid
+    ("判断:可能", (None, None)),                            # not in the vocabulary
+    ("", (None, None)),
+    ("原因：没有判断", (None, "没有判断")),
+])
+def test_parse_answer_yes_no(text, expected):
+    parsed = parse_answer(text, YES_NO)
+    assert (parsed.judgement, parsed.reason) == expected
+    assert parsed.valid == (expected[0] is not None)
+
+
+def test_parse_answer_longest_vocabulary_entry_wins():
+    vocab = ["有缺陷", "无缺陷", "有"]
+    assert parse_answer("判断：有缺陷\n\n原因：x", vocab).judgement == "有缺陷"
+    assert parse_answer("判断:无缺陷", vocab).judgement == "无缺陷"
+
+
+def test_parse_answer_without_vocabulary_reads_the_first_word():
+    assert parse_answer("判断: 否，理由如下").judgement == "否"
+    assert parse_answer("判断:有缺陷\n\n原因：x").judgement == "有缺陷"
+
+
+def test_parse_round_trips_every_formatted_answer():
+    for judgement in ["是", "否", "有缺陷", "无缺陷"]:
+        parsed = parse_answer(format_assistant(judgement, "原因文本\n第二行"), ["是", "否", "有缺陷", "无缺陷"])
+        assert parsed.judgement == judgement
+        assert parsed.reason == "原因文本\n第二行"
