@@ -24,6 +24,7 @@ AXIS_LIMIT = 1.16
 COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD")
 REFERENCE_STYLES = ("--", ":", "-.")
 N_ZERO_TEXT = "n = 0"
+MAX_BAR_THICKNESS = 0.5  # of a category slot
 ERROR_BAR_COLOR = "#333333"
 
 
@@ -35,7 +36,8 @@ def display_width(text: str) -> int:
 def category_label(name: str, totals: Sequence[int], *, multiline: bool = False) -> str:
     """``空指针解引用 (n=12)``; each model's n (``n=12/10``) when they differ."""
     counts = str(totals[0]) if len(set(totals)) == 1 else "/".join(str(t) for t in totals)
-    return f"{name}{chr(10) if multiline else ' '}(n={counts})"
+    separator = "\n" if multiline else " "
+    return f"{name}{separator}(n={counts})"
 
 
 def _total(summary: dict | None) -> int:
@@ -77,10 +79,12 @@ def _draw_series(ax, positions: list[float | None], summaries: Sequence[dict | N
                                                                "capsize": 3}, **error_bars)
     for (position, summary), value in zip(drawn, values):
         end = summary["ci95"][1] + 0.012  # beyond the whisker, so the two never overlap
+        # a white box keeps grid and reference lines from crossing out the number
+        style = {"fontsize": 8, "bbox": {"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.85}}
         if horizontal:
-            ax.text(end, position, f"{value:.1%}", va="center", ha="left", fontsize=8)
+            ax.text(end, position, f"{value:.1%}", va="center", ha="left", **style)
         else:
-            ax.text(position, end, f"{value:.1%}", va="bottom", ha="center", fontsize=8)
+            ax.text(position, end, f"{value:.1%}", va="bottom", ha="center", **style)
     for position, summary in zip(positions, summaries):
         if position is not None and _total(summary) == 0:
             _n_zero_label(ax, position, horizontal, narrow=True)
@@ -93,17 +97,10 @@ def _add_note(fig, ax, note: str) -> None:
     fig.text(box.x0, box.y0 - 0.015, note, ha="left", va="top", fontsize=9, linespacing=1.5)
 
 
-def accuracy_bar_chart(path: str | os.PathLike, categories: list[str], series: list[tuple[str, list[dict]]], *,
-                       title: str, reference_lines: list[tuple[str, float]] | None = None, note: str | None = None,
-                       horizontal: bool | None = None) -> None:
-    """Draw accuracy per category for one or more models and write a PNG atomically.
-
-    ``series``: (model label, one Summary per category, as ``defect_judge.results.summary``
-    makes them: accuracy, correct, total, ci95); ``None`` or total 0 is drawn as "n = 0".
-    Categories keep the given order. ``reference_lines``: (label, accuracy), e.g. the
-    majority-class rate. ``note``: text under the chart (e.g. significance tests).
-    ``horizontal``: None chooses horizontal bars for many categories or long names.
-    """
+def accuracy_figure(categories: list[str], series: list[tuple[str, list[dict]]], *, title: str,
+                    reference_lines: list[tuple[str, float]] | None = None, note: str | None = None,
+                    horizontal: bool | None = None):
+    """The chart of ``accuracy_bar_chart`` as a matplotlib ``Figure`` (Agg canvas), not yet saved."""
     if not categories:
         raise ValueError("accuracy_bar_chart: no categories to draw")
     if not series:
@@ -123,8 +120,10 @@ def accuracy_bar_chart(path: str | os.PathLike, categories: list[str], series: l
     FigureCanvasAgg(fig)  # render with Agg whatever backend the caller's matplotlib is set to
     ax = fig.add_subplot()
 
-    group = 0.8  # share of each category slot the bars take; the rest separates categories
-    thickness = group / len(series)
+    # Bars share 80% of a category's slot; a lone bar stays slim rather than a block.
+    thickness = min(0.8 / len(series), MAX_BAR_THICKNESS)
+    group = thickness * len(series)
+    margin = 0.5 if len(categories) == 1 else 0.0  # one category: keep its bars from filling the width
     all_empty = [c for c in range(len(categories)) if all(_total(s[c]) == 0 for _, s in series)]
     for index, (label, summaries) in enumerate(series):
         offset = -group / 2 + thickness * (index + 0.5)
@@ -145,13 +144,13 @@ def accuracy_bar_chart(path: str | os.PathLike, categories: list[str], series: l
     value_axis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     if horizontal:
         ax.set_yticks(range(len(categories)), labels)
-        ax.set_ylim(len(categories) - 0.5, -0.5)  # first category on top, as a reader reads
+        ax.set_ylim(len(categories) - 0.5 + margin, -0.5 - margin)  # first category on top, as a reader reads
         ax.set_xlim(0, AXIS_LIMIT)
         ax.set_xlabel("准确率")
         ax.grid(axis="x", alpha=0.3)
     else:
         ax.set_xticks(range(len(categories)), labels)
-        ax.set_xlim(-0.5, len(categories) - 0.5)
+        ax.set_xlim(-0.5 - margin, len(categories) - 0.5 + margin)
         ax.set_ylim(0, AXIS_LIMIT)
         ax.set_ylabel("准确率")
         ax.grid(axis="y", alpha=0.3)
@@ -164,5 +163,21 @@ def accuracy_bar_chart(path: str | os.PathLike, categories: list[str], series: l
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)  # outside the data
     if note:
         _add_note(fig, ax, note)
-    with atomic_open(path, "wb") as handle:
+    return fig
+
+
+def accuracy_bar_chart(path: str | os.PathLike, categories: list[str], series: list[tuple[str, list[dict]]], *,
+                       title: str, reference_lines: list[tuple[str, float]] | None = None, note: str | None = None,
+                       horizontal: bool | None = None) -> None:
+    """Draw accuracy per category for one or more models and write a PNG atomically.
+
+    ``series``: (model label, one Summary per category, as ``defect_judge.results.summary``
+    makes them: accuracy, correct, total, ci95); ``None`` or total 0 is drawn as "n = 0".
+    Categories keep the given order. ``reference_lines``: (label, accuracy), e.g. the
+    majority-class rate. ``note``: text under the chart (e.g. significance tests).
+    ``horizontal``: None chooses horizontal bars for many categories or long names.
+    """
+    fig = accuracy_figure(categories, series, title=title, reference_lines=reference_lines, note=note,
+                          horizontal=horizontal)
+    with atomic_open(path, "wb") as handle:  # a temp file beside ``path``, renamed over it when complete
         fig.savefig(handle, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.25)

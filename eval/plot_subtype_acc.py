@@ -1,0 +1,263 @@
+#!/usr/bin/env python
+"""结果可视化 — compare the evaluation results of a baseline and improved models.
+
+Reads two (or more) ``evaluation_results.json`` files written by
+``eval/model_evaluation.py`` on the same test set, pairs their samples by ``id``,
+and writes into ``output_dir``:
+
+  model_comparison.png             accuracy per defect subtype, most samples first
+  overall_accuracy_comparison.png  overall accuracy, with McNemar's paired test of
+                                   each model against the baseline (the first file)
+  type_accuracy_comparison.png     accuracy per reference judgement (defective / clean)
+  comparison_summary.md            the same numbers as Markdown tables (also printed)
+
+Bars carry their value and a Wilson 95% interval, category labels their n.
+
+Examples:
+  python eval/plot_subtype_acc.py --result1_path base/evaluation_results.json \\
+      --result2_path tuned/evaluation_results.json --output_dir comparison
+  python eval/plot_subtype_acc.py --results base.json lora.json full.json --labels base LoRA full
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
+
+from defect_judge.cli import constants_parser, parse_constants
+from defect_judge.errors import InputError, run_main
+from defect_judge.fileio import write_text_atomic
+from defect_judge.plotting import accuracy_bar_chart
+from defect_judge.results import load_results, metrics
+from defect_judge.stats import mcnemar
+from defect_judge.templates import JUDGEMENT_PREFIX
+
+# ----------------------------------------------------------------------------
+# 参数配置 (edit here, or override any of them with --NAME VALUE)
+result1_path = "/home/ubuntu/LLM_RL/evaluation_results_ori_0403.json"  # 基线模型结果
+result2_path = "/home/ubuntu/LLM_RL/evaluation_results.json"  # 改进模型结果
+results = []  # 多个模型: every results file, baseline first (used instead of result1_path/result2_path)
+output_dir = "./eval/comparison"  # 图表和 comparison_summary.md 的输出目录
+labels = []  # 模型名称, one per model; default: the last parts of each model_path
+# ----------------------------------------------------------------------------
+HELP = {
+    "result1_path": "evaluation_results.json of the baseline model",
+    "result2_path": "evaluation_results.json of the improved model",
+    "results": "two or more evaluation_results.json files, the baseline first (instead of result1/result2)",
+    "output_dir": "folder for the three PNGs and comparison_summary.md",
+    "labels": "a name for each model, in the order of the results files",
+}
+PATHS = ("result1_path", "result2_path", "output_dir")
+SUBTYPE_CHART = "model_comparison.png"
+OVERALL_CHART = "overall_accuracy_comparison.png"
+JUDGEMENT_CHART = "type_accuracy_comparison.png"
+SUMMARY_FILE = "comparison_summary.md"
+# A checkpoint folder name alone ("checkpoint-140") says little: keep its run folder too.
+GENERIC_FOLDER = re.compile(r"^(checkpoint-\d+|checkpoint|final|best|best_model|merged|adapter)$")
+
+log = logging.getLogger("plot_subtype_acc")
+
+
+@dataclass
+class Model:
+    path: Path  # the results file
+    data: dict
+    label: str = ""
+
+    @property
+    def correct(self) -> dict:
+        return {s["id"]: bool(s["correct"]) for s in self.data["samples"]}
+
+
+def results_files(args: argparse.Namespace, given: set[str]) -> list[Path]:
+    """The results files to compare, baseline first."""
+    if args.results:
+        if given & {"result1_path", "result2_path"}:
+            raise InputError("give either --results or --result1_path/--result2_path, not both", field="results")
+        files = [Path(p) for p in args.results]
+    else:
+        files = [Path(args.result1_path), Path(args.result2_path)]
+    if len(files) < 2:
+        raise InputError(f"at least two results files are needed for a comparison, got {len(files)} "
+                         f"({', '.join(map(str, files))})", field="results")
+    return files
+
+
+def default_label(model_path: str, parts: int) -> str:
+    """The last ``parts`` folders of a model path (one more after a generic checkpoint name)."""
+    names = [p for p in Path(str(model_path)).parts if p not in ("/", "\\")] or [str(model_path)]
+    if GENERIC_FOLDER.match(names[-1]):
+        parts += 1
+    return "/".join(names[-parts:])
+
+
+def model_labels(models: list[Model], given: list[str]) -> list[str]:
+    """The user's labels, else model path endings made longer until they differ."""
+    if given:
+        if len(given) != len(models):
+            raise InputError(f"{len(given)} labels for {len(models)} results files", field="labels")
+        return list(given)
+    paths = [str(m.data["model_path"]) for m in models]
+    labels = [default_label(path, 1) for path in paths]
+    for parts in (2, 3, 4):  # lengthen only labels shared with a different model path
+        clashing = [any(labels[j] == labels[i] and paths[j] != paths[i] for j in range(len(paths)))
+                    for i in range(len(paths))]
+        labels = [default_label(path, parts) if clash else label
+                  for path, label, clash in zip(paths, labels, clashing)]
+    counts, seen = Counter(labels), Counter()
+    unique = []
+    for label in labels:  # the same model evaluated twice: number the copies
+        seen[label] += 1
+        unique.append(f"{label} #{seen[label]}" if counts[label] > 1 else label)
+    return unique
+
+
+def check_same_test_set(baseline: Model, other: Model) -> None:
+    """Refuse results of different test sets: pairing them would compare nothing."""
+    base = {s["id"]: s for s in baseline.data["samples"]}
+    them = {s["id"]: s for s in other.data["samples"]}
+    only_base, only_them = sorted(set(base) - set(them), key=str), sorted(set(them) - set(base), key=str)
+    if only_base or only_them:
+        example = (f"id {only_base[0]!r} is in {baseline.path} but not in {other.path}" if only_base
+                   else f"id {only_them[0]!r} is in {other.path} but not in {baseline.path}")
+        raise InputError(f"{baseline.path} and {other.path} are results of different test sets: {example} "
+                         f"({len(only_base) + len(only_them)} ids unmatched, {len(set(base) & set(them))} shared); "
+                         f"compare evaluations of the same test file", field="samples")
+    for sample_id, sample in base.items():
+        for key in ("subtype", "reference"):
+            if sample[key] != them[sample_id][key]:
+                raise InputError(f"{baseline.path} and {other.path} disagree on sample {sample_id!r}: {key} "
+                                 f"{sample[key]!r} vs {them[sample_id][key]!r}; they were not evaluated on the "
+                                 f"same test file", field="samples")
+
+
+def judgement_vocabulary(models: list[Model]) -> list[str]:
+    """The judgements the files list, in the baseline's order, then any other reference seen."""
+    vocabulary: list[str] = []
+    for model in models:
+        listed = list(model.data.get("judgements") or []) + sorted({s["reference"] for s in model.data["samples"]})
+        for judgement in listed:
+            if judgement not in vocabulary:
+                vocabulary.append(judgement)
+    return vocabulary
+
+
+def paired_test(baseline: Model, other: Model) -> dict:
+    """McNemar on the discordant pairs: fixed = baseline wrong, other right; broken = the reverse."""
+    base, them = baseline.correct, other.correct
+    fixed = sum(1 for i in base if not base[i] and them[i])
+    broken = sum(1 for i in base if base[i] and not them[i])
+    p_value, method = mcnemar(fixed, broken)
+    return {"fixed": fixed, "broken": broken, "p_value": p_value, "method": method}
+
+
+def percent(stats: dict) -> str:
+    return f"{stats['accuracy']:.1%}" if stats["total"] else "—"
+
+
+def difference(base: dict, other: dict) -> str:
+    if not base["total"] or not other["total"]:
+        return "—"
+    return f"{100 * (other['accuracy'] - base['accuracy']):+.1f} pp"
+
+
+def test_line(label: str, test: dict) -> str:
+    return (f"{label}: fixed {test['fixed']}, broken {test['broken']}, "
+            f"p = {test['p_value']:.4g} ({test['method']})")
+
+
+def category_table(title: str, names: list[str], models: list[Model], tables: list[dict]) -> list[str]:
+    """One Markdown table: n, each model's accuracy, each model's difference to the baseline."""
+    header = ["n"] + [m.label for m in models] + [f"Δ {m.label}" for m in models[1:]]
+    lines = [f"| {title} | " + " | ".join(header) + " |", "|---" + "|---:" * len(header) + "|"]
+    for name in names:
+        cells = [str(tables[0][name]["total"])] + [percent(t[name]) for t in tables]
+        cells += [difference(tables[0][name], t[name]) for t in tables[1:]]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def summary_markdown(models: list[Model], subtypes: list[str], judgements: list[str], per_model: list[dict],
+                     tests: list[dict]) -> str:
+    baseline = models[0]
+    lines = ["# Model comparison", "",
+             f"- Baseline: **{baseline.label}** (`{baseline.data['model_path']}`, results `{baseline.path}`)"]
+    lines += [f"- Compared: **{m.label}** (`{m.data['model_path']}`, results `{m.path}`)" for m in models[1:]]
+    lines += ["", f"{per_model[0]['overall']['total']} test samples, paired by id. "
+              "Accuracy with its Wilson 95% interval; Δ = model − baseline in percentage points.", "",
+              "## Overall", "", "| model | accuracy | 95% CI | correct / n | invalid format | Δ vs baseline |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for model, table in zip(models, per_model):
+        o = table["overall"]
+        lines.append(f"| {model.label} | {percent(o)} | {o['ci95'][0]:.1%}–{o['ci95'][1]:.1%} | "
+                     f"{o['correct']} / {o['total']} | {o['invalid_format']} | "
+                     f"{difference(per_model[0]['overall'], o) if model is not baseline else '—'} |")
+    lines += ["", f"McNemar's test against {baseline.label} (fixed: baseline wrong, model right; broken: the reverse):", ""]
+    lines += [f"- {test_line(m.label, t)}" for m, t in zip(models[1:], tests)]
+    lines += ["", "## Per subtype", ""]
+    lines += category_table("subtype", subtypes, models, [t["per_subtype"] for t in per_model])
+    lines += ["", "## Per reference judgement", ""]
+    lines += category_table("reference", judgements, models, [t["per_judgement"] for t in per_model])
+    return "\n".join(lines) + "\n"
+
+
+def draw_charts(out: Path, models: list[Model], subtypes: list[str], judgements: list[str], per_model: list[dict],
+                tests: list[dict]) -> None:
+    names = [m.label for m in models]
+    accuracy_bar_chart(out / SUBTYPE_CHART, subtypes,
+                       [(n, [t["per_subtype"][s] for s in subtypes]) for n, t in zip(names, per_model)],
+                       title="各缺陷类型准确率对比 (accuracy per defect subtype)")
+    # What always answering the most common judgement would score: the bar to beat.
+    references = Counter(s["reference"] for s in models[0].data["samples"])
+    majority = references.most_common(1)[0][1] / sum(references.values()) if references else 0.0
+    note = "\n".join([f"McNemar 配对检验 vs {names[0]} (fixed: 基线错→正确, broken: 基线对→错误)"]
+                     + [test_line(n, t) for n, t in zip(names[1:], tests)])
+    accuracy_bar_chart(out / OVERALL_CHART, ["全部样本"], [(n, [t["overall"]]) for n, t in zip(names, per_model)],
+                       title="总体准确率对比 (overall accuracy)", reference_lines=[("多数类基线", majority)],
+                       note=note, horizontal=False)
+    accuracy_bar_chart(out / JUDGEMENT_CHART, [f"{JUDGEMENT_PREFIX}{j}" for j in judgements],
+                       [(n, [t["per_judgement"][j] for j in judgements]) for n, t in zip(names, per_model)],
+                       title="不同类型样本准确率对比 (accuracy per reference judgement)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    defaults = {name: globals()[name] for name in HELP}
+    parser = constants_parser(defaults, HELP, __doc__)
+    given = set(vars(parser.parse_args(argv)))
+    args = parse_constants(defaults, path_names=PATHS, argv=argv, parser=parser)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+
+    files = results_files(args, given)
+    models = [Model(path, load_results(path)) for path in files]
+    for model in models[1:]:
+        check_same_test_set(models[0], model)
+    for model, label in zip(models, model_labels(models, args.labels)):
+        model.label = label
+    if not models[0].data["samples"]:
+        raise InputError("the results hold no samples: nothing to compare", path=models[0].path, field="samples")
+
+    judgements = judgement_vocabulary(models)
+    per_model = [metrics(m.data["samples"], judgements) for m in models]
+    counts = Counter(s["subtype"] for s in models[0].data["samples"])
+    subtypes = sorted(counts, key=lambda name: (-counts[name], name))
+    tests = [paired_test(models[0], model) for model in models[1:]]
+
+    out = Path(args.output_dir)
+    log.info("comparing %s on %d paired samples; writing to %s", ", ".join(m.label for m in models),
+             len(models[0].data["samples"]), out)
+    draw_charts(out, models, subtypes, judgements, per_model, tests)
+    markdown = summary_markdown(models, subtypes, judgements, per_model, tests)
+    write_text_atomic(out / SUMMARY_FILE, markdown)
+    print(markdown)
+    for name in (SUBTYPE_CHART, OVERALL_CHART, JUDGEMENT_CHART, SUMMARY_FILE):
+        log.info("wrote %s", out / name)
+
+
+if __name__ == "__main__":
+    run_main(main)
