@@ -159,7 +159,7 @@ def load_samples(folder: Path, skip_invalid: bool) -> tuple[list[Sample], list[R
     return samples, rejected
 
 
-def check_conflicts(samples: list[Sample], skip_invalid: bool) -> tuple[list[Sample], list[Rejected]]:
+def check_conflicts(samples: list[Sample], folder: Path, skip_invalid: bool) -> tuple[list[Sample], list[Rejected]]:
     """The same question with different judgements cannot both be right: an error (or both rejected)."""
     by_prompt: dict[tuple[str, str], list[Sample]] = defaultdict(list)
     for sample in samples:
@@ -170,12 +170,13 @@ def check_conflicts(samples: list[Sample], skip_invalid: bool) -> tuple[list[Sam
         if len(judgements) > 1:
             ids = [s.record.id for s in group]
             if not skip_invalid:
-                raise InputError(f"conflicting duplicates: samples {', '.join(ids)} have the same subtype, task, event "
+                where = ", ".join(str(folder / i) for i in ids)
+                raise InputError(f"conflicting duplicates: samples {where} have the same subtype, task, event "
                                  f"and output format but different judgements ({' / '.join(sorted(judgements))})",
                                  field="output.judgement")
             conflicting.update(ids)
     kept = [s for s in samples if s.record.id not in conflicting]
-    rejected = [Rejected(s.record.id.rsplit("#", 1)[0], int(s.record.id.rsplit("#", 1)[1]), None, "output.judgement",
+    rejected = [Rejected(str(folder / s.record.id.rsplit("#", 1)[0]), int(s.record.id.rsplit("#", 1)[1]), None, "output.judgement",
                          "conflicting duplicate: same question, different judgement")
                 for s in samples if s.record.id in conflicting]
     return kept, rejected
@@ -311,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
 
     log.info("reading raw samples from %s", input_folder)
     samples, rejected = load_samples(input_folder, args.skip_invalid)
-    samples, conflicts = check_conflicts(samples, args.skip_invalid)
+    samples, conflicts = check_conflicts(samples, input_folder, args.skip_invalid)
     rejected += conflicts
     if not samples:
         raise InputError("no valid samples found" + (f" ({len(rejected)} rejected)" if rejected else ""), path=input_folder)
