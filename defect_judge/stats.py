@@ -16,7 +16,10 @@ def wilson_interval(correct: int, total: int, z: float = 1.959963984540054) -> t
     denominator = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / denominator
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The bounds are exactly 0 and 1 at k = 0 and k = n; rounding would leave the estimate outside its interval.
+    low = 0.0 if correct == 0 else max(0.0, centre - half)
+    high = 1.0 if correct == total else min(1.0, centre + half)
+    return low, high
 
 
 def mcnemar_exact(fixed: int, broken: int) -> float:

@@ -1,0 +1,579 @@
+"""Inference for evaluation: which model a path names, batched greedy generation,
+and scoring candidate judgements by log-probability.
+
+``eval/model_evaluation.py`` and ``eval/bench_eval.py`` both run through here,
+so the benchmark measures exactly what the evaluation does.
+
+A model path is one of (checked in this order):
+
+* a training ``OUTPUT_DIR``: it holds ``best_checkpoint.json``; the model is
+  ``OUTPUT_DIR/<best_checkpoint>`` when that folder still exists, else the best
+  model training saved in ``OUTPUT_DIR`` itself; either may be an adapter or a
+  full model;
+* a LoRA adapter folder (``adapter_config.json``, e.g. ``checkpoint-140``): it
+  is loaded onto its base model and merged (``merge_and_unload``) so inference
+  runs at the plain model's speed;
+* a full model folder: ``full_model`` when training wrote it (a
+  ``trainer_state.json`` inside, or a ``best_checkpoint.json`` beside it),
+  otherwise ``base_model``, the baseline with no fine-tuning.
+
+The base model of an adapter is the first that exists of: ``--base_model_path``
+(the user's word wins), the adapter's ``base_model_name_or_path``, the
+``base_model_path`` in ``best_checkpoint.json``, and ``tokenizer_path`` when it
+is a model folder (the document keeps the base model's tokenizer there).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from . import REPO_ROOT
+from .errors import InputError
+from .modeling import (ADAPTER_CONFIG_FILE, BEST_CHECKPOINT_FILE, check_model_folder, check_tokenizer_matches,
+                       load_causal_lm, load_tokenizer, read_best_checkpoint)
+from .templates import JUDGEMENT_PREFIX
+
+log = logging.getLogger(__name__)
+
+BASE_MODEL = "base_model"
+FULL_MODEL = "full_model"
+LORA_ADAPTER = "lora_adapter"
+OUTPUT_DIR_PREFIX = "output_dir/"  # + the kind of the model the OUTPUT_DIR points at
+KIND_DESCRIPTIONS = {
+    BASE_MODEL: "base model with no fine-tuning (the baseline)",
+    FULL_MODEL: "fully fine-tuned model",
+    LORA_ADAPTER: "LoRA adapter, merged into its base model before inference",
+}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+TRAINER_STATE_FILE = "trainer_state.json"
+# End-of-turn markers of common chat templates; used as extra stop tokens when the
+# template writes one and the tokenizer has it as a single token.
+END_OF_TURN_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
+# Judgements that mean "a defect is present" (the positive class of ROC-AUC), and the
+# beginnings that say so in other wordings; negations are checked first.
+POSITIVE_JUDGEMENTS = ("是", "有", "有缺陷", "存在", "存在缺陷", "存在漏洞", "有漏洞", "yes", "true", "defective", "buggy")
+POSITIVE_STARTS = ("有", "是", "存在", "yes", "true", "defect", "bug", "vulnerable")
+NEGATIVE_STARTS = ("无", "否", "不", "没", "非", "no", "false", "clean", "safe")
+# Prefill groups: at most this share of padding, and this many (padded) tokens per forward pass. A GPU
+# wants big passes (bounded by activation memory); on a CPU, activations that outgrow the caches make
+# every elementwise op memory-bound, and ~2k tokens a pass measured fastest.
+PREFILL_MAX_WASTE = 0.1
+PREFILL_MAX_TOKENS = 16384
+PREFILL_MAX_TOKENS_CPU = 2048
+
+
+# ----------------------------------------------------------------- model paths
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """What a model path turned out to be, and the folders to load."""
+    path: Path                      # as given
+    kind: str                       # BASE_MODEL | FULL_MODEL | LORA_ADAPTER, prefixed by OUTPUT_DIR_PREFIX
+    weights_path: Path              # the folder whose weights are evaluated (model or adapter)
+    base_model_path: Path | None = None   # the base an adapter is merged into
+    best_checkpoint: dict | None = None   # best_checkpoint.json of an OUTPUT_DIR
+    base_model_source: str | None = None  # where the base path came from
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.kind.endswith(LORA_ADAPTER)
+
+    def describe(self) -> str:
+        inner = self.kind.removeprefix(OUTPUT_DIR_PREFIX)
+        text = KIND_DESCRIPTIONS[inner]
+        if self.kind.startswith(OUTPUT_DIR_PREFIX):
+            info = self.best_checkpoint or {}
+            metric = (f" ({info['metric']} = {info['value']:.6g})"
+                      if info.get("metric") and isinstance(info.get("value"), (int, float)) else "")
+            text = (f"training OUTPUT_DIR, best checkpoint {info.get('best_checkpoint')}{metric} "
+                    f"at {self.weights_path}: {text}")
+        if self.base_model_path is not None:
+            text += f"; base model {self.base_model_path} (from {self.base_model_source})"
+        return text
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "description": self.describe(), "path": str(self.path),
+                "weights_path": str(self.weights_path),
+                "base_model_path": str(self.base_model_path) if self.base_model_path else None,
+                "best_checkpoint": self.best_checkpoint}
+
+    def weight_folders(self) -> list[Path]:
+        return [p for p in (self.weights_path, self.base_model_path) if p is not None]
+
+
+def _read_json_object(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise InputError(f"invalid JSON: {error.msg}", path=path, line=error.lineno) from None
+    if not isinstance(data, dict):
+        raise InputError("must be a JSON object", path=path)
+    return data
+
+
+def _local_folder(value: str | None) -> Path | None:
+    """An existing folder for ``value`` (as given, else relative to the repo root), or None."""
+    if not value:
+        return None
+    for candidate in (Path(value), REPO_ROOT / value):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _find_base_model(adapter: Path, *, base_model_path: str, tokenizer_path: str,
+                     best_checkpoint: dict | None) -> tuple[Path, str]:
+    if base_model_path:
+        folder = Path(base_model_path)
+        if not folder.exists():
+            raise InputError("--base_model_path does not exist", path=folder)
+        return check_model_folder(folder), "--base_model_path"
+    config = _read_json_object(adapter / ADAPTER_CONFIG_FILE)
+    tried = []
+    candidates = [(config.get("base_model_name_or_path"), f"{ADAPTER_CONFIG_FILE} base_model_name_or_path"),
+                  ((best_checkpoint or {}).get("base_model_path"), f"{BEST_CHECKPOINT_FILE} base_model_path"),
+                  (tokenizer_path, "tokenizer_path")]
+    for value, source in candidates:
+        if not value:
+            continue
+        folder = _local_folder(str(value))
+        if folder is not None and (folder / "config.json").is_file():
+            return check_model_folder(folder), source
+        tried.append(f"{value} ({source})")
+    tried_text = "; tried " + ", ".join(tried) if tried else ""
+    raise InputError(f"cannot find the base model of this LoRA adapter{tried_text}; "
+                     f"pass --base_model_path pointing to the base model folder", path=adapter)
+
+
+def _check_adapter_weights(adapter: Path) -> None:
+    if (adapter / ADAPTER_WEIGHTS).is_file():
+        return
+    if any(adapter.glob("adapter_model.*")):
+        raise InputError(f"the adapter weights are not in safetensors format (refusing pickle files, which can run "
+                         f"code); save the adapter with safe_serialization=True", path=adapter)
+    raise InputError(f"LoRA adapter folder without {ADAPTER_WEIGHTS}", path=adapter)
+
+
+def _resolve_folder(folder: Path, *, base_model_path: str, tokenizer_path: str, best_checkpoint: dict | None,
+                    trained: bool) -> ResolvedModel:
+    if (folder / ADAPTER_CONFIG_FILE).is_file():
+        _check_adapter_weights(folder)
+        base, source = _find_base_model(folder, base_model_path=base_model_path, tokenizer_path=tokenizer_path,
+                                        best_checkpoint=best_checkpoint)
+        return ResolvedModel(folder, LORA_ADAPTER, folder, base, best_checkpoint, source)
+    check_model_folder(folder)
+    trained = trained or (folder / TRAINER_STATE_FILE).is_file() or (folder.parent / BEST_CHECKPOINT_FILE).is_file()
+    return ResolvedModel(folder, FULL_MODEL if trained else BASE_MODEL, folder, None, best_checkpoint)
+
+
+def resolve_model(model_path: str | os.PathLike, *, base_model_path: str = "",
+                  tokenizer_path: str = "") -> ResolvedModel:
+    """Find out what ``model_path`` is (see the module docstring) and check that it can be loaded."""
+    path = Path(model_path)
+    if not path.exists():
+        raise InputError("model path does not exist (set --model_path)", path=path)
+    if not path.is_dir():
+        raise InputError("model path is not a folder", path=path)
+    if (path / BEST_CHECKPOINT_FILE).is_file():
+        info = read_best_checkpoint(path)
+        name = info["best_checkpoint"]
+        checkpoint = (path / name).resolve()
+        if checkpoint.parent != path.resolve():
+            raise InputError(f"best_checkpoint must name a folder inside OUTPUT_DIR, got {name!r}",
+                             path=path / BEST_CHECKPOINT_FILE, field="best_checkpoint")
+        notes = ()
+        target = path / name
+        if not target.is_dir():
+            target = path
+            notes = (f"{name} no longer exists; using the best model saved in {path} itself",)
+        inner = _resolve_folder(target, base_model_path=base_model_path, tokenizer_path=tokenizer_path,
+                                best_checkpoint=info, trained=True)
+        return ResolvedModel(path, OUTPUT_DIR_PREFIX + inner.kind, inner.weights_path, inner.base_model_path, info,
+                             inner.base_model_source, notes)
+    return _resolve_folder(path, base_model_path=base_model_path, tokenizer_path=tokenizer_path, best_checkpoint=None,
+                           trained=False)
+
+
+def has_tokenizer(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in TOKENIZER_FILES)
+
+
+def resolve_tokenizer_path(resolved: ResolvedModel, tokenizer_path: str, *, explicit: bool) -> Path:
+    """The tokenizer to use.
+
+    ``tokenizer_path`` when it exists. When it is empty, or it is the script's
+    default and does not exist on this machine, the model's own tokenizer: the
+    first of the evaluated folder, the adapter's base model and the OUTPUT_DIR
+    that holds tokenizer files. A path the user gave that does not exist is an error.
+    """
+    if tokenizer_path:
+        folder = Path(tokenizer_path)
+        if folder.exists():
+            return folder
+        if explicit:
+            raise InputError("tokenizer path does not exist (--tokenizer_path)", path=folder)
+        log.warning("the default tokenizer_path %s does not exist on this machine: using the model's own tokenizer",
+                    folder)
+    for folder in (resolved.weights_path, resolved.base_model_path, resolved.path):
+        if folder is not None and has_tokenizer(folder):
+            return folder
+    raise InputError("no tokenizer files next to the model; pass --tokenizer_path", path=resolved.weights_path)
+
+
+def weights_fingerprint(resolved: ResolvedModel) -> list[dict]:
+    """Name, size and modification time of every file that decides the weights (for resume checks)."""
+    rows = []
+    for folder in resolved.weight_folders():
+        for file in sorted(folder.iterdir()):
+            if file.is_file() and (file.suffix == ".safetensors" or file.name.endswith(".safetensors.index.json")
+                                   or file.name in ("config.json", ADAPTER_CONFIG_FILE)):
+                stat = file.stat()
+                rows.append({"file": str(file.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
+    return rows
+
+
+def load_model(resolved: ResolvedModel, *, dtype, device: str, trust_remote_code: bool = False):
+    """The model ready for inference (eval mode, on ``device``); an adapter is merged into its base."""
+    if not resolved.is_adapter:
+        model = load_causal_lm(resolved.weights_path, dtype=dtype, trust_remote_code=trust_remote_code)
+    else:
+        from peft import PeftModel
+
+        base = load_causal_lm(resolved.base_model_path, dtype=dtype, trust_remote_code=trust_remote_code)
+        try:
+            model = PeftModel.from_pretrained(base, resolved.weights_path).merge_and_unload()
+        except (RuntimeError, ValueError, KeyError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise InputError(f"the adapter does not fit the base model {resolved.base_model_path} ({first_line})",
+                             path=resolved.weights_path) from None
+    return model.to(device).eval()
+
+
+def load_model_and_tokenizer(resolved: ResolvedModel, tokenizer_dir: Path, *, dtype, device: str,
+                             trust_remote_code: bool = False):
+    tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code=trust_remote_code)
+    model = load_model(resolved, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    check_tokenizer_matches(model, tokenizer, resolved.weights_path, tokenizer_dir)
+    return model, tokenizer
+
+
+# -------------------------------------------------------------------- prompts
+
+def encode_prompt(tokenizer, prompt_text: str) -> list[int]:
+    """Token ids of a rendered prompt; the template already holds any special tokens."""
+    return list(tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
+
+
+def stop_token_ids(tokenizer, model) -> list[int]:
+    """End-of-turn ids: the tokenizer's eos, the generation config's, and the template's end-of-turn marker."""
+    ids: list[int] = []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (tokenizer.eos_token_id, configured):
+        ids += value if isinstance(value, list) else [value] if value is not None else []
+    template = getattr(tokenizer, "chat_template", None) or ""
+    for marker in END_OF_TURN_MARKERS:
+        if marker in template:
+            token = tokenizer.convert_tokens_to_ids(marker)
+            if isinstance(token, int) and token != tokenizer.unk_token_id:
+                ids.append(token)
+    return sorted(set(ids))
+
+
+def _left_pad(sequences: Sequence[Sequence[int]], pad_id: int, device):
+    import torch
+
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        if sequence:
+            input_ids[row, width - len(sequence):] = torch.tensor(sequence, dtype=torch.long)
+            mask[row, width - len(sequence):] = 1
+    return input_ids.to(device), mask.to(device)
+
+
+def _positions(mask):
+    """Position ids that skip left padding, as ``generate`` computes them."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+# ------------------------------------------------------------------ generate
+
+def greedy_config(model, *, max_new_tokens: int, stop_ids: Sequence[int], pad_id: int):
+    """Plain greedy decoding: the model's sampling settings and repetition penalty are switched off."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, repetition_penalty=1.0,
+                            no_repeat_ngram_size=0, temperature=1.0, top_k=50, top_p=1.0,
+                            eos_token_id=list(stop_ids), pad_token_id=pad_id,
+                            bos_token_id=getattr(model.generation_config, "bos_token_id", None))
+
+
+def _cut_at_stop(tokens: list[int], stop_ids: Sequence[int]) -> tuple[list[int], bool]:
+    for index, token in enumerate(tokens):
+        if token in stop_ids:
+            return tokens[:index + 1], True
+    return tokens, False
+
+
+def prefill_groups(lengths: Sequence[int], *, max_waste: float | None = None,
+                   max_tokens: int | None = None) -> list[range]:
+    """Split length-sorted prompts into runs that prefill together with little padding.
+
+    Prefill is compute-bound, so every padding token costs as much as a real
+    one; a run grows while its padded size stays within ``max_waste`` of its
+    real tokens and within ``max_tokens`` (which bounds activation memory).
+    """
+    max_waste = PREFILL_MAX_WASTE if max_waste is None else max_waste
+    max_tokens = PREFILL_MAX_TOKENS if max_tokens is None else max_tokens
+    groups, start = [], 0
+    while start < len(lengths):
+        end, longest, real = start + 1, lengths[start], lengths[start]
+        while end < len(lengths):
+            longest_next, real_next = max(longest, lengths[end]), real + lengths[end]
+            padded = longest_next * (end + 1 - start)
+            if padded > (1 + max_waste) * real_next or padded > max_tokens:
+                break
+            longest, real, end = longest_next, real_next, end + 1
+        groups.append(range(start, end))
+        start = end
+    return groups
+
+
+def _token_budget(device) -> int:
+    return PREFILL_MAX_TOKENS_CPU if str(device).startswith("cpu") else PREFILL_MAX_TOKENS
+
+
+def _plain_dynamic_cache(cache) -> bool:
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    return isinstance(cache, DynamicCache) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def _prefill_cache(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, device):
+    """KV cache of every prompt but its last token, prefilled in low-padding groups, left-padded into one batch.
+
+    ``generate`` then runs the last prompt token and decodes the whole batch
+    together: decoding is bound by reading the weights, so a big batch costs
+    little more per step than one sample. The cache is preallocated (static)
+    because growing it by concatenation copies all of it at every step, which
+    costs more than the model itself at batch 32. None when the model's cache
+    layers are not plain full-attention ones (``generate`` then prefills itself).
+    """
+    import torch
+    from transformers.cache_utils import StaticCache, StaticLayer
+
+    width = max(len(p) for p in prompts) - 1
+    cache = StaticCache(config=model.config, max_cache_len=width + 1 + max_new_tokens)
+    if not all(type(layer) is StaticLayer for layer in cache.layers):
+        return None
+    for group in prefill_groups([len(p) for p in prompts], max_tokens=_token_budget(device)):
+        input_ids, mask = _left_pad([prompts[i][:-1] for i in group], 0, device)
+        output = model(input_ids=input_ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True,
+                       logits_to_keep=1)
+        if not _plain_dynamic_cache(output.cache) or len(output.cache.layers) != len(cache.layers):
+            return None
+        for static, layer in zip(cache.layers, output.cache.layers):
+            if not static.is_initialized:
+                _, heads, _, dim = layer.keys.shape
+                static.lazy_initialization(layer.keys.new_empty((len(prompts), heads, 0, dim)),
+                                           layer.values.new_empty((len(prompts), heads, 0, layer.values.shape[-1])))
+            length = layer.keys.shape[2]  # left padding of this group, then more of it up to ``width``
+            static.keys[group.start:group.stop, :, width - length:width] = layer.keys
+            static.values[group.start:group.stop, :, width - length:width] = layer.values
+    for static in cache.layers:
+        static.cumulative_length.fill_(width)
+    return cache
+
+
+def generate_batch(model, tokenizer, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
+                   stop_ids: Sequence[int]) -> list[dict]:
+    """Greedy answers for a batch of length-sorted prompt ids, decoded together with left padding.
+
+    Returns per prompt ``response`` (decoded without special tokens),
+    ``generated_tokens`` (including the stop token) and ``stopped`` (ended at
+    end-of-turn rather than at ``max_new_tokens``).
+    """
+    import torch
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    device = next(model.parameters()).device
+    input_ids, mask = _left_pad(prompts, pad_id, device)
+    config = greedy_config(model, max_new_tokens=max_new_tokens, stop_ids=stop_ids, pad_id=pad_id)
+    with torch.inference_mode():
+        cache = None
+        if len(prompts) > 1 and min(len(p) for p in prompts) > 1:
+            cache = _prefill_cache(model, prompts, max_new_tokens, device)
+        extra = {"cache": cache} if cache is not None else {}
+        output = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config, **extra)
+    answers = []
+    for row in output[:, input_ids.shape[1]:].tolist():
+        tokens, stopped = _cut_at_stop(row, stop_ids)
+        answers.append({"response": tokenizer.decode(tokens, skip_special_tokens=True),
+                        "generated_tokens": len(tokens), "stopped": stopped})
+    return answers
+
+
+# --------------------------------------------------------------------- score
+
+@dataclass(frozen=True)
+class Candidate:
+    """``prompt + 判断:{judgement}`` as one token sequence; tokens [start, len) are the continuation."""
+    judgement: str
+    input_ids: tuple[int, ...]
+    start: int
+
+
+def candidate_sequences(tokenizer, prompt_text: str, judgements: Sequence[str]) -> list[Candidate]:
+    """Tokenize prompt and continuation together (so merges match training) and find the continuation by offsets."""
+    candidates = []
+    for judgement in judgements:
+        text = prompt_text + JUDGEMENT_PREFIX + judgement
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
+        start = next((i for i, (_, end) in enumerate(offsets) if end > len(prompt_text)), len(ids))
+        if start == 0 or start == len(ids):
+            raise InputError(f"the continuation {JUDGEMENT_PREFIX}{judgement} does not tokenize after the prompt")
+        candidates.append(Candidate(judgement, tuple(ids), start))
+    return candidates
+
+
+def _shared_prefix(candidates: Sequence[Candidate]) -> int:
+    """Tokens all candidates share, leaving each at least one token of its own to feed or predict."""
+    first = candidates[0].input_ids
+    length = min(len(c.input_ids) for c in candidates)
+    shared = 0
+    while shared < length and all(c.input_ids[shared] == first[shared] for c in candidates):
+        shared += 1
+    if shared == 0:
+        raise ValueError("candidate sequences share no prompt token")
+    return min(shared, length - 1)
+
+
+def score_batch(model, batch: Sequence[Sequence[Candidate]], *, pad_id: int) -> list[list[float]]:
+    """Total log-probability of each candidate continuation, for a batch of length-sorted samples.
+
+    The prompt (and whatever the candidates share, e.g. ``判断:``) runs once per
+    sample in a left-padded forward pass (one per low-padding group, see
+    ``prefill_groups``); logits are computed only at the positions that predict
+    continuation tokens (a boolean ``logits_to_keep``), never for the whole
+    sequence × vocabulary. Candidates that go on for more than one token after
+    the shared part get a second, small pass over their remaining tokens on a
+    copy of the shared part's KV cache.
+    """
+    totals: list[list[float]] = []
+    device = next(model.parameters()).device
+    for group in prefill_groups([len(candidates[0].input_ids) for candidates in batch],
+                                max_tokens=_token_budget(device)):
+        totals += _score_group(model, [batch[i] for i in group], pad_id=pad_id)
+    return totals
+
+
+def _score_group(model, batch: Sequence[Sequence[Candidate]], *, pad_id: int) -> list[list[float]]:
+    import torch
+
+    device = next(model.parameters()).device
+    shared = [_shared_prefix(candidates) for candidates in batch]
+    # Logits needed from the shared pass: positions p predicting token p+1 of some continuation, p < shared.
+    low = [max(min(c.start for c in candidates) - 1, 0) for candidates in batch]
+    input_ids, mask = _left_pad([c[0].input_ids[:p] for c, p in zip(batch, shared)], pad_id, device)
+    width = input_ids.shape[1]
+    keep = torch.zeros_like(mask, dtype=torch.bool)
+    for row, (p, lo) in enumerate(zip(shared, low)):
+        if lo < p:
+            keep[row, width - p + lo:] = True
+    tails = [[c.input_ids[p:len(c.input_ids) - 1] for c in candidates] for candidates, p in zip(batch, shared)]
+    need_tail_pass = any(tail for rows in tails for tail in rows)
+    with torch.inference_mode():
+        output = model(input_ids=input_ids, attention_mask=mask, position_ids=_positions(mask),
+                       use_cache=need_tail_pass, logits_to_keep=keep)
+        shared_logprobs = torch.log_softmax(output.logits.float(), dim=-1)
+        tail_logprobs = None
+        if need_tail_pass:
+            tail_logprobs, tail_starts = _tail_pass(model, output.cache, mask, shared, tails, pad_id, device)
+    totals, cursor = [], 0
+    for row, (candidates, p, lo) in enumerate(zip(batch, shared, low)):
+        # Row ``cursor + (q - lo)`` of shared_logprobs is position q of this sample.
+        sample_totals = []
+        for index, candidate in enumerate(candidates):
+            ids, total = candidate.input_ids, 0.0
+            for t in range(candidate.start, len(ids)):
+                if t - 1 < p:
+                    total += shared_logprobs[cursor + (t - 1 - lo), ids[t]].item()
+                else:  # fed as token t - 1 - p of this candidate's tail
+                    total += tail_logprobs[tail_starts[row * len(candidates) + index] + (t - 1 - p), ids[t]].item()
+            sample_totals.append(total)
+        totals.append(sample_totals)
+        cursor += max(p - lo, 0)
+    return totals
+
+
+def _tail_pass(model, cache, shared_mask, shared: Sequence[int], tails, pad_id: int, device):
+    """Feed each candidate's remaining tokens after the shared part, on a copy of its KV cache.
+
+    Returns the log-probabilities (flattened, one row per fed token) and, per
+    (sample, candidate), the index of its first row.
+    """
+    import torch
+
+    k = len(tails[0])
+    cache.batch_repeat_interleave(k)
+    rows = [tail for sample in tails for tail in sample]
+    length = max(len(tail) for tail in rows)
+    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    tail_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    positions = torch.zeros((len(rows), length), dtype=torch.long)
+    for index, tail in enumerate(rows):
+        p = shared[index // k]
+        positions[index] = torch.arange(p, p + length)
+        if tail:
+            input_ids[index, :len(tail)] = torch.tensor(tail, dtype=torch.long)
+            tail_mask[index, :len(tail)] = 1
+    # Right padding: a real token never attends to the pads after it.
+    mask = torch.cat([shared_mask.repeat_interleave(k, dim=0), tail_mask.to(device)], dim=1)
+    output = model(input_ids=input_ids.to(device), attention_mask=mask, position_ids=positions.to(device),
+                   cache=cache, use_cache=True, logits_to_keep=tail_mask.to(device).bool())
+    logprobs = torch.log_softmax(output.logits.float(), dim=-1)
+    starts, cursor = [], 0
+    for tail in rows:
+        starts.append(cursor)
+        cursor += len(tail)
+    return logprobs, starts
+
+
+def probabilities(logprobs: Sequence[float]) -> list[float]:
+    """Softmax over the candidates' total log-probabilities."""
+    top = max(logprobs)
+    weights = [math.exp(value - top) for value in logprobs]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def positive_judgement(judgements: Sequence[str]) -> tuple[str | None, str]:
+    """The judgement that means "defect present" for ROC-AUC, and the rule that chose it.
+
+    Only two-class vocabularies have one. An exact known word (是, 有缺陷, yes, ...)
+    wins; else the one starting like a positive word and not like a negation
+    (有…, 是…, 存在…, yes…); else the lexicographically first.
+    """
+    if len(judgements) != 2:
+        return None, "not a two-class judgement set"
+    lowered = {j: j.strip().lower() for j in judgements}
+    exact = [j for j in judgements if lowered[j] in POSITIVE_JUDGEMENTS]
+    if len(exact) == 1:
+        return exact[0], "known positive word"
+    starts = [j for j in judgements
+              if lowered[j].startswith(POSITIVE_STARTS) and not lowered[j].startswith(NEGATIVE_STARTS)]
+    if len(starts) == 1:
+        return starts[0], "starts like a positive word"
+    negatives = [j for j in judgements if lowered[j].startswith(NEGATIVE_STARTS)]
+    if len(negatives) == 1:
+        return next(j for j in judgements if j not in negatives), "the other one is a negation"
+    return sorted(judgements)[0], "lexicographically first (no rule matched)"

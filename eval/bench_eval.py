@@ -1,0 +1,196 @@
+#!/usr/bin/env python
+"""Benchmark of eval/model_evaluation.py: naive per-sample generate vs its generate and score modes.
+
+On the first NUM_SAMPLES samples of the test split, in one process with one
+loaded model, it times:
+
+  naive     the document's way: one model.generate per sample (greedy, batch 1)
+  generate  model_evaluation.py's generate mode (length-sorted batches, left
+            padding, low-padding prefill groups, one decode batch)
+  score     model_evaluation.py's score mode (log-probability of each judgement)
+
+with the same MAX_NEW_TOKENS for both generation paths. The work is split into
+length-sorted chunks of BATCH_SIZE samples; the three methods take turns on
+each chunk and every timing is the best of REPEATS, so background load on a
+shared machine distorts them as little as possible. It prints a table and
+writes seconds per sample, speed-ups and the naive-vs-batched agreement to --json.
+
+Example:
+  python eval/bench_eval.py --test_dataset_path dataset/test.jsonl --json bench_eval.json
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
+
+from defect_judge import inference
+from defect_judge.chat import render_prompt
+from defect_judge.cli import parse_constants
+from defect_judge.errors import InputError, run_main
+from defect_judge.fileio import write_json_atomic
+from defect_judge.modeling import pick_dtype
+from defect_judge.schema import read_records
+from defect_judge.templates import parse_answer
+
+# ----------------------------------------------------------------------------
+MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # the embedded model
+TEST_DATASET_PATH = "./dataset/test.jsonl"
+NUM_SAMPLES = 32  # the first N samples of the test file
+MAX_NEW_TOKENS = 64  # for both generation paths
+BATCH_SIZE = 32  # model_evaluation.py's default
+THREADS = 0  # torch CPU threads (0: torch's default); on a CPU shared with other jobs 1 can be many times faster
+REPEATS = 3  # each measurement is the best of this many (other jobs on a shared machine only add time)
+JSON = ""  # write the figures here too
+# ----------------------------------------------------------------------------
+DEFAULTS = {"model_path": MODEL_PATH, "test_dataset_path": TEST_DATASET_PATH, "num_samples": NUM_SAMPLES,
+            "max_new_tokens": MAX_NEW_TOKENS, "batch_size": BATCH_SIZE, "threads": THREADS, "repeats": REPEATS,
+            "json": JSON}
+HELP = {"model_path": "model folder", "test_dataset_path": "test JSONL (the shipped split)",
+        "num_samples": "how many samples from the start of the test file", "max_new_tokens": "answer length limit",
+        "batch_size": "samples per batch of the batched modes",
+        "threads": "torch CPU threads (0: default)", "repeats": "best of this many timings per unit of work",
+        "json": "also write the results to this JSON file"}
+TARGETS = {"generate_speedup": 5.0, "generate_judgement_agreement": 0.95, "score_speedup": 12.0}
+
+log = logging.getLogger("bench_eval")
+
+
+def naive_one(model, tokenizer, record, vocabulary, config) -> dict:
+    """One generate call for one sample, as the document's evaluation loop does."""
+    import torch
+
+    inputs = tokenizer(render_prompt(tokenizer, record.prompt_messages), return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        output = model.generate(**inputs.to(model.device), generation_config=config)
+    response = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:].tolist(), skip_special_tokens=True)
+    return {"response": response, "prediction": parse_answer(response, vocabulary).judgement}
+
+
+def generate_chunk(model, tokenizer, records, vocabulary, max_new_tokens, stop_ids) -> dict[str, dict]:
+    prompts = [inference.encode_prompt(tokenizer, render_prompt(tokenizer, r.prompt_messages)) for r in records]
+    answers = inference.generate_batch(model, tokenizer, prompts, max_new_tokens=max_new_tokens, stop_ids=stop_ids)
+    return {r.id: {"response": a["response"], "prediction": parse_answer(a["response"], vocabulary).judgement}
+            for r, a in zip(records, answers)}
+
+
+def score_chunk(model, tokenizer, records, vocabulary) -> dict[str, dict]:
+    candidates = [inference.candidate_sequences(tokenizer, render_prompt(tokenizer, r.prompt_messages), vocabulary)
+                  for r in records]
+    logprobs = inference.score_batch(model, candidates, pad_id=tokenizer.pad_token_id)
+    return {r.id: {"prediction": vocabulary[max(range(len(vocabulary)), key=lambda i: values[i])]}
+            for r, values in zip(records, logprobs)}
+
+
+def measure(model, tokenizer, ordered, vocabulary, args, stop_ids) -> tuple[dict, dict]:
+    """Best-of-REPEATS seconds per unit of work (a sample for naive, a chunk for the batched modes).
+
+    On a shared machine other jobs only ever add time, so the minimum over
+    repeats is the estimate least disturbed by them; the methods take turns
+    on every chunk so a burst of load cannot favour one of them.
+    """
+    config = inference.greedy_config(model, max_new_tokens=args.max_new_tokens, stop_ids=stop_ids,
+                                     pad_id=tokenizer.pad_token_id)
+    best: dict[tuple, float] = {}  # (method, unit) -> fastest seconds seen
+    answers: dict[str, dict] = {"naive": {}, "generate": {}, "score": {}}
+
+    def record_time(method: str, unit, run) -> dict:
+        began = time.perf_counter()
+        value = run()
+        best[method, unit] = min(best.get((method, unit), float("inf")), time.perf_counter() - began)
+        return value
+
+    for repeat in range(args.repeats):
+        for start in range(0, len(ordered), args.batch_size):
+            chunk = ordered[start:start + args.batch_size]
+            runs = {
+                "naive": lambda: {r.id: record_time("naive", r.id, lambda: naive_one(model, tokenizer, r, vocabulary,
+                                                                                     config)) for r in chunk},
+                "generate": lambda: record_time("generate", start, lambda: generate_chunk(
+                    model, tokenizer, chunk, vocabulary, args.max_new_tokens, stop_ids)),
+                "score": lambda: record_time("score", start, lambda: score_chunk(model, tokenizer, chunk, vocabulary)),
+            }
+            order = list(runs)[repeat % 3:] + list(runs)[:repeat % 3]  # rotate who goes first
+            for name in order:
+                answers[name] |= runs[name]()
+            log.info("repeat %d, samples %d-%d done", repeat + 1, start, start + len(chunk) - 1)
+    totals = {name: sum(value for (method, _), value in best.items() if method == name) for name in answers}
+    return totals, answers
+
+
+def main() -> None:
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    args = parse_constants(DEFAULTS, help=HELP, description=__doc__,
+                           path_names=("model_path", "test_dataset_path", "json"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    records = read_records(args.test_dataset_path)
+    vocabulary = sorted({r.judgement for r in records if r.judgement})
+    records = [r for r in records if r.judgement][:args.num_samples]
+    if not records:
+        raise InputError("no sample with a reference judgement", path=args.test_dataset_path)
+    resolved = inference.resolve_model(args.model_path)
+    tokenizer_dir = inference.resolve_tokenizer_path(resolved, "", explicit=False)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tokenizer = inference.load_model_and_tokenizer(resolved, tokenizer_dir, dtype=pick_dtype(device),
+                                                          device=device)
+    stop_ids = inference.stop_token_ids(tokenizer, model)
+    lengths = {r.id: len(inference.encode_prompt(tokenizer, render_prompt(tokenizer, r.prompt_messages)))
+               for r in records}
+    ordered = sorted(records, key=lambda r: -lengths[r.id])
+    generate_chunk(model, tokenizer, ordered[:2], vocabulary, 2, stop_ids)  # warm-up: first calls allocate
+
+    load_before = os.getloadavg()
+    seconds, answers = measure(model, tokenizer, ordered, vocabulary, args, stop_ids)
+
+    n = len(records)
+    per_sample = {name: value / n for name, value in seconds.items()}
+    ids = [r.id for r in records]
+    agree = lambda a, b, key: sum(answers[a][i][key] == answers[b][i][key] for i in ids) / n  # noqa: E731
+    reference = {r.id: r.judgement for r in records}
+    accuracy = {name: sum(answers[name][i]["prediction"] == reference[i] for i in ids) / n for name in seconds}
+    result = {
+        "model_path": str(args.model_path), "test_dataset_path": str(args.test_dataset_path), "samples": n,
+        "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "repeats": args.repeats, "device": device,
+        "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+        "load_average_before_after": [load_before[0], os.getloadavg()[0]],
+        "seconds_total": seconds, "seconds_per_sample": per_sample,
+        "speedup": {"generate_vs_naive": per_sample["naive"] / per_sample["generate"],
+                    "score_vs_naive": per_sample["naive"] / per_sample["score"]},
+        "agreement": {"generate_vs_naive_judgement": agree("generate", "naive", "prediction"),
+                      "generate_vs_naive_response": agree("generate", "naive", "response"),
+                      "score_vs_naive_judgement": agree("score", "naive", "prediction")},
+        "accuracy": accuracy,
+        "invalid_format_rate": {name: sum(answers[name][i]["prediction"] is None for i in ids) / n
+                                for name in ("naive", "generate")},
+        "targets": TARGETS,
+    }
+    result["targets_met"] = {
+        "generate_speedup": result["speedup"]["generate_vs_naive"] >= TARGETS["generate_speedup"],
+        "generate_judgement_agreement":
+            result["agreement"]["generate_vs_naive_judgement"] >= TARGETS["generate_judgement_agreement"],
+        "score_speedup": result["speedup"]["score_vs_naive"] >= TARGETS["score_speedup"]}
+    print(f"\n{n} samples, max_new_tokens {args.max_new_tokens}, batch {args.batch_size}, {device}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'method':<10}{'s/sample':>10}{'speed-up':>10}{'accuracy':>10}")
+    for name in seconds:
+        print(f"{name:<10}{per_sample[name]:>10.3f}{per_sample['naive'] / per_sample[name]:>9.1f}x"
+              f"{accuracy[name]:>10.1%}")
+    print(f"judgement agreement naive vs generate: {result['agreement']['generate_vs_naive_judgement']:.1%} "
+          f"(identical responses {result['agreement']['generate_vs_naive_response']:.1%}); "
+          f"naive vs score: {result['agreement']['score_vs_naive_judgement']:.1%}")
+    if args.json:
+        write_json_atomic(args.json, result)
+        log.info("wrote %s", args.json)
+
+
+if __name__ == "__main__":
+    run_main(main)
