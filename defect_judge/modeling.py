@@ -87,7 +87,8 @@ def load_causal_lm(path: str | Path, *, dtype=None, trust_remote_code: bool = Fa
 
 def check_tokenizer_matches(model, tokenizer, model_path: str | Path, tokenizer_path: str | Path) -> None:
     """Refuse a tokenizer whose ids do not fit the model's embedding table."""
-    rows = model.get_input_embeddings().weight.shape[0]
+    weight = model.get_input_embeddings().weight
+    rows = (getattr(weight, "ds_shape", None) or weight.shape)[0]  # DeepSpeed ZeRO-3 partitions it: shape is (0,)
     ids = [tokenizer.eos_token_id, tokenizer.pad_token_id, len(tokenizer) - 1]
     if any(i is not None and i >= rows for i in ids):
         raise InputError(f"the tokenizer at {tokenizer_path} ({len(tokenizer)} tokens) does not match the model at "

@@ -1,0 +1,443 @@
+"""Training pieces shared by ``instruct_fine_tuning/train_lora.py``, its tests and
+its benchmark: samples → token ids and label masks (with truncation of the
+event), padding, the key-token-weighted chunked loss, the Trainer that uses it,
+and complete-checkpoint bookkeeping for resuming.
+
+Loss: every trained token (the assistant's answer and the end-of-turn token
+after it) has weight 1, the tokens of the judgement value weight
+``key_token_weight``; the loss is sum(w_i * ce_i) / sum(w_i) over all trained
+tokens of the accumulated batch (all micro-batches, all ranks), so batch size,
+gradient accumulation and the number of ranks do not change its value.
+"""
+from __future__ import annotations
+
+import bisect
+import ctypes
+import logging
+import math
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+from tqdm.auto import tqdm
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import EvalLoopOutput
+
+from .chat import EncodedConversation, encode_conversation
+from .errors import InputError
+from .fileio import write_json_atomic
+from .schema import Record
+from .templates import event_char_span
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100            # label of a position that is not trained (PyTorch's default ignore_index)
+TRUNCATION_MARK = "\n……"       # put where an event was cut, so the model can tell a cut event from a short one
+CHECKPOINT_COMPLETE_FILE = "checkpoint_complete.json"  # written last into a checkpoint: it is complete
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+# ------------------------------------------------------------------ samples
+
+@dataclass(frozen=True)
+class FittedSample:
+    id: str
+    encoded: EncodedConversation
+    cut_chars: int              # characters cut from the event (0: not truncated)
+    messages: tuple[dict, ...]  # the conversation as encoded (its event cut when truncated)
+
+    @property
+    def truncated(self) -> bool:
+        return self.cut_chars > 0
+
+
+def _with_event(messages: list[dict], index: int, start: int, end: int, keep: int) -> list[dict]:
+    content = messages[index]["content"]
+    event = content[start:end]
+    cut = content[:start] + event[:keep] + (TRUNCATION_MARK if keep < len(event) else "") + content[end:]
+    return [dict(m, content=cut) if i == index else m for i, m in enumerate(messages)]
+
+
+def fit_sample(tokenizer, record: Record, max_length: int, *, path: str | os.PathLike | None = None) -> FittedSample:
+    """Encode a record; if it is longer than ``max_length`` tokens, cut the end of
+    its event (never the task, the output format, the template or the answer)
+    to the longest prefix that fits."""
+    messages = record.messages
+    where = {"path": path, "sample": record.id}
+    try:
+        encoded = encode_conversation(tokenizer, messages)
+    except InputError as error:
+        raise InputError(error.reason, field="text", **where) from None
+    if len(encoded.input_ids) <= max_length:
+        return FittedSample(record.id, encoded, 0, tuple(messages))
+    user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    try:
+        start, end = event_char_span(messages[user]["content"])
+    except ValueError as error:
+        raise InputError(f"{len(encoded.input_ids)} tokens > max_length {max_length}, and the event cannot be cut: "
+                         f"{error}", field=f"text[{user}].content", **where) from None
+    shortest = encode_conversation(tokenizer, _with_event(messages, user, start, end, 0))
+    if len(shortest.input_ids) > max_length:
+        answer = sum(shortest.trained)
+        raise InputError(f"does not fit in max_length {max_length} even with its event removed: the answer takes "
+                         f"{answer} tokens and the rest of the conversation {len(shortest.input_ids) - answer}; "
+                         f"raise --max_length", field="text", **where)
+    # Binary search for the longest event prefix that fits; ``low`` always fits.
+    low, high, best = 0, end - start, shortest
+    while high - low > 1:
+        middle = (low + high) // 2
+        candidate = encode_conversation(tokenizer, _with_event(messages, user, start, end, middle))
+        if len(candidate.input_ids) <= max_length:
+            low, best = middle, candidate
+        else:
+            high = middle
+    return FittedSample(record.id, best, (end - start) - low, tuple(_with_event(messages, user, start, end, low)))
+
+
+def fit_samples(tokenizer, records: Sequence[Record], max_length: int, *, path=None,
+                progress: bool = False) -> list[FittedSample]:
+    return [fit_sample(tokenizer, r, max_length, path=path)
+            for r in tqdm(records, desc=f"tokenizing {Path(path).name if path else 'samples'}", unit="sample",
+                          disable=not progress, leave=False)]
+
+
+def sample_features(sample: FittedSample) -> dict:
+    encoded = sample.encoded
+    labels = [t if trained else IGNORE_INDEX for t, trained in zip(encoded.input_ids, encoded.trained)]
+    return {"input_ids": list(encoded.input_ids), "labels": labels, "key_mask": list(encoded.key)}
+
+
+class SupervisedDataset(torch.utils.data.Dataset):
+    """Fitted samples as ``input_ids`` / ``labels`` / ``key_mask`` lists."""
+
+    def __init__(self, samples: Sequence[FittedSample]):
+        self.samples = list(samples)
+        self.features = [sample_features(s) for s in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.features[index]
+
+
+@dataclass
+class PaddingCollator:
+    """Right-pads a batch to its longest sample; padding is never trained."""
+    pad_token_id: int
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        batch = {name: torch.full((len(features), width), fill, dtype=dtype) for name, fill, dtype in (
+            ("input_ids", self.pad_token_id, torch.long), ("attention_mask", 0, torch.long),
+            ("labels", IGNORE_INDEX, torch.long), ("key_mask", False, torch.bool))}
+        for row, feature in enumerate(features):
+            n = len(feature["input_ids"])
+            batch["input_ids"][row, :n] = torch.tensor(feature["input_ids"])
+            batch["attention_mask"][row, :n] = 1
+            batch["labels"][row, :n] = torch.tensor(feature["labels"])
+            batch["key_mask"][row, :n] = torch.tensor(feature["key_mask"], dtype=torch.bool)
+        return batch
+
+
+def length_stats(lengths: Sequence[int]) -> dict[str, int]:
+    """min / median / p95 / max (nearest rank) of token lengths."""
+    ordered = sorted(lengths)
+
+    def rank(q: float) -> int:
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+    return {"min": ordered[0], "median": rank(0.5), "p95": rank(0.95), "max": ordered[-1]}
+
+
+def mark_trained_text(tokenizer, encoded: EncodedConversation) -> str:
+    """The decoded sample with the trained tokens inside [[...]] and the key
+    (judgement) tokens inside {{...}}: what the labels really say."""
+    runs: list[tuple[tuple[bool, bool], list[int]]] = []
+    for token, trained, key in zip(encoded.input_ids, encoded.trained, encoded.key):
+        state = (trained, key)
+        if runs and runs[-1][0] == state:
+            runs[-1][1].append(token)
+        else:
+            runs.append((state, [token]))
+    out, in_trained = [], False
+    for (trained, key), tokens in runs:
+        if trained and not in_trained:
+            out.append("[[")
+        if not trained and in_trained:
+            out.append("]]")
+        in_trained = trained
+        text = tokenizer.decode(tokens, skip_special_tokens=False)
+        out.append("{{" + text + "}}" if key else text)
+    if in_trained:
+        out.append("]]")
+    return "".join(out)
+
+
+# --------------------------------------------------------------------- loss
+
+def token_weights(labels: torch.Tensor, key_mask: torch.Tensor, key_token_weight: float) -> torch.Tensor:
+    """Weight of each next-token prediction [batch, seq-1]: 0 untrained, 1 trained, ``key_token_weight`` key."""
+    trained = labels[:, 1:] != IGNORE_INDEX
+    weights = torch.where(key_mask[:, 1:], float(key_token_weight), 1.0)
+    return weights * trained
+
+
+def batch_weight_sum(batch: dict, key_token_weight: float) -> torch.Tensor:
+    return token_weights(batch["labels"], batch["key_mask"], key_token_weight).sum(dtype=torch.float32)
+
+
+def _chunk_cross_entropy(lm_head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(lm_head(hidden).float(), targets, reduction="none")
+
+
+@dataclass
+class TokenLoss:
+    weighted_sum: torch.Tensor         # sum(w_i * ce_i) over trained tokens
+    weight_sum: torch.Tensor           # sum(w_i)
+    judgement_correct: torch.Tensor | None = None  # [batch] bool: every key token argmax-correct
+    has_judgement: torch.Tensor | None = None      # [batch] bool: the sample has key tokens
+
+
+def weighted_token_loss(hidden: torch.Tensor, labels: torch.Tensor, key_mask: torch.Tensor,
+                        lm_head: torch.nn.Module, key_token_weight: float, chunk_size: int = 1024,
+                        with_predictions: bool = False) -> TokenLoss:
+    """Key-token-weighted cross-entropy from the final hidden states.
+
+    Logits are computed only at trained positions and ``chunk_size`` tokens at a
+    time; with gradients on, each chunk is recomputed in the backward pass
+    (activation checkpointing), so at most one chunk's float32 logits exist at
+    once instead of the full [tokens x vocab] tensor.
+    """
+    targets = labels[:, 1:]
+    trained = targets != IGNORE_INDEX
+    weights = token_weights(labels, key_mask, key_token_weight)[trained]
+    selected = hidden[:, :-1][trained]
+    targets = targets[trained]
+    n = targets.numel()
+    chunk_size = max(1, int(chunk_size))
+    recompute = torch.is_grad_enabled() and hidden.requires_grad and n > chunk_size
+    losses, correct = [], []
+    for start in range(0, n, chunk_size):
+        h, y = selected[start:start + chunk_size], targets[start:start + chunk_size]
+        if with_predictions:
+            logits = lm_head(h).float()
+            losses.append(F.cross_entropy(logits, y, reduction="none"))
+            correct.append(logits.argmax(dim=-1) == y)
+            del logits
+        elif recompute:
+            losses.append(checkpoint(_chunk_cross_entropy, lm_head, h, y, use_reentrant=False))
+        else:
+            losses.append(_chunk_cross_entropy(lm_head, h, y))
+    ce = torch.cat(losses) if losses else hidden.new_zeros(0, dtype=torch.float32)
+    result = TokenLoss((ce * weights).sum(), weights.sum(dtype=torch.float32))
+    if with_predictions:
+        batch = labels.shape[0]
+        rows = trained.nonzero(as_tuple=True)[0]
+        key = key_mask[:, 1:][trained]
+        is_correct = torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool, device=labels.device)
+        key_rows = rows[key]
+        zeros = torch.zeros(batch, device=labels.device)
+        wrong = zeros.index_add(0, key_rows, (~is_correct[key]).float())
+        seen = zeros.index_add(0, key_rows, torch.ones_like(key_rows, dtype=torch.float))
+        result.has_judgement = seen > 0
+        result.judgement_correct = result.has_judgement & (wrong == 0)
+    return result
+
+
+def final_hidden_states(model, batch: dict) -> torch.Tensor:
+    """The last hidden states (after the final norm) of a causal LM, PEFT-wrapped
+    or DeepSpeed-wrapped, with the model's own lm_head run on one position only."""
+    outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    use_cache=False, output_hidden_states=True, logits_to_keep=1)
+    return outputs.hidden_states[-1]
+
+
+def output_embeddings(model) -> torch.nn.Module:
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embeddings (lm_head)")
+    return head
+
+
+# ------------------------------------------------------------------ trainer
+
+class WeightedLossTrainer(Trainer):
+    """Trainer with the key-token-weighted chunked loss and a lean eval loop.
+
+    The accumulated batch's weight sum travels as ``num_items_in_batch``,
+    the same channel transformers uses for its token count: ``get_batch_samples``
+    sums the weights of the micro-batches of one optimizer step and gathers
+    them over ranks; ``compute_loss`` divides by it.
+    """
+
+    def __init__(self, *args, key_token_weight: float = 1.0, loss_chunk_size: int = 1024, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.key_token_weight = float(key_token_weight)
+        self.loss_chunk_size = int(loss_chunk_size)
+        self.loss_is_scaled_for_ga = True  # our loss is already a mean over the whole accumulated batch
+        self.lm_head = output_embeddings(self.model)
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batches = []
+        for _ in range(num_batches):
+            try:
+                batches.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        total = torch.zeros((), dtype=torch.float32)
+        for batch in batches:
+            total += batch_weight_sum(batch, self.key_token_weight).cpu()
+        total = total.to(device)
+        if self.args.world_size > 1:
+            total = self.accelerator.gather(total.reshape(1)).sum()
+        return batches, total
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        hidden = final_hidden_states(model, inputs)
+        parts = weighted_token_loss(hidden, inputs["labels"], inputs["key_mask"], self.lm_head,
+                                    self.key_token_weight, self.loss_chunk_size)
+        if num_items_in_batch is None:  # a lone batch (e.g. a direct call): its own weighted mean
+            return parts.weighted_sum / parts.weight_sum.clamp(min=1e-12)
+        loss = parts.weighted_sum / torch.as_tensor(num_items_in_batch, dtype=torch.float32,
+                                                    device=parts.weighted_sum.device).clamp(min=1e-12)
+        if self.args.world_size > 1:
+            # DeepSpeed/DDP average the ranks' gradients; the global sum is what the weight sum normalises.
+            loss = loss * self.args.world_size
+        return loss
+
+    def _save_optimizer_and_scheduler(self, output_dir):
+        engine = self.model_wrapped if self.is_deepspeed_enabled else None
+        if engine is None or not hasattr(engine, "module_state_dict"):
+            return super()._save_optimizer_and_scheduler(output_dir)
+        # DeepSpeed drops frozen weights from its checkpoint by name from named_parameters(), which
+        # lists a tied weight once (embed_tokens), so the frozen lm_head.weight would be saved:
+        # a copy of the embedding matrix in every LoRA checkpoint. Drop every frozen name.
+        original = engine.module_state_dict
+
+        def module_state_dict(*args, exclude_frozen_parameters=False, **kwargs):
+            state = original(*args, exclude_frozen_parameters=exclude_frozen_parameters, **kwargs)
+            if exclude_frozen_parameters:
+                for name, param in engine.module.named_parameters(remove_duplicate=False):
+                    if not param.requires_grad:
+                        state.pop(name, None)
+            return state
+
+        engine.module_state_dict = module_state_dict
+        try:
+            super()._save_optimizer_and_scheduler(output_dir)
+        finally:
+            del engine.module_state_dict
+
+    def _eval_loader(self, dataset):
+        # Each rank takes every world_size-th sample: no sample is duplicated to even out the
+        # shards (the default sampler does that), so the metrics are exact.
+        indices = list(range(self.args.process_index, len(dataset), self.args.world_size))
+        return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices),
+                                           batch_size=self.args.per_device_eval_batch_size,
+                                           collate_fn=self.data_collator, shuffle=False)
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        dataset = self.eval_dataset
+        model = self.model_wrapped if self.model_wrapped is not None else self.model
+        model.eval()
+        device = self.args.device
+        totals = torch.zeros(4, dtype=torch.float64, device=device)  # weighted ce, weights, correct, judged
+        loader = self._eval_loader(dataset)
+        with torch.no_grad():
+            for batch in tqdm(loader, desc="evaluating", unit="batch", leave=False,
+                              disable=self.args.disable_tqdm or not self.is_world_process_zero()):
+                batch = self._prepare_inputs(batch)
+                hidden = final_hidden_states(model, batch)
+                parts = weighted_token_loss(hidden, batch["labels"], batch["key_mask"], self.lm_head,
+                                            self.key_token_weight, self.loss_chunk_size, with_predictions=True)
+                totals += torch.stack([parts.weighted_sum.double(), parts.weight_sum.double(),
+                                       parts.judgement_correct.sum().double(),
+                                       parts.has_judgement.sum().double()]).to(device)
+        if self.args.world_size > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        weighted, weights, correct, judged = totals.tolist()
+        metrics = {f"{metric_key_prefix}_loss": weighted / max(weights, 1e-12),
+                   f"{metric_key_prefix}_judgement_accuracy": correct / judged if judged else 0.0}
+        return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=len(dataset))
+
+
+class CheckpointCompleteCallback(TrainerCallback):
+    """Marks a checkpoint complete once every rank has written its part.
+
+    Trainer writes ``checkpoint-N`` in place, file by file; a run killed
+    mid-save leaves a folder that looks like a checkpoint. The marker,
+    written last, is what ``find_resume_checkpoint`` trusts.
+    """
+
+    def on_save(self, args, state, control, **kwargs):
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                write_json_atomic(folder / CHECKPOINT_COMPLETE_FILE,
+                                  {"step": state.global_step, "world_size": args.world_size})
+
+
+# ------------------------------------------------------------------- memory
+
+M_MMAP_THRESHOLD = -3            # glibc's mallopt parameter number
+MMAP_THRESHOLD_BYTES = 4 << 20   # activation-sized blocks (a 2,048 x 576 float32 tensor is 4.5 MiB) and up
+
+
+def limit_heap_fragmentation(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Give every allocation of ``threshold`` bytes or more its own mmap (glibc only).
+
+    glibc raises its mmap threshold each time a large block is freed, so soon
+    activation-sized tensors come from the heap, and the holes left between
+    the tensors autograd keeps make a CPU training process hold far more than
+    it uses: at 2,048 tokens on the embedded model, peak RSS 5.5 GiB instead of
+    3.7. A fixed threshold returns each freed block to the system at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
+# -------------------------------------------------------------- checkpoints
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """``checkpoint-N`` folders of ``output_dir``, oldest step first."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := CHECKPOINT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def is_complete_checkpoint(path: str | os.PathLike) -> bool:
+    return (Path(path) / CHECKPOINT_COMPLETE_FILE).is_file()
+
+
+def find_resume_checkpoint(output_dir: str | os.PathLike) -> tuple[Path | None, list[Path]]:
+    """(newest complete checkpoint or None, the incomplete checkpoints newer than it)."""
+    checkpoints = list_checkpoints(output_dir)
+    steps = [int(CHECKPOINT_RE.match(p.name).group(1)) for p in checkpoints]
+    complete = [p for p in checkpoints if is_complete_checkpoint(p)]
+    if not complete:
+        return None, checkpoints
+    newest = complete[-1]
+    after = bisect.bisect_right(steps, int(CHECKPOINT_RE.match(newest.name).group(1)))
+    return newest, [p for p in checkpoints[after:] if not is_complete_checkpoint(p)]
+
+
+def remove_checkpoints(paths: Sequence[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,409 @@
+"""Fine-tune a code LLM to judge software defects: LoRA (default) or full-parameter.
+
+Normally started by run_training_lora.sh under the DeepSpeed launcher:
+
+    deepspeed --num_gpus 8 train_lora.py --model_path /data/Qwen2.5-Coder-7B-Instruct/ \\
+        --train_data ../dataset/train.jsonl --test_data ../dataset/test.jsonl \\
+        --output_dir /data/qwen_instruct_lora_finetuned_0401 --deepspeed ../ds_config_lora.json
+
+It also runs as one plain process (`python train_lora.py ...`, no --deepspeed).
+Every transformers TrainingArguments flag works as well (see --help).
+
+Stages: check OUTPUT_DIR (refuse to overwrite, or find the checkpoint to resume)
+-> tokenize the chat JSONL (labels = the answer and its end-of-turn token; long
+events are cut) -> load the model (+ LoRA adapters) -> train with the
+key-token-weighted loss, evaluating every SAVE_STEPS -> save the best model in
+OUTPUT_DIR and name it in best_checkpoint.json.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
+
+import logging
+import netrc
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from urllib.parse import urlparse
+
+import torch
+from transformers import EarlyStoppingCallback, HfArgumentParser, TrainerCallback, TrainingArguments, set_seed
+
+from defect_judge.errors import EXIT_INPUT_ERROR, InputError, run_main
+from defect_judge.fileio import write_json_atomic
+from defect_judge.modeling import (BEST_CHECKPOINT_FILE, check_model_folder, check_tokenizer_matches,
+                                   load_causal_lm, load_tokenizer, pick_dtype)
+from defect_judge.schema import read_records
+from defect_judge.training import (CheckpointCompleteCallback, PaddingCollator, SupervisedDataset,
+                                   WeightedLossTrainer, find_resume_checkpoint, fit_samples, length_stats,
+                                   limit_heap_fragmentation, list_checkpoints, mark_trained_text, remove_checkpoints)
+
+# -----------------------------------------------------------------------------
+# Defaults. run_training_lora.sh passes the document's values explicitly; each is a flag of the same name.
+FINETUNING_TYPE = "lora"            # lora | full
+MAX_LENGTH = 4096                   # tokens; a longer sample has the end of its event cut
+LEARNING_RATE = 3e-5
+NUM_TRAIN_EPOCHS = 300              # MAX_EPOCHS of the document; early stopping usually ends training first
+SAVE_STEPS = 20                     # checkpoint and evaluate every SAVE_STEPS optimizer steps
+PER_DEVICE_TRAIN_BATCH_SIZE = 1
+GRADIENT_ACCUMULATION_STEPS = 8
+LORA_RANK = 32
+LORA_ALPHA = 32
+LORA_DROPOUT = 0.0                  # peft's default; dropout would keep a copy of every adapted layer's input
+LORA_TARGET_MODULES = "all-linear"  # every linear layer but the output layer; or a comma list (q_proj,v_proj)
+# The judgement is 1-2 of the ~100 answer tokens: at weight 1 it is ~2% of the loss and the reason text
+# dominates. At 5 it is ~10%: the decision is stressed without drowning the reason and the answer format.
+KEY_TOKEN_WEIGHT = 5.0
+LOSS_CHUNK_SIZE = 1024              # trained tokens per lm_head chunk: bounds the float32 logits in memory
+# Evaluations without improvement of metric_for_best_model before training stops (0: never stop early).
+# 10 evaluations = 200 optimizer steps at SAVE_STEPS=20: enough to ride out noise in a small eval set.
+EARLY_STOPPING_PATIENCE = 10
+EVAL_MAX_SAMPLES = 0                # evaluate on at most this many samples of TEST_DATA (0: all of it)
+SAVE_TOTAL_LIMIT = 2                # checkpoints kept: the best and the newest
+LOGGING_STEPS = 10
+# On a CPU, allocations of this many MiB or more get their own mmap, so freed activations go back to the
+# system at once: peak RSS 3.9 instead of 5.6 GiB at 2,048 tokens on the embedded model, for ~25% slower
+# steps (page faults). 0 keeps glibc's default. No effect with a GPU.
+CPU_HEAP_MMAP_THRESHOLD_MB = 4
+# -----------------------------------------------------------------------------
+
+log = logging.getLogger("train_lora")
+
+
+@dataclass
+class ModelArguments:
+    model_path: str = field(default=None, metadata={"help": "Base model folder (Hugging Face format, safetensors)."})
+    tokenizer_path: str = field(default=None, metadata={"help": "Tokenizer folder (default: the model folder)."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with the model (only "
+                                                                       "for folders you trust)."})
+    allow_pickle: bool = field(default=False, metadata={"help": "Load pickle (.bin) weights when the folder has no "
+                                                                "safetensors (pickle can run code)."})
+
+
+@dataclass
+class DataArguments:
+    train_data: str = field(default=None, metadata={"help": "Chat JSONL written by dataset/convert_and_split.py."})
+    test_data: str = field(default=None, metadata={"help": "Chat JSONL evaluated every --eval_steps "
+                                                           "(= --save_steps)."})
+    max_length: int = field(default=MAX_LENGTH, metadata={"help": "Maximum tokens of a sample; a longer one has "
+                                                                  "the end of its event cut, never the answer."})
+    eval_max_samples: int = field(default=EVAL_MAX_SAMPLES, metadata={
+        "help": "Evaluate on at most this many samples drawn from --test_data (0: all)."})
+
+
+@dataclass
+class LoraArguments:
+    finetuning_type: str = field(default=FINETUNING_TYPE, metadata={"choices": ["lora", "full"],
+                                                                    "help": "LoRA adapters or all parameters."})
+    lora_rank: int = field(default=LORA_RANK, metadata={"help": "LoRA rank r."})
+    lora_alpha: int = field(default=LORA_ALPHA, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    lora_dropout: float = field(default=LORA_DROPOUT, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: str = field(default=LORA_TARGET_MODULES, metadata={
+        "help": "'all-linear' or a comma-separated list of module names."})
+
+
+@dataclass
+class FineTuningArguments(TrainingArguments):
+    """transformers' TrainingArguments plus the loss, early-stopping and output-dir options."""
+    key_token_weight: float = field(default=KEY_TOKEN_WEIGHT, metadata={
+        "help": "Loss weight of the judgement tokens (判断:{judgement}); every other answer token weighs 1."})
+    loss_chunk_size: int = field(default=LOSS_CHUNK_SIZE, metadata={
+        "help": "Trained tokens per lm_head/cross-entropy chunk."})
+    early_stopping_patience: int = field(default=EARLY_STOPPING_PATIENCE, metadata={
+        "help": "Stop after this many evaluations without improvement (0: never)."})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "Start over in an OUTPUT_DIR that holds checkpoints of an earlier run (deletes them)."})
+    cpu_heap_mmap_threshold_mb: int = field(default=CPU_HEAP_MMAP_THRESHOLD_MB, metadata={
+        "help": "CPU training: allocations of this many MiB or more get their own mmap (less peak memory, "
+                "slower steps); 0 keeps the C library's default."})
+
+    def __post_init__(self):
+        if not self.output_dir:
+            raise InputError("--output_dir is required")
+        if self.eval_steps is None:
+            self.eval_steps = self.save_steps  # evaluate exactly at each checkpoint
+        if not torch.cuda.is_available():
+            self.use_cpu = True  # also makes DeepSpeed's CPU ranks use gloo
+        elif torch.cuda.is_bf16_supported() and not self.fp16:
+            self.bf16 = True
+        if "no" in (str(getattr(self.save_strategy, "value", self.save_strategy)),
+                    str(getattr(self.eval_strategy, "value", self.eval_strategy))):
+            self.load_best_model_at_end = False  # nothing to choose from
+        super().__post_init__()
+
+
+# transformers' defaults that this task changes (the flags still override them).
+TRAINING_DEFAULTS = dict(
+    output_dir=None, learning_rate=LEARNING_RATE, num_train_epochs=NUM_TRAIN_EPOCHS, save_steps=SAVE_STEPS,
+    per_device_train_batch_size=PER_DEVICE_TRAIN_BATCH_SIZE, gradient_accumulation_steps=GRADIENT_ACCUMULATION_STEPS,
+    lr_scheduler_type="linear", eval_strategy="steps", save_strategy="steps", load_best_model_at_end=True,
+    metric_for_best_model="eval_loss", save_total_limit=SAVE_TOTAL_LIMIT, logging_steps=LOGGING_STEPS,
+    logging_first_step=True, report_to="wandb", remove_unused_columns=False,
+    restore_callback_states_from_checkpoint=True,  # early-stopping counters survive a resume
+)
+
+
+def parse_args(argv=None) -> tuple[ModelArguments, DataArguments, LoraArguments, FineTuningArguments]:
+    parser = HfArgumentParser((ModelArguments, DataArguments, LoraArguments, FineTuningArguments),
+                              description=__doc__.split("\n\n")[0],
+                              epilog="Add --debug to show the full traceback of an error.")
+    parser.set_defaults(**TRAINING_DEFAULTS)
+    model_args, data_args, lora_args, train_args = parser.parse_args_into_dataclasses(args=argv)
+    for name, value in (("--model_path", model_args.model_path), ("--train_data", data_args.train_data)):
+        if not value:
+            raise InputError(f"{name} is required")
+    if _evaluates(train_args) and not data_args.test_data:
+        raise InputError("--test_data is required (or pass --eval_strategy no)")
+    if data_args.max_length < 16:
+        raise InputError(f"--max_length must be at least 16, got {data_args.max_length}")
+    return model_args, data_args, lora_args, train_args
+
+
+def _evaluates(train_args) -> bool:
+    return str(getattr(train_args.eval_strategy, "value", train_args.eval_strategy)) != "no"
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def setup_logging(main: bool) -> None:
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        level=logging.INFO if main else logging.WARNING)
+
+
+def prepare_output_dir(train_args: FineTuningArguments, main: bool) -> str | None:
+    """Refuse to overwrite an earlier run; find the checkpoint to resume from."""
+    output_dir = Path(train_args.output_dir)
+    existing = list_checkpoints(output_dir)
+    best_file = output_dir / BEST_CHECKPOINT_FILE
+    requested = train_args.resume_from_checkpoint
+    if requested and train_args.overwrite_output_dir:
+        raise InputError("pass either --resume_from_checkpoint or --overwrite_output_dir, not both")
+    if not requested:
+        if (existing or best_file.exists()) and not train_args.overwrite_output_dir:
+            names = ", ".join(p.name for p in existing[-3:]) or BEST_CHECKPOINT_FILE
+            raise InputError(f"already holds an earlier run ({names}): pass --resume_from_checkpoint auto to continue "
+                             f"it, or --overwrite_output_dir to start over (deleting its checkpoints)",
+                             path=output_dir)
+        if main and (existing or best_file.exists()):
+            log.warning("--overwrite_output_dir: deleting %d checkpoint(s) of the earlier run in %s",
+                        len(existing), output_dir)
+            remove_checkpoints(existing)
+            best_file.unlink(missing_ok=True)
+        return None
+    if requested.lower() in ("auto", "true", "latest"):
+        newest, incomplete = find_resume_checkpoint(output_dir)
+        if incomplete:
+            log.warning("skipping incomplete checkpoint(s) (the run stopped while saving them): %s",
+                        ", ".join(p.name for p in incomplete))
+            if main:
+                remove_checkpoints(incomplete)
+        if newest is None:
+            log.warning("--resume_from_checkpoint auto: no complete checkpoint in %s, starting from scratch",
+                        output_dir)
+            return None
+        log.info("resuming from %s", newest)
+        return str(newest)
+    path = Path(requested)
+    if not path.is_dir():
+        raise InputError("checkpoint not found", path=path)
+    return str(path)
+
+
+def setup_wandb(train_args: FineTuningArguments) -> bool:
+    """Send wandb files to OUTPUT_DIR and go offline when no API key is set; True when offline."""
+    if "wandb" not in (train_args.report_to or []):
+        return False
+    Path(train_args.output_dir).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("WANDB_DIR", str(Path(train_args.output_dir).resolve()))
+    if "WANDB_MODE" not in os.environ and not has_wandb_api_key():
+        os.environ["WANDB_MODE"] = "offline"
+        log.info("wandb: no API key (WANDB_API_KEY or `wandb login`): logging offline under %s/wandb",
+                 train_args.output_dir)
+    return os.environ.get("WANDB_MODE") in ("offline", "dryrun")
+
+
+def has_wandb_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:  # where `wandb login` stores the key (NETRC moves the file, as for wandb itself)
+        return netrc.netrc(os.environ.get("NETRC") or None).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def default_run_name(lora_args: LoraArguments, data_args: DataArguments, train_args: FineTuningArguments) -> str:
+    adapter = (f"lora-r{lora_args.lora_rank}-a{lora_args.lora_alpha}" if lora_args.finetuning_type == "lora"
+               else "full")
+    return (f"{adapter}-lr{train_args.learning_rate:g}-len{data_args.max_length}-kw{train_args.key_token_weight:g}"
+            f"-{Path(train_args.output_dir).name}")
+
+
+def load_data(tokenizer, data_args: DataArguments, train_args: FineTuningArguments, main: bool):
+    """Chat JSONL -> token ids, labels and key-token masks; prints what training will see."""
+    train_records = read_records(data_args.train_data)
+    train_samples = fit_samples(tokenizer, train_records, data_args.max_length, path=data_args.train_data,
+                                progress=main)
+    eval_samples = []
+    if _evaluates(train_args):
+        test_records = read_records(data_args.test_data)
+        if 0 < data_args.eval_max_samples < len(test_records):
+            keep = random.Random(train_args.seed).sample(range(len(test_records)), data_args.eval_max_samples)
+            test_records = [test_records[i] for i in sorted(keep)]
+        eval_samples = fit_samples(tokenizer, test_records, data_args.max_length, path=data_args.test_data,
+                                   progress=main)
+    if main:
+        report_data(tokenizer, train_samples, eval_samples, data_args)
+    return SupervisedDataset(train_samples), (SupervisedDataset(eval_samples) if eval_samples else None)
+
+
+def report_data(tokenizer, train_samples, eval_samples, data_args: DataArguments) -> None:
+    print(f"\n=== one training sample ({train_samples[0].id}); trained tokens in [[...]], "
+          f"judgement (key) tokens in {{{{...}}}} ===\n{mark_trained_text(tokenizer, train_samples[0].encoded)}\n",
+          flush=True)
+    for name, samples, path in (("train", train_samples, data_args.train_data),
+                                ("eval", eval_samples, data_args.test_data)):
+        if not samples:
+            continue
+        stats = length_stats([len(s.encoded.input_ids) for s in samples])
+        answers = length_stats([sum(s.encoded.trained) for s in samples])
+        truncated = sum(s.truncated for s in samples)
+        log.info("%s: %d samples from %s; tokens min %d / median %d / p95 %d / max %d; trained (answer) tokens "
+                 "median %d; truncated to max_length %d (event cut): %d", name, len(samples), path, stats["min"],
+                 stats["median"], stats["p95"], stats["max"], answers["median"], data_args.max_length, truncated)
+
+
+def load_model(model_args: ModelArguments, lora_args: LoraArguments, train_args: FineTuningArguments, tokenizer):
+    model_path = Path(model_args.model_path).resolve()
+    # LoRA trains fp32 adapters over a bf16 base; full fine-tuning keeps fp32 master weights unless
+    # DeepSpeed does (it holds its own fp32 copy of a bf16 model).
+    dtype = pick_dtype() if lora_args.finetuning_type == "lora" or train_args.deepspeed else torch.float32
+    model = load_causal_lm(model_path, dtype=dtype, trust_remote_code=model_args.trust_remote_code,
+                           allow_pickle=model_args.allow_pickle)
+    check_tokenizer_matches(model, tokenizer, model_path, model_args.tokenizer_path or model_path)
+    model.config.use_cache = False
+    if lora_args.finetuning_type == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        set_seed(train_args.seed)  # the adapters' initialisation
+        targets = lora_args.lora_target_modules
+        targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+        config = LoraConfig(task_type="CAUSAL_LM", r=lora_args.lora_rank, lora_alpha=lora_args.lora_alpha,
+                            lora_dropout=lora_args.lora_dropout, target_modules=targets)
+        try:
+            model = get_peft_model(model, config)
+        except ValueError as error:
+            raise InputError(f"--lora_target_modules {lora_args.lora_target_modules!r}: {error}") from None
+        if train_args.activation_checkpointing:
+            model.enable_input_require_grads()  # checkpointed layers need an input that requires grad
+    def numel(param) -> int:
+        return getattr(param, "ds_numel", param.numel())  # ZeRO-3 partitions hold 0 elements locally
+
+    trainable = sum(numel(p) for p in model.parameters() if p.requires_grad)
+    total = sum(numel(p) for p in model.parameters())
+    log.info("model %s (%s, %s): %s trainable of %s parameters (%.2f%%)", model_path, lora_args.finetuning_type,
+             str(dtype).replace("torch.", ""), f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    return model
+
+
+class WandbConfigCallback(TrainerCallback):
+    """Adds the model/data/LoRA arguments to the wandb run's config (the Trainer adds its own)."""
+
+    def __init__(self, config: dict):
+        self.config = config
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.config.update(self.config, allow_val_change=True)
+
+
+def build_trainer(model, tokenizer, train_dataset, eval_dataset, model_args, data_args, lora_args,
+                  train_args: FineTuningArguments) -> WeightedLossTrainer:
+    callbacks = [CheckpointCompleteCallback(),
+                 WandbConfigCallback({**asdict(model_args), **asdict(data_args), **asdict(lora_args)})]
+    if train_args.early_stopping_patience > 0 and train_args.load_best_model_at_end:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=train_args.early_stopping_patience))
+    return WeightedLossTrainer(model=model, args=train_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                               data_collator=PaddingCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                               callbacks=callbacks, key_token_weight=train_args.key_token_weight,
+                               loss_chunk_size=train_args.loss_chunk_size)
+
+
+def save_best_model(trainer: WeightedLossTrainer, model_args, lora_args, train_args: FineTuningArguments) -> dict:
+    """The best (or, without evaluation, the last) model into OUTPUT_DIR, named in best_checkpoint.json."""
+    output_dir = Path(train_args.output_dir)
+    trainer.save_model(str(output_dir))  # every rank: DeepSpeed gathers the weights collectively
+    trainer.save_state()
+    state = trainer.state
+    if state.best_model_checkpoint:
+        best = Path(state.best_model_checkpoint).name
+        info = {"best_checkpoint": best, "step": int(best.split("-")[-1]), "metric": train_args.metric_for_best_model,
+                "value": state.best_metric, "greater_is_better": bool(train_args.greater_is_better)}
+    else:
+        checkpoints = list_checkpoints(output_dir)
+        if not checkpoints:
+            return {}
+        info = {"best_checkpoint": checkpoints[-1].name, "step": int(checkpoints[-1].name.split("-")[-1]),
+                "metric": None, "value": None, "greater_is_better": None}
+    info |= {"finetuning_type": lora_args.finetuning_type,
+             "base_model_path": str(Path(model_args.model_path).resolve())}
+    if trainer.is_world_process_zero():
+        write_json_atomic(output_dir / BEST_CHECKPOINT_FILE, info)
+    return info
+
+
+def report_end(info: dict, train_args: FineTuningArguments, wandb_offline: bool) -> None:
+    output_dir = Path(train_args.output_dir)
+    if info:
+        value = "n/a" if info["value"] is None else f"{info['value']:.6g}"
+        log.info("best model: %s (%s = %s), saved in %s; see %s", info["best_checkpoint"], info["metric"], value,
+                 output_dir, output_dir / BEST_CHECKPOINT_FILE)
+    else:
+        log.info("final model saved in %s (no checkpoint was saved, so no %s)", output_dir, BEST_CHECKPOINT_FILE)
+    if wandb_offline:
+        runs = sorted((output_dir / "wandb").glob("offline-run-*"), key=lambda p: p.stat().st_mtime)
+        if runs:
+            log.info("wandb ran offline; upload the run with:  wandb sync %s", runs[-1])
+
+
+def main() -> None:
+    main_process = is_main_process()
+    setup_logging(main_process)
+    try:
+        model_args, data_args, lora_args, train_args = parse_args()
+        if train_args.use_cpu and train_args.cpu_heap_mmap_threshold_mb > 0:
+            limit_heap_fragmentation(train_args.cpu_heap_mmap_threshold_mb << 20)  # activations live in the heap
+        resume = prepare_output_dir(train_args, main_process)
+        check_model_folder(model_args.model_path, allow_pickle=model_args.allow_pickle)
+        tokenizer = load_tokenizer(model_args.tokenizer_path or model_args.model_path,
+                                   trust_remote_code=model_args.trust_remote_code)
+        train_dataset, eval_dataset = load_data(tokenizer, data_args, train_args, main_process)
+    except InputError:
+        if not main_process:
+            sys.exit(EXIT_INPUT_ERROR)  # rank 0 reports it once
+        raise
+    wandb_offline = setup_wandb(train_args)
+    if train_args.run_name is None or train_args.run_name == train_args.output_dir:
+        train_args.run_name = default_run_name(lora_args, data_args, train_args)
+    if train_args.deepspeed and train_args.use_cpu and train_args.world_size > 1:
+        import deepspeed
+
+        # ZeRO-3 partitions the weights while they load; on CPU ranks DeepSpeed must join the gloo group first.
+        deepspeed.init_distributed(dist_backend="gloo")
+    model = load_model(model_args, lora_args, train_args, tokenizer)
+    trainer = build_trainer(model, tokenizer, train_dataset, eval_dataset, model_args, data_args, lora_args,
+                            train_args)
+    trainer.train(resume_from_checkpoint=resume)
+    info = save_best_model(trainer, model_args, lora_args, train_args)
+    if trainer.is_world_process_zero():
+        report_end(info, train_args, wandb_offline)
+
+
+if __name__ == "__main__":
+    run_main(main)

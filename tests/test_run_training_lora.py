@@ -1,0 +1,191 @@
+"""run_training_lora.sh end to end: the real deepspeed launcher with 1 and 2 CPU
+ranks, a tiny real Llama, LoRA and full fine-tuning, wandb offline, refusing to
+overwrite a run, and resuming one."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import REPO_ROOT
+from helpers_training import make_records, write_records
+
+SCRIPT = REPO_ROOT / "instruct_fine_tuning" / "run_training_lora.sh"
+# Small and quick: 2 training samples (one needs its event cut at 256 tokens), 4 optimizer steps,
+# a checkpoint and an evaluation every 2.
+ARGS = ("--max_steps", "4", "--save_steps", "2", "--max_length", "256", "--logging_steps", "1",
+        "--learning_rate", "1e-2", "--per_device_eval_batch_size", "4")
+LARGEST_CHECKPOINT_FILE = 1_000_000  # bytes; the tiny base model's embedding alone is 12.6 MB
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(*args: str, cwd: Path, env: dict[str, str], drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k not in drop} | {"MASTER_PORT": str(free_port())} | env
+    result = subprocess.run([str(SCRIPT), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
+    result.output = result.stdout + result.stderr
+    return result
+
+
+def check_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.output[-6000:]
+
+
+def log_history(output_dir: Path) -> list[dict]:
+    return json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+
+
+def losses(output_dir: Path, key: str = "loss") -> dict[int, float]:
+    return {entry["step"]: entry[key] for entry in log_history(output_dir) if key in entry}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("train-data")
+    write_records(folder / "train.jsonl", make_records(1, event_repeat=4) + make_records(1, start=1))
+    write_records(folder / "test.jsonl", make_records(3, start=2))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lora_run(data, tiny_model_dir):
+    """One rank, gradient accumulation 2, started from the data folder with relative paths, no wandb
+    key configured (so it must go offline by itself)."""
+    env = {"MODEL_PATH": os.path.relpath(tiny_model_dir, data), "TRAIN_DATA": "train.jsonl",
+           "TEST_DATA": "test.jsonl", "OUTPUT_DIR": "lora-1rank", "NUM_GPUS": "1", "LORA_RANK": "4",
+           "GRADIENT_ACCUMULATION_STEPS": "2", "NETRC": str(data / "no-netrc")}
+    result = launch(*ARGS, cwd=data, env=env, drop=("WANDB_MODE", "WANDB_API_KEY"))
+    check_ok(result)
+    return result, data / "lora-1rank", env
+
+
+def test_lora_run_leaves_adapter_checkpoints_the_best_model_and_wandb_offline(lora_run, tiny_model_dir):
+    result, output_dir, _ = lora_run
+    # What the run shows: the sample with its trained span, the length statistics, the wandb hint.
+    assert "<|im_start|>assistant\n[[判断:{{" in result.output
+    assert "tokens min" in result.output and "truncated to max_length 256 (event cut): 1" in result.output
+    assert "wandb: no API key" in result.output and "wandb sync " in result.output
+    for step in (2, 4):
+        checkpoint = output_dir / f"checkpoint-{step}"
+        names = {p.name for p in checkpoint.iterdir()}
+        assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "trainer_state.json",
+                "checkpoint_complete.json"} <= names
+        assert "model.safetensors" not in names
+        # Only the adapter (and optimizer state), never a copy of the base weights.
+        big = [p for p in checkpoint.rglob("*") if p.is_file() and p.name != "tokenizer.json"
+               and p.stat().st_size > LARGEST_CHECKPOINT_FILE]
+        assert not big, big
+    adapter = load_file(output_dir / "adapter_model.safetensors")
+    assert adapter and all("lora_" in name for name in adapter)
+    config = json.loads((output_dir / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_model_dir.resolve())
+    assert config["r"] == 4
+    # best_checkpoint.json names the checkpoint with the lowest eval_loss, and OUTPUT_DIR holds it.
+    evals = losses(output_dir, "eval_loss")
+    assert set(evals) == {2, 4}
+    assert all(0 <= e["eval_judgement_accuracy"] <= 1 for e in log_history(output_dir) if "eval_loss" in e)
+    best_step = min(evals, key=evals.get)
+    best = json.loads((output_dir / "best_checkpoint.json").read_text())
+    assert best == {"best_checkpoint": f"checkpoint-{best_step}", "step": best_step, "metric": "eval_loss",
+                    "value": pytest.approx(evals[best_step]), "greater_is_better": False,
+                    "finetuning_type": "lora", "base_model_path": str(tiny_model_dir.resolve())}
+    best_adapter = load_file(output_dir / f"checkpoint-{best_step}" / "adapter_model.safetensors")
+    assert best_adapter.keys() == adapter.keys()
+    assert all((best_adapter[k] == adapter[k]).all() for k in adapter)
+    runs = list((output_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
+
+
+def test_two_ranks_train_exactly_like_one_rank_with_accumulation(lora_run, data, tiny_model_dir):
+    """2 ranks x 1 micro-batch = 1 rank x 2 micro-batches: same loss at every step, since the loss is
+    normalised by the weight sum of the whole accumulated batch across ranks."""
+    _, one_rank_dir, _ = lora_run
+    output_dir = data / "lora-2ranks"
+    env = {"MODEL_PATH": str(tiny_model_dir), "TRAIN_DATA": str(data / "train.jsonl"),
+           "TEST_DATA": str(data / "test.jsonl"), "OUTPUT_DIR": str(output_dir), "NUM_GPUS": "2",
+           "LORA_RANK": "4", "GRADIENT_ACCUMULATION_STEPS": "1"}
+    result = launch(*ARGS, "--report_to", "none", cwd=REPO_ROOT, env=env)
+    check_ok(result)
+    two, one = losses(output_dir), losses(one_rank_dir)
+    assert sorted(two) == sorted(one) == [1, 2, 3, 4]
+    for step in one:
+        assert two[step] == pytest.approx(one[step], abs=1e-5), (step, two, one)
+    assert losses(output_dir, "eval_loss") == pytest.approx(losses(one_rank_dir, "eval_loss"), abs=1e-5)
+    checkpoint = output_dir / "checkpoint-4"
+    assert (checkpoint / "rng_state_0.pth").is_file() and (checkpoint / "rng_state_1.pth").is_file()
+    assert len(list(checkpoint.glob("global_step4/*optim_states.pt"))) == 2  # ZeRO-2: one shard per rank
+    assert json.loads((output_dir / "best_checkpoint.json").read_text())["finetuning_type"] == "lora"
+
+
+def test_full_fine_tuning_saves_whole_models(data, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    output_dir = data / "full"
+    folder = REPO_ROOT / "instruct_fine_tuning"  # started from the script's own folder
+    env = {"MODEL_PATH": os.path.relpath(tiny_model_dir, folder),
+           "TRAIN_DATA": os.path.relpath(data / "train.jsonl", folder),
+           "TEST_DATA": os.path.relpath(data / "test.jsonl", folder), "OUTPUT_DIR": str(output_dir), "NUM_GPUS": "1",
+           "GRADIENT_ACCUMULATION_STEPS": "2"}
+    result = launch(*ARGS, "--finetuning_type", "full", "--report_to", "none", cwd=folder, env=env)
+    check_ok(result)
+    for checkpoint in (output_dir / "checkpoint-2", output_dir / "checkpoint-4"):
+        assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "checkpoint_complete.json").is_file()
+    assert not (output_dir / "adapter_config.json").exists()
+    best = json.loads((output_dir / "best_checkpoint.json").read_text())
+    assert best["finetuning_type"] == "full" and best["best_checkpoint"] in ("checkpoint-2", "checkpoint-4")
+    model = AutoModelForCausalLM.from_pretrained(output_dir)
+    tuned = load_file(output_dir / "model.safetensors")
+    base = load_file(tiny_model_dir / "model.safetensors")
+    assert model.config.hidden_size == 64
+    assert any(not (tuned[k] == base[k]).all() for k in base)  # it trained
+
+
+def test_a_second_run_into_the_same_output_dir_is_refused(lora_run):
+    _, output_dir, env = lora_run
+    before = {p: p.stat().st_mtime_ns for p in output_dir.rglob("*") if p.is_file()}
+    result = launch(*ARGS, "--report_to", "none", cwd=output_dir.parent, env=env)
+    assert result.returncode == 2
+    assert "--resume_from_checkpoint auto" in result.output and "--overwrite_output_dir" in result.output
+    assert "Traceback" not in result.output
+    assert {p: p.stat().st_mtime_ns for p in output_dir.rglob("*") if p.is_file()} == before
+
+
+def test_resume_auto_skips_a_half_written_checkpoint_and_reproduces_the_run(lora_run, data):
+    _, finished_dir, env = lora_run
+    output_dir = data / "resumed"
+    output_dir.mkdir()
+    shutil.copytree(finished_dir / "checkpoint-2", output_dir / "checkpoint-2")
+    # A run killed while saving checkpoint-4: the adapter is there, the rest (and the marker) is not.
+    (output_dir / "checkpoint-4").mkdir()
+    shutil.copy(finished_dir / "checkpoint-4" / "adapter_model.safetensors", output_dir / "checkpoint-4")
+    result = launch(*ARGS, "--report_to", "none", "--resume_from_checkpoint", "auto", cwd=data,
+                    env=env | {"OUTPUT_DIR": "resumed"})
+    check_ok(result)
+    assert "skipping incomplete checkpoint(s)" in result.output and "checkpoint-4" in result.output
+    assert f"resuming from {output_dir / 'checkpoint-2'}" in result.output
+    resumed, finished = losses(output_dir), losses(finished_dir)
+    for step in (3, 4):
+        assert resumed[step] == pytest.approx(finished[step], abs=1e-5), (step, resumed, finished)
+    assert losses(output_dir, "eval_loss")[4] == pytest.approx(losses(finished_dir, "eval_loss")[4], abs=1e-5)
+    assert (output_dir / "checkpoint-4" / "checkpoint_complete.json").is_file()
+
+
+@pytest.mark.parametrize("name", ["MODEL_PATH", "TRAIN_DATA", "TEST_DATA"])
+def test_missing_inputs_are_named_before_anything_launches(data, tiny_model_dir, tmp_path, name):
+    env = {"MODEL_PATH": str(tiny_model_dir), "TRAIN_DATA": str(data / "train.jsonl"),
+           "TEST_DATA": str(data / "test.jsonl"), "OUTPUT_DIR": str(tmp_path / "out")}
+    env[name] = str(tmp_path / "missing")
+    result = launch(cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert name in result.stderr and str(tmp_path / "missing") in result.stderr
+    assert "deepspeed" not in result.stdout and not (tmp_path / "out").exists()

@@ -1,0 +1,335 @@
+"""train_lora.py's pieces on real components: the embedded tokenizer and chat
+template for labels and truncation, a tiny real Llama for the loss (values and
+gradients against plain references), the real Trainer for accumulation and an
+overfit run, and the script's command line."""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import REPO_ROOT, run_script
+from defect_judge.errors import InputError
+from defect_judge.schema import Record
+from defect_judge.training import (CHECKPOINT_COMPLETE_FILE, IGNORE_INDEX, TRUNCATION_MARK, PaddingCollator,
+                                   SupervisedDataset, WeightedLossTrainer, final_hidden_states,
+                                   find_resume_checkpoint, fit_sample, fit_samples, length_stats,
+                                   mark_trained_text, weighted_token_loss)
+from defect_judge.templates import event_char_span
+from helpers_training import SAMPLES, make_records, write_records
+
+SCRIPT = REPO_ROOT / "instruct_fine_tuning" / "train_lora.py"
+
+# Qwen2.5's ChatML template (tools branch left out): it inserts its own default system prompt.
+QWEN25_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if (message.role == 'user') or (message.role == 'system' and not loop.first)"
+    " or (message.role == 'assistant') %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def records(n: int, **kwargs) -> list[Record]:
+    return [Record(r["id"], r["subtype"], tuple(r["text"])) for r in make_records(n, **kwargs)]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+
+
+def batch_of(tokenizer, recs: list[Record], max_length: int = 4096) -> dict:
+    dataset = SupervisedDataset(fit_samples(tokenizer, recs, max_length))
+    return PaddingCollator(tokenizer.pad_token_id)([dataset[i] for i in range(len(dataset))])
+
+
+def grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_grads_close(a: dict, b: dict, atol: float = 1e-6) -> None:
+    assert a.keys() == b.keys() and a
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=atol, rtol=1e-4, msg=name)
+
+
+# ------------------------------------------------------------------- labels
+
+@pytest.mark.parametrize("template", ["embedded", "qwen2.5"])
+def test_labels_are_the_answer_and_its_end_of_turn_token(embedded_tokenizer, template):
+    tokenizer = embedded_tokenizer
+    if template == "qwen2.5":
+        tokenizer = copy.deepcopy(embedded_tokenizer)
+        tokenizer.chat_template = QWEN25_TEMPLATE
+    record = records(1)[0]
+    features = SupervisedDataset([fit_sample(tokenizer, record, 4096)])[0]
+    ids, labels, key = features["input_ids"], features["labels"], features["key_mask"]
+    trained = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
+    # One contiguous span at the end of the conversation, labels equal to the inputs there.
+    assert trained == list(range(trained[0], trained[-1] + 1))
+    assert all(labels[i] == ids[i] for i in trained)
+    assert tokenizer.decode([ids[i] for i in trained]) == record.assistant + "<|im_end|>"
+    # The template's default system prompt, the user turn and the headers are context only.
+    prompt = tokenizer.decode(ids[:trained[0]])
+    default_system = "You are Qwen" if template == "qwen2.5" else "You are a helpful AI assistant named SmolLM"
+    assert default_system in prompt and record.user in prompt
+    assert prompt.endswith("<|im_start|>assistant\n")
+    # What follows the end-of-turn token (the template's newline) is not trained.
+    assert all(label == IGNORE_INDEX for label in labels[trained[-1] + 1:])
+    judgement = SAMPLES[0][2]
+    assert tokenizer.decode([t for t, k in zip(ids, key) if k]) == judgement
+    assert all(labels[i] != IGNORE_INDEX for i, k in enumerate(key) if k)
+
+
+def test_sample_view_marks_trained_and_key_tokens(embedded_tokenizer):
+    record = records(1)[0]
+    view = mark_trained_text(embedded_tokenizer, fit_sample(embedded_tokenizer, record, 4096).encoded)
+    judgement, reason = SAMPLES[0][2], SAMPLES[0][3]
+    assert f"<|im_start|>assistant\n[[判断:{{{{{judgement}}}}}\n\n原因：{reason}<|im_end|>]]" in view
+    assert view.count("[[") == 1 and view.count("{{") == 1
+
+
+def test_collator_pads_without_training_the_padding(embedded_tokenizer):
+    batch = batch_of(embedded_tokenizer, records(1) + records(1, event_repeat=3))
+    short, long = batch["attention_mask"].sum(dim=1).tolist()
+    assert short < long == batch["input_ids"].shape[1]
+    assert (batch["input_ids"][0, short:] == embedded_tokenizer.pad_token_id).all()
+    assert (batch["labels"][0, short:] == IGNORE_INDEX).all() and not batch["key_mask"][0, short:].any()
+
+
+def test_length_stats_nearest_rank():
+    assert length_stats([5, 1, 3, 2, 4]) == {"min": 1, "median": 3, "p95": 5, "max": 5}
+    assert length_stats(list(range(1, 101))) == {"min": 1, "median": 50, "p95": 95, "max": 100}
+
+
+# --------------------------------------------------------------- truncation
+
+def test_truncation_cuts_the_event_and_keeps_the_answer(embedded_tokenizer):
+    record = records(1, event_repeat=40)[0]
+    full = fit_sample(embedded_tokenizer, record, 100_000)
+    fitted = fit_sample(embedded_tokenizer, record, 300)
+    assert not full.truncated and len(full.encoded.input_ids) > 300
+    assert fitted.truncated and 295 <= len(fitted.encoded.input_ids) <= 300
+    answer = [t for t, trained in zip(fitted.encoded.input_ids, fitted.encoded.trained) if trained]
+    assert answer == [t for t, trained in zip(full.encoded.input_ids, full.encoded.trained) if trained]
+    text = embedded_tokenizer.decode(fitted.encoded.input_ids)
+    user = text[text.index("任务："):text.index("<|im_end|>", text.index("任务："))]
+    start, end = event_char_span(user)
+    original_event = record.user[slice(*event_char_span(record.user))]
+    assert user[:start] == record.user[:event_char_span(record.user)[0]]  # the task is intact
+    assert user[end:] == record.user[event_char_span(record.user)[1]:]    # so is the output format
+    assert user[start:end].endswith(TRUNCATION_MARK)
+    kept = user[start:end][:-len(TRUNCATION_MARK)]
+    assert original_event.startswith(kept) and len(original_event) - len(kept) == fitted.cut_chars > 0
+
+
+def test_a_sample_whose_answer_cannot_fit_is_an_error_naming_it(embedded_tokenizer):
+    record = records(1)[0]
+    answer_tokens = sum(fit_sample(embedded_tokenizer, record, 4096).encoded.trained)
+    with pytest.raises(InputError) as caught:
+        fit_sample(embedded_tokenizer, record, answer_tokens + 10, path="train.jsonl")
+    message = str(caught.value)
+    assert record.id in message and "train.jsonl" in message and "max_length" in message
+
+
+# --------------------------------------------------------------------- loss
+
+def reference_loss(model, batch, key_token_weight: float) -> torch.Tensor:
+    """The definition, written plainly: full logits, per-token CE, weighted mean."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    targets = batch["labels"][:, 1:]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none",
+                         ignore_index=IGNORE_INDEX).view_as(targets)
+    weights = (targets != IGNORE_INDEX).float() * torch.where(batch["key_mask"][:, 1:], key_token_weight, 1.0)
+    return (ce * weights).sum() / weights.sum()
+
+
+@pytest.mark.parametrize("key_token_weight,chunk_size", [(1.0, 1024), (5.0, 1024), (5.0, 7), (0.25, 3)])
+def test_weighted_chunked_loss_matches_the_plain_reference(tiny_model, embedded_tokenizer, key_token_weight,
+                                                           chunk_size):
+    batch = batch_of(embedded_tokenizer, records(3))
+    tiny_model.zero_grad()
+    expected = reference_loss(tiny_model, batch, key_token_weight)
+    expected.backward()
+    expected_grads = grads(tiny_model)
+    tiny_model.zero_grad()
+    parts = weighted_token_loss(final_hidden_states(tiny_model, batch), batch["labels"], batch["key_mask"],
+                                tiny_model.get_output_embeddings(), key_token_weight, chunk_size)
+    loss = parts.weighted_sum / parts.weight_sum
+    loss.backward()
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=0)
+    assert_grads_close(grads(tiny_model), expected_grads)
+    if key_token_weight == 1.0:  # equals the model's own causal-LM loss
+        plain = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           labels=batch["labels"]).loss
+        torch.testing.assert_close(loss.detach(), plain.detach(), atol=1e-5, rtol=0)
+
+
+def test_loss_reaches_the_hidden_states_through_lora(tiny_model, embedded_tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(task_type="CAUSAL_LM", r=4, target_modules="all-linear", init_lora_weights=False)
+    model = get_peft_model(copy.deepcopy(tiny_model), config)
+    batch = batch_of(embedded_tokenizer, records(2))
+    parts = weighted_token_loss(final_hidden_states(model, batch), batch["labels"], batch["key_mask"],
+                                model.get_output_embeddings(), 5.0, 16)
+    (parts.weighted_sum / parts.weight_sum).backward()
+    lora_grads = [p.grad for n, p in model.named_parameters() if "lora_" in n]
+    assert lora_grads and all(g is not None and g.abs().sum() > 0 for g in lora_grads)
+    with torch.no_grad():
+        expected = reference_loss(model, batch, 5.0)
+    torch.testing.assert_close((parts.weighted_sum / parts.weight_sum).detach(), expected, atol=1e-5, rtol=0)
+
+
+def test_judgement_accuracy_is_argmax_over_the_key_tokens(tiny_model, embedded_tokenizer):
+    batch = batch_of(embedded_tokenizer, records(4))
+    with torch.no_grad():
+        parts = weighted_token_loss(final_hidden_states(tiny_model, batch), batch["labels"], batch["key_mask"],
+                                    tiny_model.get_output_embeddings(), 5.0, 5, with_predictions=True)
+        predicted = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.argmax(-1)
+    key = batch["key_mask"][:, 1:]
+    expected = [bool((predicted[row, :-1][key[row]] == batch["labels"][row, 1:][key[row]]).all()) for row in range(4)]
+    assert parts.has_judgement.tolist() == [True] * 4
+    assert parts.judgement_correct.tolist() == expected
+
+
+def make_trainer(model, tokenizer, tmp_path, key_token_weight: float, loss_chunk_size: int = 1024, **overrides):
+    from transformers import TrainingArguments
+
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none",
+                             remove_unused_columns=False, **({"per_device_train_batch_size": 1} | overrides))
+    return WeightedLossTrainer(model=model, args=args, data_collator=PaddingCollator(tokenizer.pad_token_id),
+                               key_token_weight=key_token_weight, loss_chunk_size=loss_chunk_size)
+
+
+@pytest.mark.parametrize("key_token_weight", [1.0, 5.0])
+def test_gradient_accumulation_does_not_change_the_loss(tiny_model, embedded_tokenizer, tmp_path, key_token_weight):
+    """Two micro-batches of an accumulated step give the loss and gradients of one batch holding both."""
+    trainer = make_trainer(tiny_model, embedded_tokenizer, tmp_path, key_token_weight, loss_chunk_size=16)
+    recs = records(2, event_repeat=2)[:1] + records(1, start=3)  # different lengths and answer sizes
+    micro = [batch_of(embedded_tokenizer, [r]) for r in recs]
+    whole = batch_of(embedded_tokenizer, recs)
+    fetched, weight_sum = trainer.get_batch_samples(iter(micro), 2, torch.device("cpu"))
+    assert len(fetched) == 2
+    tiny_model.zero_grad()
+    accumulated = 0.0
+    for batch in fetched:
+        loss = trainer.compute_loss(tiny_model, batch, num_items_in_batch=weight_sum)
+        loss.backward()
+        accumulated += loss.item()
+    accumulated_grads = grads(tiny_model)
+    tiny_model.zero_grad()
+    _, whole_sum = trainer.get_batch_samples(iter([whole]), 1, torch.device("cpu"))
+    single = trainer.compute_loss(tiny_model, whole, num_items_in_batch=whole_sum)
+    single.backward()
+    assert whole_sum.item() == weight_sum.item()
+    assert accumulated == pytest.approx(single.item(), abs=1e-5)
+    assert accumulated == pytest.approx(reference_loss(tiny_model, whole, key_token_weight).item(), abs=1e-5)
+    assert_grads_close(accumulated_grads, grads(tiny_model))
+    if key_token_weight == 1.0:
+        plain = tiny_model(input_ids=whole["input_ids"], attention_mask=whole["attention_mask"],
+                           labels=whole["labels"]).loss
+        assert accumulated == pytest.approx(plain.item(), abs=1e-5)
+
+
+def test_overfits_a_repeated_tiny_batch(tiny_model, embedded_tokenizer, tmp_path, monkeypatch):
+    # One thread: a tiny model gains nothing from two, and on a busy machine two threads wait on each other.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # keep it for this test
+    model = copy.deepcopy(tiny_model)
+    dataset = SupervisedDataset(fit_samples(embedded_tokenizer, records(2), 4096))
+    trainer = make_trainer(model, embedded_tokenizer, tmp_path, 5.0, per_device_train_batch_size=2, max_steps=30,
+                           learning_rate=1e-2, lr_scheduler_type="constant", logging_steps=1, save_strategy="no",
+                           disable_tqdm=True, seed=0)
+    trainer.train_dataset = dataset
+    trainer.eval_dataset = dataset
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 30
+    assert losses[-1] < 0.2 * losses[0], losses
+    metrics = trainer.evaluate()
+    assert metrics["eval_loss"] < 0.2 * losses[0]
+    assert metrics["eval_judgement_accuracy"] == 1.0
+    monkeypatch.undo()
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------ output folder
+
+@pytest.fixture(scope="module")
+def train_lora():
+    spec = importlib.util.spec_from_file_location("train_lora", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_checkpoint(folder: Path, step: int, complete: bool) -> Path:
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "adapter_model.safetensors").write_bytes(b"")
+    if complete:
+        (path / CHECKPOINT_COMPLETE_FILE).write_text(json.dumps({"step": step}))
+    return path
+
+
+def test_find_resume_checkpoint_skips_incomplete_ones(tmp_path):
+    assert find_resume_checkpoint(tmp_path / "missing") == (None, [])
+    fake_checkpoint(tmp_path, 20, True)
+    newest = fake_checkpoint(tmp_path, 100, True)
+    broken = fake_checkpoint(tmp_path, 120, False)
+    assert find_resume_checkpoint(tmp_path) == (newest, [broken])
+
+
+def test_output_dir_of_an_earlier_run_is_refused_resumed_or_overwritten(train_lora, tmp_path):
+    def args(**kwargs):
+        return SimpleNamespace(**({"output_dir": str(tmp_path), "resume_from_checkpoint": None,
+                                   "overwrite_output_dir": False} | kwargs))
+
+    assert train_lora.prepare_output_dir(args(), True) is None  # empty folder: a fresh run
+    fake_checkpoint(tmp_path, 2, True)
+    fake_checkpoint(tmp_path, 4, False)
+    with pytest.raises(InputError) as caught:
+        train_lora.prepare_output_dir(args(), True)
+    assert "--resume_from_checkpoint auto" in str(caught.value) and "--overwrite_output_dir" in str(caught.value)
+    assert train_lora.prepare_output_dir(args(resume_from_checkpoint="auto"), True) == str(tmp_path / "checkpoint-2")
+    assert not (tmp_path / "checkpoint-4").exists()  # the half-written one is gone, so it cannot be mixed in
+    assert train_lora.prepare_output_dir(args(overwrite_output_dir=True), True) is None
+    assert not (tmp_path / "checkpoint-2").exists()
+
+
+def test_help_lists_the_task_and_trainer_flags():
+    result = run_script(SCRIPT, "--help", check=True)
+    for flag in ("--model_path", "--train_data", "--key_token_weight", "--finetuning_type", "--lora_rank",
+                 "--early_stopping_patience", "--overwrite_output_dir", "--resume_from_checkpoint",
+                 "--gradient_checkpointing", "--save_total_limit", "--metric_for_best_model", "--trust_remote_code"):
+        assert flag in result.stdout, flag
+
+
+def test_bad_training_data_is_one_clear_error(tiny_model_dir, tmp_path):
+    train = write_records(tmp_path / "train.jsonl", make_records(2))
+    train.write_text(train.read_text(encoding="utf-8") + '{"id": "x", "subtype": "内存泄漏", "text": [\n',
+                     encoding="utf-8")
+    result = run_script(SCRIPT, "--model_path", tiny_model_dir, "--train_data", train, "--test_data", train,
+                        "--output_dir", tmp_path / "out", "--report_to", "none")
+    assert result.returncode == 2
+    assert "train.jsonl:3" in result.stderr and "invalid JSON" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
