@@ -10,13 +10,14 @@ MODEL_DIR := models/SmolLM2-135M-Instruct
 STAMP := $(VENV)/.setup-done
 CJK_FONT_PACKAGE := fonts-wqy-microhei
 
-.PHONY: setup test test-slow demo fonts clean-model help
+.PHONY: setup test test-slow demo bench fonts help
 
 help:
 	@echo "make setup      create .venv (CPU torch), install requirements, export the embedded model"
 	@echo "make test       run the test suite (runs setup first)"
 	@echo "make test-slow  run the slow load tests too"
 	@echo "make demo       run the whole pipeline on the embedded model and the sample data"
+	@echo "make bench      the training (vs TRL) and evaluation (vs naive generate) benchmarks"
 
 setup: $(STAMP) $(MODEL_DIR)/model.safetensors fonts
 
@@ -53,4 +54,11 @@ test-slow: setup
 	$(BIN)/python -m pytest tests -m slow
 
 demo: setup
+	./tools/run_demo.sh
+
+# Benchmarks print their tables and write JSON under runs/bench/. TRL is a benchmark-only dependency.
+bench: setup
+	$(BIN)/python -m pip install -q "trl>=1.16.0"
 	$(BIN)/python dataset/convert_and_split.py
+	$(BIN)/python instruct_fine_tuning/bench_train.py --json runs/bench/bench_train.json
+	$(BIN)/python eval/bench_eval.py --test_dataset_path dataset/test.jsonl --json runs/bench/bench_eval.json
