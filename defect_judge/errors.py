@@ -5,13 +5,18 @@ there is one) and the script exits non-zero; ``--debug`` shows the traceback.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn
 
 EXIT_INPUT_ERROR = 2
+WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG)  # the output side failed, not a read
+# How Rust libraries (safetensors, tokenizers) report an OS error: not an OSError, but this in the message.
+RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
 class InputError(Exception):
@@ -59,8 +64,17 @@ def run_main(main: Callable[[], object]) -> None:
         prog = Path(sys.argv[0]).name
         if isinstance(error, OSError) and not isinstance(error, InputError):
             target = f" '{error.filename}'" if error.filename else ""
-            message = f"cannot access{target}: {error.strerror or error}"
+            verb = "cannot write" if error.errno in WRITE_ERRNOS else "cannot access"
+            message = f"{verb}{target}: {error.strerror or error}"
         else:
             message = str(error)
         print(f"{prog}: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_INPUT_ERROR)
+    except Exception as error:
+        number = RUST_OS_ERROR.search(str(error))
+        if debug or number is None:
+            raise
+        logging.shutdown()
+        verb = "cannot write" if int(number.group(1)) in WRITE_ERRNOS else "cannot access a file"
+        print(f"{Path(sys.argv[0]).name}: error: {verb}: {str(error).strip().splitlines()[0]}", file=sys.stderr)
         sys.exit(EXIT_INPUT_ERROR)

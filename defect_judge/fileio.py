@@ -25,9 +25,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(error, OSError) and error.filename is None and error.errno:
+            # A failed write (ENOSPC, EIO) names no file: name the one it was for.
+            raise OSError(error.errno, error.strerror, str(path)) from error
         raise
 
 

@@ -80,9 +80,22 @@ def load_causal_lm(path: str | Path, *, dtype=None, trust_remote_code: bool = Fa
                                                     trust_remote_code=trust_remote_code,
                                                     use_safetensors=not allow_pickle or None)
     except Exception as error:  # safetensors/transformers raise many types for a corrupt file
+        code = _shipped_code(folder)
+        if code and not trust_remote_code:
+            raise InputError(f"the model needs code shipped in its folder ({code}), which is not run by default; "
+                             f"pass --trust_remote_code only if you trust this folder", path=folder) from None
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"cannot load the model weights ({type(error).__name__}: {first_line}); "
                          f"is a file truncated or corrupt?", path=folder) from None
+
+
+def _shipped_code(folder: Path) -> str:
+    """The classes config.json maps to code files of the folder (its ``auto_map``), or ''."""
+    try:
+        auto_map = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("auto_map") or {}
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return ", ".join(str(v) for v in auto_map.values()) if isinstance(auto_map, dict) else str(auto_map)
 
 
 def check_tokenizer_matches(model, tokenizer, model_path: str | Path, tokenizer_path: str | Path) -> None:
