@@ -156,8 +156,8 @@ def _check_adapter_weights(adapter: Path) -> None:
     if (adapter / ADAPTER_WEIGHTS).is_file():
         return
     if any(adapter.glob("adapter_model.*")):
-        raise InputError(f"the adapter weights are not in safetensors format (refusing pickle files, which can run "
-                         f"code); save the adapter with safe_serialization=True", path=adapter)
+        raise InputError("the adapter weights are not in safetensors format (refusing pickle files, which can run "
+                         "code); save the adapter with safe_serialization=True", path=adapter)
     raise InputError(f"LoRA adapter folder without {ADAPTER_WEIGHTS}", path=adapter)
 
 
@@ -367,7 +367,6 @@ def _prefill_cache(model, prompts: Sequence[Sequence[int]], max_new_tokens: int,
     costs more than the model itself at batch 32. None when the model's cache
     layers are not plain full-attention ones (``generate`` then prefills itself).
     """
-    import torch
     from transformers.cache_utils import StaticCache, StaticLayer
 
     width = max(len(p) for p in prompts) - 1

@@ -49,7 +49,8 @@ def check_model_folder(path: str | Path, *, allow_pickle: bool = False) -> Path:
         return folder
     if pickles:
         raise InputError(f"only pickle weights ({', '.join(pickles[:3])}): refusing to load them since pickle can run "
-                         f"code; convert to safetensors or pass --allow_pickle if you trust this folder", path=folder)
+                         f"code; convert them to safetensors (train_lora.py also takes --allow_pickle for a folder you "
+                         f"trust)", path=folder)
     raise InputError("no model weights (*.safetensors) in the folder", path=folder)
 
 

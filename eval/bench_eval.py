@@ -20,7 +20,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform

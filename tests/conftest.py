@@ -104,3 +104,15 @@ def load_script(relative: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit 2, exactly one `prog: error: ...` line holding every fragment, no traceback; returns that line."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, (result.returncode, output[-3000:])
+    assert "Traceback" not in output, output[-3000:]
+    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1, result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    return errors[0]

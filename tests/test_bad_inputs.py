@@ -9,21 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, run_script
+from conftest import REPO_ROOT, assert_clean_failure, run_script
 
 CORPUS = REPO_ROOT / "tests" / "data" / "bad_inputs"
 RAW_CASES = json.loads((CORPUS / "raw" / "manifest.json").read_text(encoding="utf-8"))
 JSONL_CASES = json.loads((CORPUS / "jsonl" / "manifest.json").read_text(encoding="utf-8"))
 CONVERT = REPO_ROOT / "dataset" / "convert_and_split.py"
-
-
-def assert_clean_failure(result, *fragments: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
-    assert "Traceback" not in result.stderr + result.stdout
-    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
-    assert len(errors) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], (fragment, errors[0])
 
 
 def convert(tmp_path: Path, input_dir: Path):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, REPO_ROOT, run_script
+from conftest import PYTHON, REPO_ROOT, assert_clean_failure, run_script
 from defect_judge.resume import partial_files
 from defect_judge.training import CHECKPOINT_COMPLETE_FILE, list_checkpoints
 from helpers_training import make_records, write_records
@@ -42,18 +42,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    """Exit 2, exactly one `prog: error: ...` line holding every fragment, no traceback; returns that line."""
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, (result.returncode, output[-3000:])
-    assert "Traceback" not in output, output[-3000:]
-    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
-    assert len(errors) == 1, result.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in errors[0], (fragment, errors[0])
-    return errors[0]
 
 
 def descendants(pid: int) -> list[int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, run_script
+from conftest import REPO_ROOT, assert_clean_failure, run_script
 from helpers_training import make_records, write_records
 
 TRAIN = REPO_ROOT / "instruct_fine_tuning" / "train_lora.py"
@@ -23,17 +23,6 @@ EVALUATE = REPO_ROOT / "eval" / "model_evaluation.py"
 PLOT = REPO_ROOT / "eval" / "plot_subtype_acc.py"
 CONVERT = REPO_ROOT / "dataset" / "convert_and_split.py"
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-
-
-def assert_clean_failure(result, *fragments: str) -> str:
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, (result.returncode, output[-3000:])
-    assert "Traceback" not in output, output[-3000:]
-    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
-    assert len(errors) == 1, result.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in errors[0], (fragment, errors[0])
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

