@@ -21,6 +21,7 @@ MAX_GROWTH_MB = 64
 # Runs the evaluation as __main__ in this process, with a thread that records (finished samples, RSS).
 PROBE = r'''
 import json, runpy, sys, threading, time
+from pathlib import Path
 
 log_path, partial, script = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 
