@@ -22,7 +22,6 @@ import json
 import logging
 import random
 import sys
-import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from tqdm import tqdm
 from defect_judge.cli import parse_constants
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic, write_jsonl_atomic
+from defect_judge.plotting import display_width
 from defect_judge.schema import RawSample, Record, raw_to_record, validate_raw_sample
 from defect_judge.templates import event_char_span
 
@@ -275,10 +275,6 @@ def split_stats(train: list[Record], test: list[Record], judgements: dict[str, s
             "judgements": vocabulary, "subtypes": ordered}
 
 
-def _width(text: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
-
-
 def format_table(stats: dict) -> str:
     judgements = stats["judgements"]
     header = ["subtype", "total", "train", "test"] + [f"{j} train/test" for j in judgements]
@@ -289,10 +285,10 @@ def format_table(stats: dict) -> str:
               for j in judgements}
     rows.append(["(all)", str(stats["total"]), str(stats["train"]), str(stats["test"])]
                 + [f"{totals[j][0]}/{totals[j][1]}" for j in judgements])
-    widths = [max(_width(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    widths = [max(display_width(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        first = cells[0] + " " * (widths[0] - _width(cells[0]))
+        first = cells[0] + " " * (widths[0] - display_width(cells[0]))
         return "  ".join([first] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:])])
 
     rule = "-" * (sum(widths) + 2 * (len(widths) - 1))

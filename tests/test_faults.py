@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, REPO_ROOT, assert_clean_failure, run_script
+from conftest import PYTHON, REPO_ROOT, assert_clean_failure, free_port, run_script
 from defect_judge.resume import partial_files
 from defect_judge.training import CHECKPOINT_COMPLETE_FILE, list_checkpoints
 from helpers_training import make_records, write_records
@@ -34,14 +34,6 @@ TRAIN_ARGS = ("--max_steps", "8", "--save_steps", "2", "--max_length", "256", "-
               "--learning_rate", "1e-2", "--per_device_eval_batch_size", "4", "--report_to", "none",
               "--seed", "7")
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def descendants(pid: int) -> list[int]:

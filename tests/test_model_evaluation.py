@@ -11,14 +11,13 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, REPO_ROOT, build_tiny_model, run_script
+from conftest import PYTHON, REPO_ROOT, build_tiny_model, free_port, run_script
 
 from defect_judge import inference
 from defect_judge.chat import render_prompt
@@ -381,12 +380,6 @@ def test_overwrite_discards_partial_results_of_other_settings(tiny_model_dir, si
 
 
 # ------------------------------------------------------------- two ranks
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_two_process_run_equals_single_process(tiny_model_dir, shipped_split, tmp_path):
     common = ["--model_path", tiny_model_dir, "--test_dataset_path", shipped_split["test_file"], "--limit", "10",

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, free_port
 from helpers_training import make_records, write_records
 
 SCRIPT = REPO_ROOT / "instruct_fine_tuning" / "run_training_lora.sh"
@@ -22,12 +21,6 @@ SCRIPT = REPO_ROOT / "instruct_fine_tuning" / "run_training_lora.sh"
 ARGS = ("--max_steps", "4", "--save_steps", "2", "--max_length", "256", "--logging_steps", "1",
         "--learning_rate", "1e-2", "--per_device_eval_batch_size", "4")
 LARGEST_CHECKPOINT_FILE = 1_000_000  # bytes; the tiny base model's embedding alone is 12.6 MB
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def launch(*args: str, cwd: Path, env: dict[str, str], drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess:

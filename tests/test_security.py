@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, assert_clean_failure, run_script
+from conftest import REPO_ROOT, assert_clean_failure, free_port, run_script
 from helpers_training import make_records, write_records
 
 TRAIN = REPO_ROOT / "instruct_fine_tuning" / "train_lora.py"
@@ -131,12 +130,6 @@ def test_pickle_weights_are_refused_by_training_and_evaluation(pickle_models, da
 
 
 # ------------------------------------------------------------------- secrets
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def test_secrets_in_the_environment_reach_no_file_or_log(tiny_model_dir, data, tmp_path):
     """Training under the DeepSpeed launcher with wandb (offline) and evaluation of its output, with
