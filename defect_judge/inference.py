@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -35,7 +36,7 @@ from typing import Sequence
 from . import REPO_ROOT
 from .errors import InputError
 from .modeling import (ADAPTER_CONFIG_FILE, BEST_CHECKPOINT_FILE, check_model_folder, check_tokenizer_matches,
-                       load_causal_lm, load_tokenizer, read_best_checkpoint)
+                       load_causal_lm, load_tokenizer, read_best_checkpoint, weights_error_message)
 from .templates import JUDGEMENT_PREFIX
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ KIND_DESCRIPTIONS = {
 }
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_PICKLE_WEIGHTS = "adapter_model.bin"  # loaded only with allow_pickle
+WEIGHT_SUFFIXES = (".safetensors", ".bin")  # what the resume fingerprint covers
 TRAINER_STATE_FILE = "trainer_state.json"
 # End-of-turn markers of common chat templates; used as extra stop tokens when the
 # template writes one and the tokenizer has it as a single token.
@@ -129,12 +132,12 @@ def _local_folder(value: str | None) -> Path | None:
 
 
 def _find_base_model(adapter: Path, *, base_model_path: str, tokenizer_path: str,
-                     best_checkpoint: dict | None) -> tuple[Path, str]:
+                     best_checkpoint: dict | None, allow_pickle: bool) -> tuple[Path, str]:
     if base_model_path:
         folder = Path(base_model_path)
         if not folder.exists():
             raise InputError("--base_model_path does not exist", path=folder)
-        return check_model_folder(folder), "--base_model_path"
+        return check_model_folder(folder, allow_pickle=allow_pickle), "--base_model_path"
     config = _read_json_object(adapter / ADAPTER_CONFIG_FILE)
     tried = []
     candidates = [(config.get("base_model_name_or_path"), f"{ADAPTER_CONFIG_FILE} base_model_name_or_path"),
@@ -145,37 +148,43 @@ def _find_base_model(adapter: Path, *, base_model_path: str, tokenizer_path: str
             continue
         folder = _local_folder(str(value))
         if folder is not None and (folder / "config.json").is_file():
-            return check_model_folder(folder), source
+            return check_model_folder(folder, allow_pickle=allow_pickle), source
         tried.append(f"{value} ({source})")
     tried_text = "; tried " + ", ".join(tried) if tried else ""
     raise InputError(f"cannot find the base model of this LoRA adapter{tried_text}; "
                      f"pass --base_model_path pointing to the base model folder", path=adapter)
 
 
-def _check_adapter_weights(adapter: Path) -> None:
+def _check_adapter_weights(adapter: Path, *, allow_pickle: bool) -> None:
     if (adapter / ADAPTER_WEIGHTS).is_file():
+        return
+    if allow_pickle and (adapter / ADAPTER_PICKLE_WEIGHTS).is_file():
         return
     if any(adapter.glob("adapter_model.*")):
         raise InputError("the adapter weights are not in safetensors format (refusing pickle files, which can run "
-                         "code); save the adapter with safe_serialization=True", path=adapter)
+                         "code); save the adapter with safe_serialization=True, or pass --allow_pickle for a "
+                         "folder you trust", path=adapter)
     raise InputError(f"LoRA adapter folder without {ADAPTER_WEIGHTS}", path=adapter)
 
 
 def _resolve_folder(folder: Path, *, base_model_path: str, tokenizer_path: str, best_checkpoint: dict | None,
-                    trained: bool) -> ResolvedModel:
+                    trained: bool, allow_pickle: bool) -> ResolvedModel:
     if (folder / ADAPTER_CONFIG_FILE).is_file():
-        _check_adapter_weights(folder)
+        _check_adapter_weights(folder, allow_pickle=allow_pickle)
         base, source = _find_base_model(folder, base_model_path=base_model_path, tokenizer_path=tokenizer_path,
-                                        best_checkpoint=best_checkpoint)
+                                        best_checkpoint=best_checkpoint, allow_pickle=allow_pickle)
         return ResolvedModel(folder, LORA_ADAPTER, folder, base, best_checkpoint, source)
-    check_model_folder(folder)
+    check_model_folder(folder, allow_pickle=allow_pickle)
     trained = trained or (folder / TRAINER_STATE_FILE).is_file() or (folder.parent / BEST_CHECKPOINT_FILE).is_file()
     return ResolvedModel(folder, FULL_MODEL if trained else BASE_MODEL, folder, None, best_checkpoint)
 
 
-def resolve_model(model_path: str | os.PathLike, *, base_model_path: str = "",
-                  tokenizer_path: str = "") -> ResolvedModel:
-    """Find out what ``model_path`` is (see the module docstring) and check that it can be loaded."""
+def resolve_model(model_path: str | os.PathLike, *, base_model_path: str = "", tokenizer_path: str = "",
+                  allow_pickle: bool = False) -> ResolvedModel:
+    """Find out what ``model_path`` is (see the module docstring) and check that it can be loaded.
+
+    Folders whose only weights are pickle files are refused unless ``allow_pickle``.
+    """
     path = Path(model_path)
     if not path.exists():
         raise InputError("model path does not exist (set --model_path)", path=path)
@@ -194,11 +203,11 @@ def resolve_model(model_path: str | os.PathLike, *, base_model_path: str = "",
             target = path
             notes = (f"{name} no longer exists; using the best model saved in {path} itself",)
         inner = _resolve_folder(target, base_model_path=base_model_path, tokenizer_path=tokenizer_path,
-                                best_checkpoint=info, trained=True)
+                                best_checkpoint=info, trained=True, allow_pickle=allow_pickle)
         return ResolvedModel(path, OUTPUT_DIR_PREFIX + inner.kind, inner.weights_path, inner.base_model_path, info,
                              inner.base_model_source, notes)
     return _resolve_folder(path, base_model_path=base_model_path, tokenizer_path=tokenizer_path, best_checkpoint=None,
-                           trained=False)
+                           trained=False, allow_pickle=allow_pickle)
 
 
 def has_tokenizer(folder: Path) -> bool:
@@ -232,23 +241,28 @@ def weights_fingerprint(resolved: ResolvedModel) -> list[dict]:
     rows = []
     for folder in resolved.weight_folders():
         for file in sorted(folder.iterdir()):
-            if file.is_file() and (file.suffix == ".safetensors" or file.name.endswith(".safetensors.index.json")
+            if file.is_file() and (file.suffix in WEIGHT_SUFFIXES or file.name.endswith(".index.json")
                                    or file.name in ("config.json", ADAPTER_CONFIG_FILE)):
                 stat = file.stat()
                 rows.append({"file": str(file.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
     return rows
 
 
-def load_model(resolved: ResolvedModel, *, dtype, device: str, trust_remote_code: bool = False):
+def load_model(resolved: ResolvedModel, *, dtype, device: str, trust_remote_code: bool = False,
+               allow_pickle: bool = False):
     """The model ready for inference (eval mode, on ``device``); an adapter is merged into its base."""
     if not resolved.is_adapter:
-        model = load_causal_lm(resolved.weights_path, dtype=dtype, trust_remote_code=trust_remote_code)
+        model = load_causal_lm(resolved.weights_path, dtype=dtype, trust_remote_code=trust_remote_code,
+                               allow_pickle=allow_pickle)
     else:
         from peft import PeftModel
 
-        base = load_causal_lm(resolved.base_model_path, dtype=dtype, trust_remote_code=trust_remote_code)
+        base = load_causal_lm(resolved.base_model_path, dtype=dtype, trust_remote_code=trust_remote_code,
+                              allow_pickle=allow_pickle)
         try:
             model = PeftModel.from_pretrained(base, resolved.weights_path).merge_and_unload()
+        except pickle.UnpicklingError as error:
+            raise InputError(weights_error_message(error), path=resolved.weights_path) from None
         except (RuntimeError, ValueError, KeyError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise InputError(f"the adapter does not fit the base model {resolved.base_model_path} ({first_line})",

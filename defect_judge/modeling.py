@@ -49,8 +49,7 @@ def check_model_folder(path: str | Path, *, allow_pickle: bool = False) -> Path:
         return folder
     if pickles:
         raise InputError(f"only pickle weights ({', '.join(pickles[:3])}): refusing to load them since pickle can run "
-                         f"code; convert them to safetensors (train_lora.py also takes --allow_pickle for a folder you "
-                         f"trust)", path=folder)
+                         f"code; convert them to safetensors, or pass --allow_pickle for a folder you trust", path=folder)
     raise InputError("no model weights (*.safetensors) in the folder", path=folder)
 
 
@@ -85,9 +84,18 @@ def load_causal_lm(path: str | Path, *, dtype=None, trust_remote_code: bool = Fa
         if code and not trust_remote_code:
             raise InputError(f"the model needs code shipped in its folder ({code}), which is not run by default; "
                              f"pass --trust_remote_code only if you trust this folder", path=folder) from None
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(f"cannot load the model weights ({type(error).__name__}: {first_line}); "
-                         f"is a file truncated or corrupt?", path=folder) from None
+        raise InputError(weights_error_message(error), path=folder) from None
+
+
+def weights_error_message(error: Exception) -> str:
+    """One line on why weights did not load; a pickle the weights-only unpickler refused gets its own words."""
+    import pickle
+
+    if isinstance(error, pickle.UnpicklingError):
+        return ("the pickle weights hold objects other than tensors, which torch's weights-only loader refuses "
+                "(they could run code); convert the checkpoint to safetensors where it was made")
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"cannot load the model weights ({type(error).__name__}: {first_line}); is a file truncated or corrupt?"
 
 
 def _shipped_code(folder: Path) -> str:

@@ -9,7 +9,16 @@ loaded model, it times:
             padding, low-padding prefill groups, one decode batch)
   score     model_evaluation.py's score mode (log-probability of each judgement)
 
-with the same MAX_NEW_TOKENS for both generation paths. The work is split into
+with the same MAX_NEW_TOKENS for both generation paths. Two more timings say
+where the time goes and how fast any method could be on this hardware:
+
+  prefill        one forward pass over every prompt, batched like the modes
+                 above (logits of the last position only): the work any method
+                 that reads each prompt once must do, so naive / prefill bounds
+                 the speed-up of score mode and of anything else
+  naive prefill  the same forward pass, one sample at a time: with the naive
+                 loop's generated-token count it gives its cost per decode step
+ The work is split into
 length-sorted chunks of BATCH_SIZE samples; the three methods take turns on
 each chunk and every timing is the best of REPEATS, so background load on a
 shared machine distorts them as little as possible. It prints a table and
@@ -69,7 +78,25 @@ def naive_one(model, tokenizer, record, vocabulary, config) -> dict:
     with torch.inference_mode():
         output = model.generate(**inputs.to(model.device), generation_config=config)
     response = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:].tolist(), skip_special_tokens=True)
-    return {"response": response, "prediction": parse_answer(response, vocabulary).judgement}
+    return {"response": response, "prediction": parse_answer(response, vocabulary).judgement,
+            "new_tokens": output.shape[1] - inputs["input_ids"].shape[1]}
+
+
+def prefill_chunk(model, tokenizer, records, batched: bool) -> dict:
+    """One forward pass over each prompt (logits of its last position only), in low-padding groups or one by one."""
+    import torch
+
+    prompts = [inference.encode_prompt(tokenizer, render_prompt(tokenizer, r.prompt_messages)) for r in records]
+    device = next(model.parameters()).device
+    groups = (inference.prefill_groups([len(p) for p in prompts], max_tokens=inference._token_budget(device))
+              if batched else [range(i, i + 1) for i in range(len(prompts))])
+    with torch.inference_mode():
+        for group in groups:
+            input_ids, mask = inference._left_pad([prompts[i] for i in group], 0, device)
+            model(input_ids=input_ids, attention_mask=mask, position_ids=inference._positions(mask), logits_to_keep=1)
+    if device.type == "cuda":
+        torch.cuda.synchronize()  # the other methods end in a host copy; this one must wait as well
+    return {}
 
 
 def generate_chunk(model, tokenizer, records, vocabulary, max_new_tokens, stop_ids) -> dict[str, dict]:
@@ -97,7 +124,7 @@ def measure(model, tokenizer, ordered, vocabulary, args, stop_ids) -> tuple[dict
     config = inference.greedy_config(model, max_new_tokens=args.max_new_tokens, stop_ids=stop_ids,
                                      pad_id=tokenizer.pad_token_id)
     best: dict[tuple, float] = {}  # (method, unit) -> fastest seconds seen
-    answers: dict[str, dict] = {"naive": {}, "generate": {}, "score": {}}
+    answers: dict[str, dict] = {"naive": {}, "generate": {}, "score": {}, "prefill": {}, "naive_prefill": {}}
 
     def record_time(method: str, unit, run) -> dict:
         began = time.perf_counter()
@@ -114,8 +141,11 @@ def measure(model, tokenizer, ordered, vocabulary, args, stop_ids) -> tuple[dict
                 "generate": lambda: record_time("generate", start, lambda: generate_chunk(
                     model, tokenizer, chunk, vocabulary, args.max_new_tokens, stop_ids)),
                 "score": lambda: record_time("score", start, lambda: score_chunk(model, tokenizer, chunk, vocabulary)),
+                "prefill": lambda: record_time("prefill", start, lambda: prefill_chunk(model, tokenizer, chunk, True)),
+                "naive_prefill": lambda: record_time("naive_prefill", start,
+                                                     lambda: prefill_chunk(model, tokenizer, chunk, False)),
             }
-            order = list(runs)[repeat % 3:] + list(runs)[:repeat % 3]  # rotate who goes first
+            order = list(runs)[repeat % len(runs):] + list(runs)[:repeat % len(runs)]  # rotate who goes first
             for name in order:
                 answers[name] |= runs[name]()
             log.info("repeat %d, samples %d-%d done", repeat + 1, start, start + len(chunk) - 1)
@@ -152,10 +182,12 @@ def main() -> None:
 
     n = len(records)
     per_sample = {name: value / n for name, value in seconds.items()}
+    methods = ("naive", "generate", "score")
     ids = [r.id for r in records]
     agree = lambda a, b, key: sum(answers[a][i][key] == answers[b][i][key] for i in ids) / n  # noqa: E731
     reference = {r.id: r.judgement for r in records}
-    accuracy = {name: sum(answers[name][i]["prediction"] == reference[i] for i in ids) / n for name in seconds}
+    accuracy = {name: sum(answers[name][i]["prediction"] == reference[i] for i in ids) / n for name in methods}
+    naive_new_tokens = sum(answers["naive"][i]["new_tokens"] for i in ids) / n
     result = {
         "model_path": str(args.model_path), "test_dataset_path": str(args.test_dataset_path), "samples": n,
         "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "repeats": args.repeats, "device": device,
@@ -164,6 +196,15 @@ def main() -> None:
         "seconds_total": seconds, "seconds_per_sample": per_sample,
         "speedup": {"generate_vs_naive": per_sample["naive"] / per_sample["generate"],
                     "score_vs_naive": per_sample["naive"] / per_sample["score"]},
+        # Where the time goes: the naive loop is one prefill plus a decode step per new token; score mode is
+        # one batched prefill, so naive / prefill is the most any method that reads every prompt can gain.
+        "bounds": {"prefill_s_per_sample": per_sample["prefill"],
+                   "naive_prefill_s_per_sample": per_sample["naive_prefill"],
+                   "naive_mean_new_tokens": naive_new_tokens,
+                   "naive_decode_step_s": (per_sample["naive"] - per_sample["naive_prefill"]) / max(naive_new_tokens, 1),
+                   "generate_decode_s_per_sample": per_sample["generate"] - per_sample["prefill"],
+                   "score_vs_prefill": per_sample["score"] / per_sample["prefill"],
+                   "max_speedup_reading_every_prompt": per_sample["naive"] / per_sample["prefill"]},
         "agreement": {"generate_vs_naive_judgement": agree("generate", "naive", "prediction"),
                       "generate_vs_naive_response": agree("generate", "naive", "response"),
                       "score_vs_naive_judgement": agree("score", "naive", "prediction")},
@@ -180,9 +221,15 @@ def main() -> None:
     print(f"\n{n} samples, max_new_tokens {args.max_new_tokens}, batch {args.batch_size}, {device}, "
           f"{torch.get_num_threads()} threads")
     print(f"{'method':<10}{'s/sample':>10}{'speed-up':>10}{'accuracy':>10}")
-    for name in seconds:
+    for name in methods:
         print(f"{name:<10}{per_sample[name]:>10.3f}{per_sample['naive'] / per_sample[name]:>9.1f}x"
               f"{accuracy[name]:>10.1%}")
+    bounds = result["bounds"]
+    print(f"prefill of every prompt, batched: {bounds['prefill_s_per_sample']:.3f} s/sample "
+          f"(one at a time: {bounds['naive_prefill_s_per_sample']:.3f}); naive decode: "
+          f"{bounds['naive_mean_new_tokens']:.1f} tokens x {bounds['naive_decode_step_s'] * 1000:.1f} ms\n"
+          f"score mode costs {bounds['score_vs_prefill']:.2f}x that prefill; no method that reads every prompt "
+          f"can beat naive by more than {bounds['max_speedup_reading_every_prompt']:.1f}x here")
     print(f"judgement agreement naive vs generate: {result['agreement']['generate_vs_naive_judgement']:.1%} "
           f"(identical responses {result['agreement']['generate_vs_naive_response']:.1%}); "
           f"naive vs score: {result['agreement']['score_vs_naive_judgement']:.1%}")

@@ -78,12 +78,13 @@ BATCH_SIZE = 32  # samples decoded together (prefill runs in low-padding groups)
 MAX_NEW_TOKENS = 256  # generate mode: enough for the judgement and its reason
 LIMIT = 0  # evaluate only the first N samples of the test file (0: all)
 TRUST_REMOTE_CODE = False  # run code shipped with the model folder (only for models you trust)
+ALLOW_PICKLE = False  # load pickle (.bin) weights when a folder has no safetensors (only for folders you trust)
 OVERWRITE = False  # discard the partial results of an earlier run instead of continuing it
 # ----------------------------------------------------------------------------
 DEFAULTS = {"model_path": MODEL_PATH, "test_dataset_path": TEST_DATASET_PATH, "tokenizer_path": tokenizer_path,
             "output_dir": OUTPUT_DIR, "base_model_path": BASE_MODEL_PATH, "mode": MODE, "batch_size": BATCH_SIZE,
             "max_new_tokens": MAX_NEW_TOKENS, "limit": LIMIT, "trust_remote_code": TRUST_REMOTE_CODE,
-            "overwrite": OVERWRITE}
+            "allow_pickle": ALLOW_PICKLE, "overwrite": OVERWRITE}
 HELP = {
     "model_path": "model folder, LoRA adapter folder, training OUTPUT_DIR or base model",
     "test_dataset_path": "test JSONL written by dataset/convert_and_split.py",
@@ -95,6 +96,7 @@ HELP = {
     "max_new_tokens": "longest answer generated (generate mode)",
     "limit": "evaluate only the first N samples (0: all)",
     "trust_remote_code": "allow code from the model folder to run",
+    "allow_pickle": "load pickle (.bin) weights of a model or adapter with no safetensors (pickle can run code)",
     "overwrite": "start over, deleting partial results of an earlier run",
 }
 PATHS = ("model_path", "test_dataset_path", "tokenizer_path", "output_dir", "base_model_path")
@@ -184,7 +186,7 @@ def read_test_set(path: str, limit: int) -> tuple[list[Record], list[str], list[
 
 def resolve(args) -> tuple[inference.ResolvedModel, Path]:
     resolved = inference.resolve_model(args.model_path, base_model_path=args.base_model_path,
-                                       tokenizer_path=args.tokenizer_path)
+                                       tokenizer_path=args.tokenizer_path, allow_pickle=args.allow_pickle)
     log.info("model %s: %s", args.model_path, resolved.describe())
     for note in resolved.notes:
         log.warning(note)
@@ -225,7 +227,8 @@ def prepare_items(tokenizer, records: list[Record]) -> list[Item]:
 
 def load_model(args, resolved: inference.ResolvedModel, tokenizer, tokenizer_dir: Path, ranks: Ranks, dtype):
     started = time.perf_counter()
-    model = inference.load_model(resolved, dtype=dtype, device=ranks.device, trust_remote_code=args.trust_remote_code)
+    model = inference.load_model(resolved, dtype=dtype, device=ranks.device, trust_remote_code=args.trust_remote_code,
+                                 allow_pickle=args.allow_pickle)
     check_tokenizer_matches(model, tokenizer, resolved.weights_path, tokenizer_dir)
     log.info("loaded in %.1f s on %s (%s)", time.perf_counter() - started, ranks.device, dtype)
     return model

@@ -39,9 +39,9 @@ def train(model: Path, data: Path, out: Path, *extra, env: dict | None = None):
                       *extra, env=ONE_THREAD | (env or {}))
 
 
-def evaluate(model: Path, data: Path, out: Path, *extra, env: dict | None = None):
+def evaluate(model: Path, data: Path, out: Path, *extra, env: dict | None = None, check: bool = False):
     return run_script(EVALUATE, "--model_path", model, "--test_dataset_path", data / "test.jsonl", "--output_dir",
-                      out, "--mode", "score", *extra, env=ONE_THREAD | (env or {}))
+                      out, "--mode", "score", *extra, env=ONE_THREAD | (env or {}), check=check)
 
 
 # --------------------------------------------------------- trust_remote_code
@@ -124,9 +124,40 @@ def pickle_models(tiny_model_dir, tmp_path) -> tuple[Path, Path, Path]:
 def test_pickle_weights_are_refused_by_training_and_evaluation(pickle_models, data, tmp_path):
     model, adapter, marker = pickle_models
     assert_clean_failure(train(model, data, tmp_path / "t"), str(model), "pickle", "--allow_pickle")
-    assert_clean_failure(evaluate(model, data, tmp_path / "e"), str(model), "pickle")
-    assert_clean_failure(evaluate(adapter, data, tmp_path / "a"), str(adapter), "safetensors", "pickle")
+    assert_clean_failure(evaluate(model, data, tmp_path / "e"), str(model), "pickle", "--allow_pickle")
+    assert_clean_failure(evaluate(adapter, data, tmp_path / "a"), str(adapter), "safetensors", "pickle",
+                         "--allow_pickle")
     assert not marker.exists(), "a pickle from a model folder was loaded"
+
+
+def test_allow_pickle_still_loads_only_tensors(pickle_models, data, tmp_path):
+    """--allow_pickle reads .bin weights, but with torch's weights-only unpickler: a pickle that
+    would run code is still refused, with one line and no marker."""
+    model, adapter, marker = pickle_models
+    for folder in (model, adapter):
+        assert_clean_failure(evaluate(folder, data, tmp_path / folder.name, "--allow_pickle"), str(folder))
+    assert not marker.exists(), "--allow_pickle let a pickle run code"
+
+
+def test_allow_pickle_evaluates_a_bin_model_like_its_safetensors_twin(tiny_model_dir, data, tmp_path):
+    """The same tiny model saved as pytorch_model.bin and as safetensors: with --allow_pickle the
+    .bin one loads and gives the same probabilities; without it, it is refused."""
+    import torch
+    from safetensors.torch import load_file
+
+    bin_model = tmp_path / "bin-model"
+    shutil.copytree(tiny_model_dir, bin_model, ignore=shutil.ignore_patterns("*.safetensors*"))
+    torch.save(load_file(tiny_model_dir / "model.safetensors"), bin_model / "pytorch_model.bin")
+    assert (bin_model / "pytorch_model.bin").is_file() and not list(bin_model.glob("*.safetensors"))
+    assert_clean_failure(evaluate(bin_model, data, tmp_path / "refused"), "--allow_pickle")
+    evaluate(bin_model, data, tmp_path / "bin", "--allow_pickle", check=True)
+    evaluate(tiny_model_dir, data, tmp_path / "safetensors", check=True)
+    samples = [{row["id"]: row["probabilities"] for row in
+                json.loads((tmp_path / out / "evaluation_results.json").read_text())["samples"]}
+               for out in ("bin", "safetensors")]
+    assert samples[0].keys() == samples[1].keys() and samples[0]
+    for key, probabilities in samples[0].items():
+        assert probabilities == pytest.approx(samples[1][key], abs=1e-6)
 
 
 # ------------------------------------------------------------------- secrets
