@@ -69,6 +69,9 @@ NEGATIVE_STARTS = ("无", "否", "不", "没", "非", "no", "false", "clean", "s
 PREFILL_MAX_WASTE = 0.1
 PREFILL_MAX_TOKENS = 16384
 PREFILL_MAX_TOKENS_CPU = 2048
+# The tokens every prompt of a batch starts with (system prompt, chat markup, the task's opening words) run
+# once per batch instead of once per sample when there are at least this many (0: never).
+SHARED_PREFIX_MIN_TOKENS = 16
 
 
 # ----------------------------------------------------------------- model paths
@@ -371,10 +374,60 @@ def _plain_dynamic_cache(cache) -> bool:
     return isinstance(cache, DynamicCache) and all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
+def common_prefix_length(sequences: Sequence[Sequence[int]], *, keep: int) -> int:
+    """How many leading tokens all ``sequences`` share, leaving each ``keep`` tokens of its own.
+
+    0 when that is fewer than ``SHARED_PREFIX_MIN_TOKENS`` (the extra forward
+    pass would cost more than it saves) or there is only one sequence.
+    """
+    if len(sequences) < 2:
+        return 0
+    first, limit = sequences[0], min(len(s) for s in sequences) - keep
+    length = 0
+    while length < limit and all(s[length] == first[length] for s in sequences):
+        length += 1
+    return length if SHARED_PREFIX_MIN_TOKENS and length >= SHARED_PREFIX_MIN_TOKENS else 0
+
+
+class SharedPrefix:
+    """The KV cache of a prefix all prompts of a batch share, computed once; empty when there is none.
+
+    A group of prompts then runs only its own tokens, on a copy of this cache
+    expanded to the group's rows; positions continue after the prefix, so the
+    keys and values are the ones a full forward pass would compute.
+    """
+
+    def __init__(self, model, prefix: Sequence[int], device):
+        import torch
+
+        self.layers = []
+        if prefix:
+            output = model(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True, logits_to_keep=1)
+            if _plain_dynamic_cache(output.cache):
+                self.layers = [(layer.keys, layer.values) for layer in output.cache.layers]
+        self.length = len(prefix) if self.layers else 0
+
+    def forward(self, model, input_ids, mask, **kwargs):
+        """``model(...)`` on left-padded rows that follow the prefix; returns the output and the full 2-D mask."""
+        import torch
+        from transformers.cache_utils import DynamicCache
+
+        positions = _positions(mask)
+        if self.length:
+            cache, rows = DynamicCache(), input_ids.shape[0]
+            for index, (keys, values) in enumerate(self.layers):
+                cache.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1), index)
+            kwargs["cache"] = cache
+            mask = torch.cat([mask.new_ones((mask.shape[0], self.length)), mask], dim=1)
+            positions = positions + self.length
+        output = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, **kwargs)
+        return output, mask
+
+
 def _prefill_cache(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, device):
     """KV cache of every prompt but its last token, prefilled in low-padding groups, left-padded into one batch.
 
-    ``generate`` then runs the last prompt token and decodes the whole batch
+    The prefix all prompts share runs once (``SharedPrefix``). ``generate`` then runs the last prompt token and decodes the whole batch
     together: decoding is bound by reading the weights, so a big batch costs
     little more per step than one sample. The cache is preallocated (static)
     because growing it by concatenation copies all of it at every step, which
@@ -387,10 +440,10 @@ def _prefill_cache(model, prompts: Sequence[Sequence[int]], max_new_tokens: int,
     cache = StaticCache(config=model.config, max_cache_len=width + 1 + max_new_tokens)
     if not all(type(layer) is StaticLayer for layer in cache.layers):
         return None
-    for group in prefill_groups([len(p) for p in prompts], max_tokens=_token_budget(device)):
-        input_ids, mask = _left_pad([prompts[i][:-1] for i in group], 0, device)
-        output = model(input_ids=input_ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True,
-                       logits_to_keep=1)
+    shared = SharedPrefix(model, prompts[0][:common_prefix_length(prompts, keep=2)], device)
+    for group in prefill_groups([len(p) - shared.length for p in prompts], max_tokens=_token_budget(device)):
+        input_ids, mask = _left_pad([prompts[i][shared.length:-1] for i in group], 0, device)
+        output, _ = shared.forward(model, input_ids, mask, use_cache=True, logits_to_keep=1)
         if not _plain_dynamic_cache(output.cache) or len(output.cache.layers) != len(cache.layers):
             return None
         for static, layer in zip(cache.layers, output.cache.layers):
@@ -398,9 +451,15 @@ def _prefill_cache(model, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                 _, heads, _, dim = layer.keys.shape
                 static.lazy_initialization(layer.keys.new_empty((len(prompts), heads, 0, dim)),
                                            layer.values.new_empty((len(prompts), heads, 0, layer.values.shape[-1])))
-            length = layer.keys.shape[2]  # left padding of this group, then more of it up to ``width``
-            static.keys[group.start:group.stop, :, width - length:width] = layer.keys
-            static.values[group.start:group.stop, :, width - length:width] = layer.values
+            # The group's own tokens, left-padded, end at ``width``; each row's copy of the shared prefix goes
+            # right before its own first token (after the group copy, which put padding there for short rows).
+            own = layer.keys.shape[2] - shared.length
+            static.keys[group.start:group.stop, :, width - own:width] = layer.keys[:, :, shared.length:]
+            static.values[group.start:group.stop, :, width - own:width] = layer.values[:, :, shared.length:]
+            for row in (group if shared.length else ()):
+                start = width - (len(prompts[row]) - 1)
+                static.keys[row, :, start:start + shared.length] = layer.keys[0, :, :shared.length]
+                static.values[row, :, start:start + shared.length] = layer.values[0, :, :shared.length]
     for static in cache.layers:
         static.cumulative_length.fill_(width)
     return cache
@@ -475,28 +534,36 @@ def score_batch(model, batch: Sequence[Sequence[Candidate]], *, pad_id: int) -> 
 
     The prompt (and whatever the candidates share, e.g. ``判断:``) runs once per
     sample in a left-padded forward pass (one per low-padding group, see
-    ``prefill_groups``); logits are computed only at the positions that predict
+    ``prefill_groups``), after the prefix all samples share, which runs once
+    per batch (``SharedPrefix``); logits are computed only at the positions that predict
     continuation tokens (a boolean ``logits_to_keep``), never for the whole
     sequence × vocabulary. Candidates that go on for more than one token after
     the shared part get a second, small pass over their remaining tokens on a
     copy of the shared part's KV cache.
     """
+    import torch
+
     totals: list[list[float]] = []
     device = next(model.parameters()).device
-    for group in prefill_groups([len(candidates[0].input_ids) for candidates in batch],
-                                max_tokens=_token_budget(device)):
-        totals += _score_group(model, [batch[i] for i in group], pad_id=pad_id)
+    firsts = [candidates[0].input_ids for candidates in batch]
+    # Only tokens before every logit the scores need may go into the prefix shared across samples.
+    own = max(len(ids) - min(c.start for c in candidates) + 1 for ids, candidates in zip(firsts, batch))
+    with torch.inference_mode():
+        prefix = SharedPrefix(model, firsts[0][:common_prefix_length(firsts, keep=own)], device)
+    for group in prefill_groups([len(ids) - prefix.length for ids in firsts], max_tokens=_token_budget(device)):
+        totals += _score_group(model, [batch[i] for i in group], pad_id=pad_id, prefix=prefix)
     return totals
 
 
-def _score_group(model, batch: Sequence[Sequence[Candidate]], *, pad_id: int) -> list[list[float]]:
+def _score_group(model, batch: Sequence[Sequence[Candidate]], *, pad_id: int,
+                 prefix: SharedPrefix) -> list[list[float]]:
     import torch
 
     device = next(model.parameters()).device
     shared = [_shared_prefix(candidates) for candidates in batch]
     # Logits needed from the shared pass: positions p predicting token p+1 of some continuation, p < shared.
     low = [max(min(c.start for c in candidates) - 1, 0) for candidates in batch]
-    input_ids, mask = _left_pad([c[0].input_ids[:p] for c, p in zip(batch, shared)], pad_id, device)
+    input_ids, mask = _left_pad([c[0].input_ids[prefix.length:p] for c, p in zip(batch, shared)], pad_id, device)
     width = input_ids.shape[1]
     keep = torch.zeros_like(mask, dtype=torch.bool)
     for row, (p, lo) in enumerate(zip(shared, low)):
@@ -505,12 +572,11 @@ def _score_group(model, batch: Sequence[Sequence[Candidate]], *, pad_id: int) ->
     tails = [[c.input_ids[p:len(c.input_ids) - 1] for c in candidates] for candidates, p in zip(batch, shared)]
     need_tail_pass = any(tail for rows in tails for tail in rows)
     with torch.inference_mode():
-        output = model(input_ids=input_ids, attention_mask=mask, position_ids=_positions(mask),
-                       use_cache=need_tail_pass, logits_to_keep=keep)
+        output, full_mask = prefix.forward(model, input_ids, mask, use_cache=need_tail_pass, logits_to_keep=keep)
         shared_logprobs = torch.log_softmax(output.logits.float(), dim=-1)
         tail_logprobs = None
         if need_tail_pass:
-            tail_logprobs, tail_starts = _tail_pass(model, output.cache, mask, shared, tails, pad_id, device)
+            tail_logprobs, tail_starts = _tail_pass(model, output.cache, full_mask, shared, tails, pad_id, device)
     totals, cursor = [], 0
     for row, (candidates, p, lo) in enumerate(zip(batch, shared, low)):
         # Row ``cursor + (q - lo)`` of shared_logprobs is position q of this sample.

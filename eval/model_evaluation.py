@@ -13,9 +13,10 @@ its judgement with the reference and writes into OUTPUT_DIR (default
 
 Modes:
   generate  greedy answers (the document's way), batched with left padding,
-            samples sorted by prompt length, stopping at end-of-turn; the
-            judgement is parsed from the answer (an unparsable one is wrong
-            and counted as invalid_format)
+            samples sorted by prompt length, the prefix all prompts share
+            (system prompt, task text) run once per batch, stopping at
+            end-of-turn; the judgement is parsed from the answer (an
+            unparsable one is wrong and counted as invalid_format)
   score     no generation: the log-probability of every candidate
             "判断:{judgement}" after the prompt; the prediction is the most
             probable; gives per-sample probabilities and ROC-AUC

@@ -198,6 +198,8 @@ def test_batched_generation_equals_unbatched(embedded, six_samples, monkeypatch)
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in stop_ids
     one_by_one = [inference.generate_batch(model, tokenizer, [p], max_new_tokens=12, stop_ids=stop_ids)[0]
                   for p in prompts]
+    # The system prompt and the task's opening words run once per batch (SharedPrefix), the rest per group.
+    assert inference.common_prefix_length(prompts, keep=2) >= inference.SHARED_PREFIX_MIN_TOKENS > 0
     monkeypatch.setattr(inference, "PREFILL_MAX_WASTE", 0.0)  # every prompt prefilled apart, all decoded together
     assert len(inference.prefill_groups([len(p) for p in prompts])) == len(prompts)
     assert inference._prefill_cache(model, prompts, 12, "cpu") is not None  # the preallocated-cache path runs
@@ -205,8 +207,11 @@ def test_batched_generation_equals_unbatched(embedded, six_samples, monkeypatch)
     monkeypatch.setattr(inference, "PREFILL_MAX_WASTE", 10.0)  # one prefill group: heavy left padding
     monkeypatch.setattr(inference, "PREFILL_MAX_TOKENS_CPU", 100_000)
     padded = inference.generate_batch(model, tokenizer, prompts, max_new_tokens=12, stop_ids=stop_ids)
+    monkeypatch.setattr(inference, "SHARED_PREFIX_MIN_TOKENS", 0)  # every prompt prefilled whole
+    whole = inference.generate_batch(model, tokenizer, prompts, max_new_tokens=12, stop_ids=stop_ids)
     assert [a["response"] for a in apart] == [a["response"] for a in one_by_one]
     assert [a["response"] for a in padded] == [a["response"] for a in one_by_one]
+    assert [a["response"] for a in whole] == [a["response"] for a in one_by_one]
     assert [a["generated_tokens"] for a in padded] == [a["generated_tokens"] for a in one_by_one]
     assert all(1 <= a["generated_tokens"] <= 12 for a in padded)
     assert any(a["response"].strip() for a in padded)
@@ -229,12 +234,16 @@ def test_score_batched_equals_unbatched_reference(embedded, six_samples, monkeyp
         for c in candidates:
             assert tokenizer.decode(c.input_ids[c.start:]) == f"判断:{c.judgement}"
     expected = [[reference_logprob(model, c) for c in candidates] for candidates in batch]
+    assert inference.common_prefix_length([c[0].input_ids for c in batch], keep=8) > 0  # the prefix runs once
     monkeypatch.setattr(inference, "PREFILL_MAX_WASTE", 10.0)  # all six in one left-padded forward
     monkeypatch.setattr(inference, "PREFILL_MAX_TOKENS_CPU", 100_000)
     assert len(inference.prefill_groups([len(c[0].input_ids) for c in batch],
                                         max_tokens=inference._token_budget("cpu"))) == 1
     got = inference.score_batch(model, batch, pad_id=tokenizer.pad_token_id)
     for row, want in zip(got, expected):
+        assert row == pytest.approx(want, abs=1e-4)
+    monkeypatch.setattr(inference, "PREFILL_MAX_WASTE", 0.0)  # each sample its own group after the shared prefix
+    for row, want in zip(inference.score_batch(model, batch, pad_id=tokenizer.pad_token_id), expected):
         assert row == pytest.approx(want, abs=1e-4)
 
 
@@ -250,6 +259,18 @@ def test_score_multi_token_judgements_use_the_tail_pass(tiny, six_samples, monke
     got = inference.score_batch(model, batch, pad_id=tokenizer.pad_token_id)
     for row, want in zip(got, expected):
         assert row == pytest.approx(want, abs=1e-4)
+
+
+def test_common_prefix_length_leaves_own_tokens_and_skips_short_prefixes(monkeypatch):
+    monkeypatch.setattr(inference, "SHARED_PREFIX_MIN_TOKENS", 3)
+    head = [7, 7, 7, 7, 7]
+    assert inference.common_prefix_length([head + [1, 2], head + [3, 4, 5]], keep=2) == 5
+    assert inference.common_prefix_length([head + [1, 2], head + [1, 2, 5]], keep=2) == 5  # 7 shared, 2 kept
+    assert inference.common_prefix_length([head + [1], head + [1, 9]], keep=3) == 3
+    assert inference.common_prefix_length([[7, 7, 1], [7, 7, 2]], keep=1) == 0  # 2 < the minimum
+    assert inference.common_prefix_length([head + [1, 2]], keep=1) == 0  # nothing to share with
+    monkeypatch.setattr(inference, "SHARED_PREFIX_MIN_TOKENS", 0)
+    assert inference.common_prefix_length([head + [1, 2], head + [3, 4, 5]], keep=2) == 0  # switched off
 
 
 def test_prefill_groups_bound_padding_and_tokens():
