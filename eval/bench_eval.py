@@ -6,7 +6,8 @@ loaded model, it times:
 
   naive     the document's way: one model.generate per sample (greedy, batch 1)
   generate  model_evaluation.py's generate mode (length-sorted batches, left
-            padding, low-padding prefill groups, one decode batch)
+            padding, the prefix all prompts share run once, low-padding
+            prefill groups, one decode batch)
   score     model_evaluation.py's score mode (log-probability of each judgement)
 
 with the same MAX_NEW_TOKENS for both generation paths. Two more timings say
@@ -19,8 +20,8 @@ where the time goes and how fast any method could be on this hardware:
                  bounds the speed-up of score mode and of anything else
   naive prefill  the same forward pass, one sample at a time: with the naive
                  loop's generated-token count it gives its cost per decode step
- The work is split into
-length-sorted chunks of BATCH_SIZE samples; the three methods take turns on
+
+The work is split into length-sorted chunks of BATCH_SIZE samples; the methods take turns on
 each chunk and every timing is the best of REPEATS, so background load on a
 shared machine distorts them as little as possible. It prints a table and
 writes seconds per sample, speed-ups and the naive-vs-batched agreement to --json.

@@ -97,7 +97,8 @@ HELP = {
     "max_new_tokens": "longest answer generated (generate mode)",
     "limit": "evaluate only the first N samples (0: all)",
     "trust_remote_code": "allow code from the model folder to run",
-    "allow_pickle": "load pickle (.bin) weights of a model or adapter with no safetensors (pickle can run code)",
+    "allow_pickle": "load pickle (.bin) weights of a model or adapter with no safetensors (tensors only, through "
+                    "torch's weights-only unpickler)",
     "overwrite": "start over, deleting partial results of an earlier run",
 }
 PATHS = ("model_path", "test_dataset_path", "tokenizer_path", "output_dir", "base_model_path")

@@ -592,6 +592,25 @@ def test_tokenizer_that_does_not_match_the_model_is_refused(tmp_path, six_sample
 def test_help_lists_the_flags():
     result = run_script(SCRIPT, "--help", check=True)
     for flag in ("--model_path", "--test_dataset_path", "--tokenizer_path", "--output_dir", "--batch_size",
-                 "--max_new_tokens", "--mode", "--limit", "--base_model_path", "--trust_remote_code", "--overwrite"):
+                 "--max_new_tokens", "--mode", "--limit", "--base_model_path", "--trust_remote_code", "--allow_pickle",
+                 "--overwrite"):
         assert flag in result.stdout
     assert "--json" in run_script(BENCH, "--help", check=True).stdout
+
+
+def test_benchmark_runs_and_accounts_for_its_time(tiny_model_dir, shipped_split, tmp_path):
+    """bench_eval.py on a tiny model: every method timed, speed-ups and bounds consistent with the timings."""
+    out = tmp_path / "bench.json"
+    run_script(BENCH, "--model_path", tiny_model_dir, "--test_dataset_path", shipped_split["test_file"],
+               "--num_samples", "4", "--batch_size", "4", "--max_new_tokens", "3", "--repeats", "1",
+               "--threads", "1", "--json", out, check=True)
+    result = json.loads(out.read_text())
+    seconds = result["seconds_per_sample"]
+    assert set(seconds) == {"naive", "generate", "score", "prefill", "naive_prefill"}
+    assert all(value > 0 for value in seconds.values())
+    assert result["speedup"]["generate_vs_naive"] == pytest.approx(seconds["naive"] / seconds["generate"])
+    bounds = result["bounds"]
+    assert bounds["max_speedup_reading_every_prompt"] == pytest.approx(seconds["naive"] / seconds["prefill"])
+    assert 1 <= bounds["naive_mean_new_tokens"] <= 3
+    assert 0 <= result["agreement"]["generate_vs_naive_judgement"] <= 1
+    assert result["samples"] == 4 and set(result["targets_met"]) == set(result["targets"])
