@@ -424,10 +424,24 @@ class SharedPrefix:
         return output, mask
 
 
-def _prefill_cache(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, device):
-    """KV cache of every prompt but its last token, prefilled in low-padding groups, left-padded into one batch.
+def prefill_passes(model, sequences: Sequence[Sequence[int]], device, **forward_kwargs):
+    """The forward passes over ``sequences`` as the batched modes run them.
 
-    The prefix all prompts share runs once (``SharedPrefix``). ``generate`` then runs the last prompt token and decodes the whole batch
+    The prefix they all share runs once (``SharedPrefix``), then each
+    low-padding group its own tokens, left-padded. Yields ``(group, output,
+    prefix_length)``; the output's cache, if any, starts with the prefix.
+    """
+    shared = SharedPrefix(model, sequences[0][:common_prefix_length(sequences, keep=1)], device)
+    for group in prefill_groups([len(s) - shared.length for s in sequences], max_tokens=_token_budget(device)):
+        input_ids, mask = _left_pad([sequences[i][shared.length:] for i in group], 0, device)
+        output, _ = shared.forward(model, input_ids, mask, **forward_kwargs)
+        yield group, output, shared.length
+
+
+def _prefill_cache(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, device):
+    """KV cache of every prompt but its last token, prefilled by ``prefill_passes``, left-padded into one batch.
+
+    ``generate`` then runs the last prompt token and decodes the whole batch
     together: decoding is bound by reading the weights, so a big batch costs
     little more per step than one sample. The cache is preallocated (static)
     because growing it by concatenation copies all of it at every step, which
@@ -440,10 +454,8 @@ def _prefill_cache(model, prompts: Sequence[Sequence[int]], max_new_tokens: int,
     cache = StaticCache(config=model.config, max_cache_len=width + 1 + max_new_tokens)
     if not all(type(layer) is StaticLayer for layer in cache.layers):
         return None
-    shared = SharedPrefix(model, prompts[0][:common_prefix_length(prompts, keep=2)], device)
-    for group in prefill_groups([len(p) - shared.length for p in prompts], max_tokens=_token_budget(device)):
-        input_ids, mask = _left_pad([prompts[i][shared.length:-1] for i in group], 0, device)
-        output, _ = shared.forward(model, input_ids, mask, use_cache=True, logits_to_keep=1)
+    for group, output, prefix in prefill_passes(model, [p[:-1] for p in prompts], device, use_cache=True,
+                                                 logits_to_keep=1):
         if not _plain_dynamic_cache(output.cache) or len(output.cache.layers) != len(cache.layers):
             return None
         for static, layer in zip(cache.layers, output.cache.layers):
@@ -453,13 +465,13 @@ def _prefill_cache(model, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                                            layer.values.new_empty((len(prompts), heads, 0, layer.values.shape[-1])))
             # The group's own tokens, left-padded, end at ``width``; each row's copy of the shared prefix goes
             # right before its own first token (after the group copy, which put padding there for short rows).
-            own = layer.keys.shape[2] - shared.length
-            static.keys[group.start:group.stop, :, width - own:width] = layer.keys[:, :, shared.length:]
-            static.values[group.start:group.stop, :, width - own:width] = layer.values[:, :, shared.length:]
-            for row in (group if shared.length else ()):
+            own = layer.keys.shape[2] - prefix
+            static.keys[group.start:group.stop, :, width - own:width] = layer.keys[:, :, prefix:]
+            static.values[group.start:group.stop, :, width - own:width] = layer.values[:, :, prefix:]
+            for row in (group if prefix else ()):
                 start = width - (len(prompts[row]) - 1)
-                static.keys[row, :, start:start + shared.length] = layer.keys[0, :, :shared.length]
-                static.values[row, :, start:start + shared.length] = layer.values[0, :, :shared.length]
+                static.keys[row, :, start:start + prefix] = layer.keys[0, :, :prefix]
+                static.values[row, :, start:start + prefix] = layer.values[0, :, :prefix]
     for static in cache.layers:
         static.cumulative_length.fill_(width)
     return cache
