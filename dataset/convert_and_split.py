@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""数据转换和分割 — convert raw defect samples to chat JSONL and split train/test.
+"""数据转换和分割 — convert raw defect samples to chat JSONL and split train/dev/test.
 
 Reads every raw sample under ``input_dir`` (``*.json`` files holding one sample
 or a list of them, ``*.jsonl`` files with one sample a line; recursively),
@@ -8,12 +8,17 @@ the document's templates, and writes:
 
   converted_file   every sample, one JSON object a line: {"id", "subtype", "text"}
   train_file       the training split
+  dev_file         the validation split, carved from the training share: training
+                   evaluates on it and chooses its best checkpoint by it, so the
+                   test split stays unseen by every choice (dev_ratio 0: no file;
+                   with --train_file moved and no --dev_file: dev.jsonl beside it)
   test_file        the test split, stratified by subtype and judgement
   split_stats.json beside train_file: counts per subtype × split × judgement
 
 Examples:
   python dataset/convert_and_split.py
   python dataset/convert_and_split.py --test_ratio 0.25 --seed 7
+  python dataset/convert_and_split.py --dev_ratio 0      # the document's two files only
   python dataset/convert_and_split.py --input_dir my_raw --skip_invalid true
 """
 from __future__ import annotations
@@ -31,10 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defec
 
 from tqdm import tqdm
 
-from defect_judge.cli import parse_constants
+from defect_judge.cli import parse_constants, resolve_default_path
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic, write_jsonl_atomic
 from defect_judge.plotting import display_width
+from defect_judge.results import positive_judgement
 from defect_judge.schema import RawSample, Record, raw_to_record, validate_raw_sample
 from defect_judge.templates import event_char_span
 
@@ -44,7 +50,9 @@ input_dir = "./dataset/output"  # 原始数据目录
 converted_file = "./dataset/converted_data.jsonl"  # 转换后的数据文件
 train_file = "./dataset/train.jsonl"  # 训练集输出路径
 test_file = "./dataset/test.jsonl"  # 测试集输出路径
+dev_file = "./dataset/dev.jsonl"  # 验证集输出路径 (model selection during training)
 test_ratio = 0.2  # 测试集比例
+dev_ratio = 0.1  # 验证集比例, a share of all samples taken from the training share (0: no dev split)
 seed = 42  # 分割随机种子: the same seed gives the same split
 skip_invalid = False  # 跳过无效样本, listing each with its reason in <converted_file stem>.rejects.jsonl
 # ----------------------------------------------------------------------------
@@ -53,11 +61,15 @@ HELP = {
     "converted_file": "all converted samples (chat JSONL)",
     "train_file": "training split (chat JSONL); split_stats.json is written beside it",
     "test_file": "test split (chat JSONL)",
+    "dev_file": "validation split (chat JSONL) for evaluation and checkpoint choice during training",
     "test_ratio": "share of each subtype that goes to the test split, in (0, 1)",
+    "dev_ratio": "share of each subtype (of all samples) that goes to the dev split, taken from the training "
+                 "share; 0 writes no dev file",
     "seed": "random seed of the split",
     "skip_invalid": "skip bad samples instead of stopping, and list them in a rejects file",
 }
-PATHS = ("input_dir", "converted_file", "train_file", "test_file")
+PATHS = ("input_dir", "converted_file", "train_file", "test_file", "dev_file")
+SPLITS = ("train", "dev", "test")
 STATS_FILE = "split_stats.json"
 
 log = logging.getLogger("convert_and_split")
@@ -182,6 +194,41 @@ def check_conflicts(samples: list[Sample], folder: Path, skip_invalid: bool) -> 
     return kept, rejected
 
 
+def check_pairs(samples: list[Sample], folder: Path, skip_invalid: bool) -> tuple[list[Sample], list[Rejected]]:
+    """A pair (samples sharing a pair_id) is versions of one piece of code: one subtype, not all the same
+    judgement, and at most one defective member. A bad pair is an error (or, with skip_invalid, rejected)."""
+    by_pair: dict[str, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        if sample.raw.pair_id is not None:
+            by_pair[sample.raw.pair_id].append(sample)
+    vocabulary = sorted({s.raw.judgement for s in samples})
+    defective, _ = positive_judgement(vocabulary)
+    bad: dict[str, str] = {}
+    for pair_id, members in sorted(by_pair.items()):
+        judgements = [m.raw.judgement for m in members]
+        if len({m.raw.subtype for m in members}) > 1:
+            bad[pair_id] = f"its samples have different subtypes ({' / '.join(sorted({m.raw.subtype for m in members}))})"
+        elif len(members) > 1 and len(set(judgements)) == 1:
+            bad[pair_id] = f"all {len(members)} samples have the same judgement ({judgements[0]})"
+        elif defective is not None and judgements.count(defective) > 1:
+            bad[pair_id] = f"{judgements.count(defective)} samples are defective ({defective}); a pair has at most one"
+    for pair_id, reason in bad.items():
+        first = by_pair[pair_id][0].record.id
+        if not skip_invalid:
+            ids = ", ".join(str(folder / m.record.id) for m in by_pair[pair_id])
+            raise InputError(f"pair {pair_id!r} ({ids}): {reason}", path=folder / first.rsplit("#", 1)[0],
+                             sample=int(first.rsplit("#", 1)[1]), field="pair_id")
+    rejected_ids = {m.record.id for pair_id in bad for m in by_pair[pair_id]}
+    rejected = [Rejected(str(folder / s.record.id.rsplit("#", 1)[0]), int(s.record.id.rsplit("#", 1)[1]), None,
+                         "pair_id", f"pair {s.raw.pair_id!r}: {bad[s.raw.pair_id]}")
+                for s in samples if s.record.id in rejected_ids]
+    lone = sorted(pair_id for pair_id, members in by_pair.items() if len(members) == 1 and pair_id not in bad)
+    if lone:
+        log.warning("%d pair_id(s) with a single sample (its twin is missing), e.g. %r: counted as unpaired",
+                    len(lone), lone[0])
+    return [s for s in samples if s.record.id not in rejected_ids], rejected
+
+
 def exact_duplicates(samples: list[Sample]) -> list[list[str]]:
     groups: dict[tuple, list[str]] = defaultdict(list)
     for sample in samples:
@@ -191,13 +238,15 @@ def exact_duplicates(samples: list[Sample]) -> list[list[str]]:
 
 # ----------------------------------------------------------------- splitting
 
-def test_quota(counts: dict[str, int], ratio: float) -> dict[str, int]:
+def test_quota(counts: dict[str, int], ratio: float, min_rest: int = 1) -> dict[str, int]:
     """Test samples per judgement inside one subtype.
 
     The subtype's total is round(n * ratio), at least 1; it is shared among
     judgements by largest remainder, then every judgement with two or more
     samples gets at least one test and one training sample, so the test part
-    holds both judgements wherever the subtype has both.
+    holds both judgements wherever the subtype has both. Finally the test part
+    shrinks (never below one sample) until ``min_rest`` samples stay behind:
+    with a dev split to carve from the rest, a subtype of three samples keeps two.
     """
     total = sum(counts.values())
     target = max(1, round(total * ratio))
@@ -208,26 +257,29 @@ def test_quota(counts: dict[str, int], ratio: float) -> dict[str, int]:
     for j, c in counts.items():
         if c >= 2:
             quota[j] = min(max(quota[j], 1), c - 1)
+    while total - sum(quota.values()) < min_rest and sum(quota.values()) > 1:
+        largest = max(sorted(quota), key=lambda j: quota[j])
+        quota[largest] -= 1
     return quota
 
 
-def split_samples(records: list[Record], judgements: dict[str, str], ratio: float, seed: int) -> tuple[list[Record], list[Record]]:
-    """Stratified by subtype and judgement; samples sharing an event text stay on one side.
+def split_samples(records: list[Record], judgements: dict[str, str], ratio: float,
+                  seed: int | str, min_rest: int = 1) -> tuple[list[Record], list[Record]]:
+    """Stratified by subtype and judgement; samples sharing an event text or a pair_id stay on one side.
 
     ``judgements`` maps record id to its judgement. Deterministic for a seed:
     groups are shuffled per stratum with a generator seeded by (seed, stratum).
+    ``min_rest``: see ``test_quota``.
     """
-    groups: dict[str, list[Record]] = {}
-    for record in sorted(records, key=lambda r: r.id):
-        groups.setdefault(_event_of(record), []).append(record)
+    groups = linked_groups(records)
     by_stratum: dict[tuple[str, str], list[list[Record]]] = defaultdict(list)
-    for group in groups.values():
+    for group in groups:
         first = group[0]
         by_stratum[(first.subtype, judgements[first.id])].append(group)
     per_subtype: dict[str, Counter] = defaultdict(Counter)
     for record in records:
         per_subtype[record.subtype][judgements[record.id]] += 1
-    quotas = {subtype: test_quota(dict(counts), ratio) for subtype, counts in per_subtype.items()}
+    quotas = {subtype: test_quota(dict(counts), ratio, min_rest) for subtype, counts in per_subtype.items()}
 
     test_ids: set[str] = set()
     taken: Counter = Counter()  # test samples per stratum, including those carried in by a shared event
@@ -245,12 +297,59 @@ def split_samples(records: list[Record], judgements: dict[str, str], ratio: floa
     # subtype can end with no test sample: give it one of its groups.
     for subtype in sorted(per_subtype):
         if not any(r.subtype == subtype and r.id in test_ids for r in records):
-            candidates = sorted((g for g in groups.values() if any(r.subtype == subtype for r in g)),
+            candidates = sorted((g for g in groups if any(r.subtype == subtype for r in g)),
                                 key=lambda g: (len(g), g[0].id))
             test_ids.update(r.id for r in candidates[0])
     train = [r for r in records if r.id not in test_ids]
     test = [r for r in records if r.id in test_ids]
     return train, test
+
+
+def split_three_ways(records: list[Record], judgements: dict[str, str], test_ratio: float, dev_ratio: float,
+                     seed: int) -> tuple[list[Record], list[Record], list[Record]]:
+    """(train, dev, test): test as the two-way split makes it, then dev carved from the rest.
+
+    Dev gets ``dev_ratio`` of each subtype's samples (a share of all samples), stratified and
+    leak-free the same way. A subtype of three or more samples has one in test, one in dev and
+    one in train (for that, a very small subtype may give test one sample fewer than the two-way
+    split would); a smaller one gives dev nothing.
+    """
+    rest, test = split_samples(records, judgements, test_ratio, seed, min_rest=2 if dev_ratio > 0 else 1)
+    if dev_ratio <= 0:
+        return rest, [], test
+    per_subtype = Counter(r.subtype for r in rest)
+    # Whole groups only: a group that also holds a subtype too small to give dev a sample stays in train.
+    eligible = [r for group in linked_groups(rest) if all(per_subtype[r.subtype] >= 2 for r in group)
+                for r in group]
+    _, dev = split_samples(eligible, judgements, dev_ratio / (1 - test_ratio), f"{seed}|dev") if eligible else ([], [])
+    dev_ids = {r.id for r in dev}
+    return [r for r in rest if r.id not in dev_ids], dev, test
+
+
+def linked_groups(records: list[Record]) -> list[list[Record]]:
+    """Samples that must share a side of the split: the same event text, or the same pair_id, transitively.
+    Each group is sorted by id, the groups by their first id, whatever the input order."""
+    parent = {r.id: r.id for r in records}
+
+    def root(i: str) -> str:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first_of: dict[tuple[str, str], str] = {}
+    for record in sorted(records, key=lambda r: r.id):
+        for key in (("event", _event_of(record)), ("pair", record.pair_id)):
+            if key[1] is None:
+                continue
+            if key in first_of:
+                parent[root(record.id)] = root(first_of[key])
+            else:
+                first_of[key] = record.id
+    groups: dict[str, list[Record]] = defaultdict(list)
+    for record in sorted(records, key=lambda r: r.id):
+        groups[root(record.id)].append(record)
+    return sorted(groups.values(), key=lambda g: g[0].id)
 
 
 def _event_of(record: Record) -> str:
@@ -260,31 +359,34 @@ def _event_of(record: Record) -> str:
 
 # -------------------------------------------------------------------- stats
 
-def split_stats(train: list[Record], test: list[Record], judgements: dict[str, str], ratio: float, seed: int) -> dict:
-    vocabulary = sorted({judgements[r.id] for r in [*train, *test]})
+def split_stats(splits: dict[str, list[Record]], judgements: dict[str, str], ratios: dict[str, float],
+                seed: int) -> dict:
+    """Counts per subtype × split × judgement; ``splits`` maps train/dev/test (dev may be absent) to records."""
+    names = [name for name in SPLITS if name in splits]
+    vocabulary = sorted({judgements[r.id] for records in splits.values() for r in records})
     subtypes: dict[str, dict] = {}
-    for split, records in (("train", train), ("test", test)):
-        for record in records:
-            entry = subtypes.setdefault(record.subtype, {"total": 0, "train": 0, "test": 0,
-                                                         "judgements": {j: {"train": 0, "test": 0} for j in vocabulary}})
+    for split in names:
+        for record in splits[split]:
+            entry = subtypes.setdefault(record.subtype, {"total": 0, **{n: 0 for n in names},
+                                                         "judgements": {j: {n: 0 for n in names} for j in vocabulary}})
             entry["total"] += 1
             entry[split] += 1
             entry["judgements"][judgements[record.id]][split] += 1
     ordered = dict(sorted(subtypes.items(), key=lambda kv: (-kv[1]["total"], kv[0])))
-    return {"test_ratio": ratio, "seed": seed, "total": len(train) + len(test), "train": len(train), "test": len(test),
-            "judgements": vocabulary, "subtypes": ordered}
+    return {**{f"{name}_ratio": value for name, value in ratios.items()}, "seed": seed, "splits": names,
+            "total": sum(len(records) for records in splits.values()),
+            **{name: len(splits[name]) for name in names}, "judgements": vocabulary, "subtypes": ordered}
 
 
 def format_table(stats: dict) -> str:
-    judgements = stats["judgements"]
-    header = ["subtype", "total", "train", "test"] + [f"{j} train/test" for j in judgements]
-    rows = [[name, str(e["total"]), str(e["train"]), str(e["test"])]
-            + [f"{e['judgements'][j]['train']}/{e['judgements'][j]['test']}" for j in judgements]
+    judgements, names = stats["judgements"], stats["splits"]
+    header = ["subtype", "total", *names] + [f"{j} {'/'.join(names)}" for j in judgements]
+    rows = [[name, str(e["total"]), *(str(e[n]) for n in names)]
+            + ["/".join(str(e["judgements"][j][n]) for n in names) for j in judgements]
             for name, e in stats["subtypes"].items()]
-    totals = {j: [sum(e["judgements"][j][s] for e in stats["subtypes"].values()) for s in ("train", "test")]
-              for j in judgements}
-    rows.append(["(all)", str(stats["total"]), str(stats["train"]), str(stats["test"])]
-                + [f"{totals[j][0]}/{totals[j][1]}" for j in judgements])
+    totals = {j: [sum(e["judgements"][j][n] for e in stats["subtypes"].values()) for n in names] for j in judgements}
+    rows.append(["(all)", str(stats["total"]), *(str(stats[n]) for n in names)]
+                + ["/".join(map(str, totals[j])) for j in judgements])
     widths = [max(display_width(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -297,19 +399,33 @@ def format_table(stats: dict) -> str:
 
 # --------------------------------------------------------------------- main
 
+def dev_path(args) -> Path:
+    """dev_file; when train_file was moved by a flag and dev_file was not, dev.jsonl beside train_file,
+    so that a split written elsewhere never mixes with the repository's own dataset/dev.jsonl."""
+    default_dev, default_train = (resolve_default_path(value) for value in (dev_file, train_file))
+    if args.dev_file == default_dev and args.train_file != default_train:
+        return Path(args.train_file).with_name(Path(default_dev).name)
+    return Path(args.dev_file)
+
+
+
 def main(argv: list[str] | None = None) -> None:
     defaults = {name: globals()[name] for name in HELP}
     args = parse_constants(defaults, help=HELP, description=__doc__, path_names=PATHS, argv=argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if not 0 < args.test_ratio < 1:
         raise InputError(f"test_ratio must be between 0 and 1 (exclusive), got {args.test_ratio}", field="test_ratio")
+    if not 0 <= args.dev_ratio < 1 - args.test_ratio:
+        raise InputError(f"dev_ratio must be at least 0 and below 1 - test_ratio ({1 - args.test_ratio:g}), "
+                         f"got {args.dev_ratio}", field="dev_ratio")
     input_folder, converted_path = Path(args.input_dir), Path(args.converted_file)
-    train_path, test_path = Path(args.train_file), Path(args.test_file)
+    paths = {"train": Path(args.train_file), "dev": dev_path(args), "test": Path(args.test_file)}
 
     log.info("reading raw samples from %s", input_folder)
     samples, rejected = load_samples(input_folder, args.skip_invalid)
     samples, conflicts = check_conflicts(samples, input_folder, args.skip_invalid)
-    rejected += conflicts
+    samples, bad_pairs = check_pairs(samples, input_folder, args.skip_invalid)
+    rejected += conflicts + bad_pairs
     if not samples:
         raise InputError("no valid samples found" + (f" ({len(rejected)} rejected)" if rejected else ""), path=input_folder)
     for ids in exact_duplicates(samples):
@@ -317,17 +433,25 @@ def main(argv: list[str] | None = None) -> None:
 
     records = [s.record for s in samples]
     judgements = {s.record.id: s.raw.judgement for s in samples}
-    train, test = split_samples(records, judgements, args.test_ratio, args.seed)
-    stats = split_stats(train, test, judgements, args.test_ratio, args.seed)
+    train, dev, test = split_three_ways(records, judgements, args.test_ratio, args.dev_ratio, args.seed)
+    splits = {"train": train, "dev": dev, "test": test} if args.dev_ratio > 0 else {"train": train, "test": test}
+    ratios = {"test": args.test_ratio, "dev": args.dev_ratio}
+    stats = split_stats(splits, judgements, ratios, args.seed)
     for name, entry in stats["subtypes"].items():
         if entry["train"] == 0:
             log.warning("subtype %r has a single sample: it goes to the test split and training has none of it", name)
+        elif args.dev_ratio > 0 and entry["dev"] == 0:
+            log.warning("subtype %r has %d sample(s): too few for a dev sample (3 are needed: test, dev, train)",
+                        name, entry["total"])
 
     rejects_path = converted_path.with_name(converted_path.stem + ".rejects.jsonl")
     write_jsonl_atomic(converted_path, (r.to_json() for r in records))
-    write_jsonl_atomic(train_path, (r.to_json() for r in train))
-    write_jsonl_atomic(test_path, (r.to_json() for r in test))
-    write_json_atomic(train_path.with_name(STATS_FILE), stats | {"rejected": len(rejected)})
+    for name, split in splits.items():
+        write_jsonl_atomic(paths[name], (r.to_json() for r in split))
+    if "dev" not in splits and paths["dev"].exists():
+        paths["dev"].unlink()  # an earlier run's dev split may overlap this run's training split
+        log.info("dev_ratio 0: removed the earlier dev split %s", paths["dev"])
+    write_json_atomic(paths["train"].with_name(STATS_FILE), stats | {"rejected": len(rejected)})
     if rejected:
         write_jsonl_atomic(rejects_path, (r.to_json() for r in rejected))
     elif rejects_path.exists():
@@ -335,8 +459,9 @@ def main(argv: list[str] | None = None) -> None:
 
     print(format_table(stats))
     print(f"\n{len(records)} samples converted -> {converted_path}")
-    print(f"train: {len(train)} -> {train_path}\ntest:  {len(test)} -> {test_path}")
-    print(f"stats -> {train_path.with_name(STATS_FILE)}")
+    for name, split in splits.items():
+        print(f"{name + ':':6} {len(split)} -> {paths[name]}")
+    print(f"stats -> {paths['train'].with_name(STATS_FILE)}")
     if rejected:
         print(f"{len(rejected)} invalid samples skipped; reasons in {rejects_path}")
 

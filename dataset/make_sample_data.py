@@ -2453,25 +2453,39 @@ def make_sample(rng: Random, subtype: Subtype, template_index: int, bad: bool) -
 
 
 def generate_subtype(subtype: Subtype, count: int, base_seed: int) -> list[dict]:
-    """``count`` samples: templates used round-robin, each with both labels,
-    then shuffled.  An odd count gets one more "是" than "否"."""
+    """``count`` samples as twin pairs, shuffled.
+
+    A pair renders one template's defective ("是") and clean ("否") variant from
+    the same random draws (domain, names, layout), so the twins differ where
+    the defect is and little else, and share a ``pair_id``, as a vulnerable
+    function and its fix do in PrimeVul-style data. Templates are used
+    round-robin. An odd count adds one unpaired "是" sample.
+    """
     rng = Random(f"{base_seed}:{subtype.key}")
+    n_pairs, single = divmod(count, 2)
     n_templates = len(subtype.templates)
-    plan = [((k // 2) % n_templates, k % 2 == 0) for k in range(count)]
-    rng.shuffle(plan)
+    templates = [k % n_templates for k in range(n_pairs + single)]
+    rng.shuffle(templates)
     samples, seen = [], set()
-    for template_index, bad in plan:
-        for _ in range(MAX_ATTEMPTS):
+    for k, template_index in enumerate(templates):
+        labels = (True, False) if k < n_pairs else (True,)
+        for attempt in range(MAX_ATTEMPTS):
+            draws = f"{base_seed}:{subtype.key}:{k}:{attempt}"  # the twins' shared random draws
             try:
-                sample = make_sample(rng, subtype, template_index, bad)
+                variants = [make_sample(Random(draws), subtype, template_index, bad) for bad in labels]
             except SampleRejected:
                 continue
-            if sample["input"]["event"] not in seen:
+            events = [v["input"]["event"] for v in variants]
+            if len(set(events)) == len(events) and not seen.intersection(events):
                 break
         else:
             raise RuntimeError(f"{subtype.key}: could not produce a unique, valid event")
-        seen.add(sample["input"]["event"])
-        samples.append(sample)
+        for variant in variants:
+            seen.add(variant["input"]["event"])
+            if len(variants) == 2:
+                variant["pair_id"] = f"{subtype.key}-{k + 1:04d}"
+            samples.append(variant)
+    rng.shuffle(samples)
     return samples
 
 

@@ -58,11 +58,6 @@ TRAINER_STATE_FILE = "trainer_state.json"
 # End-of-turn markers of common chat templates; used as extra stop tokens when the
 # template writes one and the tokenizer has it as a single token.
 END_OF_TURN_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
-# Judgements that mean "a defect is present" (the positive class of ROC-AUC), and the
-# beginnings that say so in other wordings; negations are checked first.
-POSITIVE_JUDGEMENTS = ("是", "有", "有缺陷", "存在", "存在缺陷", "存在漏洞", "有漏洞", "yes", "true", "defective", "buggy")
-POSITIVE_STARTS = ("有", "是", "存在", "yes", "true", "defect", "bug", "vulnerable")
-NEGATIVE_STARTS = ("无", "否", "不", "没", "非", "no", "false", "clean", "safe")
 # Prefill groups: at most this share of padding, and this many (padded) tokens per forward pass. A GPU
 # wants big passes (bounded by activation memory); on a CPU, activations that outgrow the caches make
 # every elementwise op memory-bound, and ~2k tokens a pass measured fastest.
@@ -645,26 +640,3 @@ def probabilities(logprobs: Sequence[float]) -> list[float]:
     weights = [math.exp(value - top) for value in logprobs]
     total = sum(weights)
     return [w / total for w in weights]
-
-
-def positive_judgement(judgements: Sequence[str]) -> tuple[str | None, str]:
-    """The judgement that means "defect present" for ROC-AUC, and the rule that chose it.
-
-    Only two-class vocabularies have one. An exact known word (是, 有缺陷, yes, ...)
-    wins; else the one starting like a positive word and not like a negation
-    (有…, 是…, 存在…, yes…); else the lexicographically first.
-    """
-    if len(judgements) != 2:
-        return None, "not a two-class judgement set"
-    lowered = {j: j.strip().lower() for j in judgements}
-    exact = [j for j in judgements if lowered[j] in POSITIVE_JUDGEMENTS]
-    if len(exact) == 1:
-        return exact[0], "known positive word"
-    starts = [j for j in judgements
-              if lowered[j].startswith(POSITIVE_STARTS) and not lowered[j].startswith(NEGATIVE_STARTS)]
-    if len(starts) == 1:
-        return starts[0], "starts like a positive word"
-    negatives = [j for j in judgements if lowered[j].startswith(NEGATIVE_STARTS)]
-    if len(negatives) == 1:
-        return next(j for j in judgements if j not in negatives), "the other one is a negation"
-    return sorted(judgements)[0], "lexicographically first (no rule matched)"

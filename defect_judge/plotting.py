@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import unicodedata
+from pathlib import Path
 from typing import Sequence
 
 from .fileio import atomic_open
@@ -181,3 +182,19 @@ def accuracy_bar_chart(path: str | os.PathLike, categories: list[str], series: l
                           horizontal=horizontal)
     with atomic_open(path, "wb") as handle:  # a temp file beside ``path``, renamed over it when complete
         fig.savefig(handle, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.25)
+
+
+def model_label(model_path: str) -> str:
+    """The model path's last two parts: enough to tell runs and checkpoints apart."""
+    parts = Path(model_path).resolve().parts
+    return "/".join(parts[-2:])
+
+
+def subtype_accuracy_chart(path: str | os.PathLike, results: dict) -> None:
+    """``subtype_accuracy.png`` of one ``evaluation_results.json``: accuracy per subtype, most samples first."""
+    per_subtype = results["per_subtype"]
+    categories = sorted(per_subtype, key=lambda name: (-per_subtype[name]["total"], name))
+    overall = results["overall"]
+    accuracy_bar_chart(path, categories, [(model_label(results["model_path"]), [per_subtype[c] for c in categories])],
+                       title=f"各缺陷类型准确率 ({results['mode']}, n={overall['total']})",
+                       reference_lines=[("总体准确率", overall["accuracy"])])

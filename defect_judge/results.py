@@ -12,21 +12,25 @@ Top level::
     per_judgement       {reference judgement: Summary + precision, recall, f1}
     confusion           {reference: {prediction | "invalid": count}}
     roc_auc             float | null (score mode with two judgements)
+    versus_majority     {judgement, accuracy, p_value}: always answering the most common reference, and the
+                        one-sided exact binomial p-value that the model beats it by chance
     samples             [{id, subtype, reference, prediction (null if invalid), correct, response?, probabilities?}]
 
 Summary: {accuracy, correct, total, ci95: [low, high] (Wilson), invalid_format, invalid_format_rate}.
 """
 from __future__ import annotations
 
+import datetime
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from .errors import InputError
-from .stats import wilson_interval
+from .stats import binomial_p_above, wilson_interval
 
 SCHEMA = "defect-judge/evaluation-results/v1"
+RESULTS_FILE = "evaluation_results.json"
 INVALID = "invalid"
 REQUIRED_KEYS = ("schema", "model_path", "mode", "overall", "per_subtype", "per_judgement", "samples")
 SAMPLE_KEYS = ("id", "subtype", "reference", "prediction", "correct")
@@ -87,6 +91,35 @@ def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
     return u / (len(positives) * len(negatives))
 
 
+# Judgement words that mean "the defect is present": the positive class of ROC-AUC.
+POSITIVE_JUDGEMENTS = ("是", "有", "有缺陷", "存在", "存在缺陷", "存在漏洞", "有漏洞", "yes", "true", "defective", "buggy")
+POSITIVE_STARTS = ("有", "是", "存在", "yes", "true", "defect", "bug", "vulnerable")
+NEGATIVE_STARTS = ("无", "否", "不", "没", "非", "no", "false", "clean", "safe")
+
+
+def positive_judgement(judgements: Sequence[str]) -> tuple[str | None, str]:
+    """The judgement that means "defect present" for ROC-AUC, and the rule that chose it.
+
+    Only two-class vocabularies have one. An exact known word (是, 有缺陷, yes, ...)
+    wins; else the one starting like a positive word and not like a negation
+    (有…, 是…, 存在…, yes…); else the lexicographically first.
+    """
+    if len(judgements) != 2:
+        return None, "not a two-class judgement set"
+    lowered = {j: j.strip().lower() for j in judgements}
+    exact = [j for j in judgements if lowered[j] in POSITIVE_JUDGEMENTS]
+    if len(exact) == 1:
+        return exact[0], "known positive word"
+    starts = [j for j in judgements
+              if lowered[j].startswith(POSITIVE_STARTS) and not lowered[j].startswith(NEGATIVE_STARTS)]
+    if len(starts) == 1:
+        return starts[0], "starts like a positive word"
+    negatives = [j for j in judgements if lowered[j].startswith(NEGATIVE_STARTS)]
+    if len(negatives) == 1:
+        return next(j for j in judgements if j not in negatives), "the other one is a negation"
+    return sorted(judgements)[0], "lexicographically first (no rule matched)"
+
+
 def metrics(samples: Sequence[dict], judgements: Sequence[str]) -> dict:
     """overall / per_subtype / per_judgement / confusion for a list of sample results."""
     by_subtype = _grouped(samples, "subtype")
@@ -97,6 +130,65 @@ def metrics(samples: Sequence[dict], judgements: Sequence[str]) -> dict:
         "per_judgement": {j: summary(by_reference.get(j, [])) | precision_recall_f1(samples, j) for j in judgements},
         "confusion": confusion(samples, judgements),
     }
+
+
+def results_document(*, model_path: str, model_kind: str, test_dataset_path: str, mode: str, settings: dict,
+                     judgements: Sequence[str], samples: Sequence[dict], extra: dict | None = None) -> dict:
+    """The whole ``evaluation_results.json``; ROC-AUC when every sample has probabilities and the
+    vocabulary has a positive (defect) judgement."""
+    positive, rule = positive_judgement(judgements)
+    scored = bool(samples) and all("probabilities" in s for s in samples)
+    auc = None
+    if positive is not None and scored:
+        auc = roc_auc([int(s["reference"] == positive) for s in samples],
+                      [s["probabilities"][positive] for s in samples])
+    elif not scored:
+        positive, rule = None, f"{mode} mode (no probabilities)"
+    return {"schema": SCHEMA, "model_path": model_path, "model_kind": model_kind, **(extra or {}),
+            "test_dataset_path": test_dataset_path, "mode": mode,
+            "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "settings": settings,
+            "judgements": list(judgements), **metrics(samples, judgements), "roc_auc": auc,
+            "roc_positive": {"judgement": positive, "rule": rule}, "versus_majority": versus_majority(samples),
+            "samples": list(samples)}
+
+
+def versus_majority(samples: Sequence[dict]) -> dict:
+    """The accuracy of always answering the most common reference judgement, and the one-sided exact
+    binomial p-value that the model's accuracy is above it by chance alone."""
+    counts = Counter(s["reference"] for s in samples)
+    if not counts:
+        return {"judgement": None, "accuracy": 0.0, "p_value": 1.0}
+    judgement, count = max(sorted(counts.items()), key=lambda kv: kv[1])
+    share = count / len(samples)
+    correct = sum(1 for s in samples if s["correct"])
+    return {"judgement": judgement, "accuracy": share, "p_value": binomial_p_above(correct, len(samples), share)}
+
+
+def format_results_table(results: dict) -> str:
+    """The per-subtype table a script prints after an evaluation."""
+    from .plotting import display_width
+
+    def pad(text: str, width: int) -> str:
+        return text + " " * max(0, width - display_width(text))
+
+    rows = [(name, s) for name, s in results["per_subtype"].items()] + [("总体 overall", results["overall"])]
+    width = max(display_width(name) for name, _ in rows) + 2
+    lines = [f"{results['model_path']} ({results['model_kind']}), mode {results['mode']}",
+             f"{pad('subtype', width)}{'n':>5}  {'accuracy':>8}  {'95% CI':>15}  {'invalid':>7}"]
+    for name, s in rows:
+        low, high = s["ci95"]
+        lines.append(f"{pad(name, width)}{s['total']:>5}  {s['accuracy']:>8.1%}  "
+                     f"{f'[{low:.1%}, {high:.1%}]':>15}  {s['invalid_format']:>7}")
+    for judgement, s in results["per_judgement"].items():
+        lines.append(f"reference {judgement}: accuracy {s['accuracy']:.1%} of {s['total']}, "
+                     f"precision {s['precision']:.2f} recall {s['recall']:.2f} F1 {s['f1']:.2f}")
+    if results["roc_auc"] is not None:
+        lines.append(f"ROC-AUC ({results['roc_positive']['judgement']} = defect): {results['roc_auc']:.3f}")
+    majority = results.get("versus_majority")
+    if majority and majority["judgement"] is not None:
+        lines.append(f"majority class (always {majority['judgement']}): {majority['accuracy']:.1%}; above it: "
+                     f"one-sided exact binomial p = {majority['p_value']:.2g}")
+    return "\n".join(lines)
 
 
 def load_results(path: str | Path) -> dict:

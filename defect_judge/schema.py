@@ -4,14 +4,17 @@ Raw sample (JSON object; a file holds one, a list of them, or one a line)::
 
     {"instruction": [{"subtype": "缺陷类型"}],
      "input": {"task": "...", "event": "...", "output_format": "..."},
-     "output": {"judgement": "...", "reason": "..."}}
+     "output": {"judgement": "...", "reason": "..."},
+     "pair_id": "..."}                     (optional)
 
 Chat record (one JSON object a line, written by ``dataset/convert_and_split.py``)::
 
-    {"id": "null_pointer.json#3", "subtype": "空指针解引用",
+    {"id": "null_pointer.json#3", "subtype": "空指针解引用", "pair_id": "...",   (pair_id optional)
      "text": [{"role": "user", "content": "任务：…"}, {"role": "assistant", "content": "判断:是\\n\\n原因：…"}]}
 
 ``id`` is stable across runs and unique; evaluation and comparison pair samples by it.
+``pair_id`` marks samples that are versions of the same code (a defective function
+and its fixed twin, as in PrimeVul); a pair always stays on one side of a split.
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ class RawSample:
     output_format: str
     judgement: str
     reason: str
+    pair_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Record:
     id: str
     subtype: str
     text: tuple[dict, ...]
+    pair_id: str | None = None
 
     @property
     def messages(self) -> list[dict]:
@@ -73,7 +78,8 @@ class Record:
         return parse_answer(self.assistant).judgement if self.assistant is not None else None
 
     def to_json(self) -> dict:
-        return {"id": self.id, "subtype": self.subtype, "text": self.messages}
+        pair = {} if self.pair_id is None else {"pair_id": self.pair_id}
+        return {"id": self.id, "subtype": self.subtype, **pair, "text": self.messages}
 
 
 # ---------------------------------------------------------------- raw samples
@@ -117,7 +123,17 @@ def validate_raw_sample(obj: Any, *, path: str | os.PathLike, sample: int, line:
     values |= {k: _string_field(outputs, k, f"output.{k}", where) for k in RAW_OUTPUT_FIELDS}
     if any(ch in values["judgement"] for ch in "\n\r"):
         raise InputError("must be a single line", field="output.judgement", **where)
-    return RawSample(subtype=subtype, **values)
+    return RawSample(subtype=subtype, **values, pair_id=_pair_id(obj, where))
+
+
+def _pair_id(obj: dict, where: dict) -> str | None:
+    """The optional ``pair_id``: a non-empty string when present."""
+    if "pair_id" not in obj or obj["pair_id"] is None:
+        return None
+    value = obj["pair_id"]
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"must be a non-empty string, got {value!r}", field="pair_id", **where)
+    return value
 
 
 def raw_to_record(sample: RawSample, sample_id: str) -> Record:
@@ -128,6 +144,7 @@ def raw_to_record(sample: RawSample, sample_id: str) -> Record:
             {"role": "user", "content": format_user(sample.task, sample.event, sample.output_format)},
             {"role": "assistant", "content": format_assistant(sample.judgement, sample.reason)},
         ),
+        pair_id=sample.pair_id,
     )
 
 
@@ -164,7 +181,8 @@ def validate_record(obj: Any, *, path: str | os.PathLike, line: int, require_ass
     if require_assistant and roles[-1] != "assistant":
         raise InputError("has no assistant turn (the reference answer)", field="text", **where)
     return Record(id=str(record_id), subtype=subtype,
-                  text=tuple({"role": m["role"], "content": m["content"]} for m in text))
+                  text=tuple({"role": m["role"], "content": m["content"]} for m in text),
+                  pair_id=_pair_id(obj, where))
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:

@@ -1,4 +1,4 @@
-"""Small, dependency-free statistics used by evaluation and the comparison plots."""
+"""Statistics used by evaluation and the comparison plots."""
 from __future__ import annotations
 
 import math
@@ -51,3 +51,13 @@ def mcnemar(fixed: int, broken: int) -> tuple[float, str]:
     if fixed + broken < 25:
         return mcnemar_exact(fixed, broken), "exact binomial"
     return mcnemar_chi2(fixed, broken), "chi-square, continuity-corrected"
+
+
+def binomial_p_above(correct: int, total: int, rate: float) -> float:
+    """One-sided exact binomial p-value that an accuracy of correct/total beats ``rate`` by chance alone
+    (H0: the true accuracy is ``rate``, e.g. always answering the majority class)."""
+    from scipy.stats import binomtest
+
+    if total <= 0:
+        return 1.0
+    return float(binomtest(correct, total, rate, alternative="greater").pvalue)

@@ -42,6 +42,8 @@ def event_char_span(user_content: str) -> tuple[int, int]:
 # 判断 may be wrapped in markdown bold and followed by a half- or full-width colon.
 _JUDGEMENT_RE = re.compile(r"\**判断\**\s*[:：]\s*\**\s*")
 _REASON_RE = re.compile(r"\**原因\**\s*[:：]\s*")
+# A judgement followed by a slash or bar lists the alternatives (判断:是/否), as the output format does.
+_ALTERNATIVES_RE = re.compile(r"\s*[/／|｜]")
 # Without a vocabulary the judgement runs to the first separator.
 _FREE_JUDGEMENT_RE = re.compile(r"[^\s，,。.;；:：!！*]+")
 
@@ -63,7 +65,8 @@ def parse_answer(text: str, vocabulary: Iterable[str] | None = None) -> ParsedAn
     With a ``vocabulary`` (the judgements seen in the references, e.g. 是/否 or
     有缺陷/无缺陷) the judgement is the longest vocabulary entry that starts right
     after the colon; anything else is ``None`` (an invalid format). Without one,
-    it is the first word after the colon.
+    it is the first word after the colon. An answer that only lists the
+    alternatives (``判断:是/否``, echoing the output format) has no judgement.
     """
     reason_match = _REASON_RE.search(text)
     reason = text[reason_match.end():].strip() if reason_match else None
@@ -79,6 +82,8 @@ def parse_answer(text: str, vocabulary: Iterable[str] | None = None) -> ParsedAn
         return ParsedAnswer(word.group(0), reason, (rest_start, rest_start + word.end()))
     for candidate in sorted(set(vocabulary), key=len, reverse=True):
         if candidate and rest.startswith(candidate):
+            if _ALTERNATIVES_RE.match(rest, len(candidate)):
+                return ParsedAnswer(None, reason)  # the format line echoed (判断:是/否), not a decision
             return ParsedAnswer(candidate, reason, (rest_start, rest_start + len(candidate)))
     return ParsedAnswer(None, reason)
 

@@ -42,6 +42,8 @@ IGNORE_INDEX = -100            # label of a position that is not trained (PyTorc
 TRUNCATION_MARK = "\n……"       # put where an event was cut, so the model can tell a cut event from a short one
 CHECKPOINT_COMPLETE_FILE = "checkpoint_complete.json"  # written last into a checkpoint: it is complete
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+# Metric name (after "eval_") of judgement accuracy with ties broken by eval_loss: see accuracy_then_loss().
+ACCURACY_THEN_LOSS = "accuracy_then_loss"
 
 
 # ------------------------------------------------------------------ samples
@@ -52,6 +54,7 @@ class FittedSample:
     encoded: EncodedConversation
     cut_chars: int              # characters cut from the event (0: not truncated)
     messages: tuple[dict, ...]  # the conversation as encoded (its event cut when truncated)
+    pair_id: str | None = None  # twins (a defective sample and its fix) share one
 
     @property
     def truncated(self) -> bool:
@@ -76,7 +79,7 @@ def fit_sample(tokenizer, record: Record, max_length: int, *, path: str | os.Pat
     except InputError as error:
         raise InputError(error.reason, field="text", **where) from None
     if len(encoded.input_ids) <= max_length:
-        return FittedSample(record.id, encoded, 0, tuple(messages))
+        return FittedSample(record.id, encoded, 0, tuple(messages), record.pair_id)
     user = max(i for i, m in enumerate(messages) if m["role"] == "user")
     try:
         start, end = event_char_span(messages[user]["content"])
@@ -98,7 +101,8 @@ def fit_sample(tokenizer, record: Record, max_length: int, *, path: str | os.Pat
             low, best = middle, candidate
         else:
             high = middle
-    return FittedSample(record.id, best, (end - start) - low, tuple(_with_event(messages, user, start, end, low)))
+    return FittedSample(record.id, best, (end - start) - low, tuple(_with_event(messages, user, start, end, low)),
+                        record.pair_id)
 
 
 def fit_samples(tokenizer, records: Sequence[Record], max_length: int, *, path=None,
@@ -128,12 +132,34 @@ class SupervisedDataset(torch.utils.data.Dataset):
         return self.features[index]
 
 
+class PairedDataset(torch.utils.data.Dataset):
+    """Fitted samples grouped by ``pair_id``: one item is a pair of twins (or a lone sample), so the
+    sampler shuffles pairs and both twins always land in the same micro-batch, on the same rank.
+    ``per_device_train_batch_size`` then counts pairs."""
+
+    def __init__(self, samples: Sequence[FittedSample]):
+        groups: dict[object, list[dict]] = {}
+        for index, sample in enumerate(samples):
+            key = sample.pair_id if sample.pair_id is not None else ("unpaired", index)
+            groups.setdefault(key, []).append(sample_features(sample))
+        self.groups = list(groups.values())
+        self.pairs = sum(1 for group in self.groups if len(group) > 1)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, index: int) -> list[dict]:
+        return self.groups[index]
+
+
 @dataclass
 class PaddingCollator:
-    """Right-pads a batch to its longest sample; padding is never trained."""
+    """Right-pads a batch to its longest sample; padding is never trained. Items of a
+    ``PairedDataset`` (lists of samples) are flattened into the batch."""
     pad_token_id: int
 
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+    def __call__(self, features: list[dict | list[dict]]) -> dict[str, torch.Tensor]:
+        features = [f for item in features for f in (item if isinstance(item, list) else [item])]
         width = max(len(f["input_ids"]) for f in features)
         batch = {name: torch.full((len(features), width), fill, dtype=dtype) for name, fill, dtype in (
             ("input_ids", self.pad_token_id, torch.long), ("attention_mask", 0, torch.long),
@@ -365,9 +391,20 @@ class WeightedLossTrainer(Trainer):
         if self.args.world_size > 1:
             totals = self.accelerator.reduce(totals, reduction="sum")
         weighted, weights, correct, judged = totals.tolist()
-        metrics = {f"{metric_key_prefix}_loss": weighted / max(weights, 1e-12),
-                   f"{metric_key_prefix}_judgement_accuracy": correct / judged if judged else 0.0}
+        loss, accuracy = weighted / max(weights, 1e-12), correct / judged if judged else 0.0
+        metrics = {f"{metric_key_prefix}_loss": loss, f"{metric_key_prefix}_judgement_accuracy": accuracy,
+                   f"{metric_key_prefix}_{ACCURACY_THEN_LOSS}": accuracy_then_loss(accuracy, loss, int(judged))}
         return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=len(dataset))
+
+
+def accuracy_then_loss(accuracy: float, loss: float, samples: int) -> float:
+    """One number that orders evaluations as (accuracy, then lower loss) do.
+
+    Accuracies over ``samples`` samples differ by at least 1/samples; the loss
+    enters as a term in [0, 1/(samples+1)), so it only ever breaks ties. The
+    Trainer's best-model choice and early stopping compare single numbers.
+    """
+    return accuracy - (loss / (1.0 + loss)) / (samples + 1)
 
 
 class CheckpointCompleteCallback(TrainerCallback):
@@ -420,6 +457,14 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
         return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := CHECKPOINT_RE.match(p.name))]
     return [p for _, p in sorted(found)]
+
+
+def checkpoint_step(name: str | os.PathLike) -> int:
+    """The step of ``checkpoint-N`` (a name or a path)."""
+    match = CHECKPOINT_RE.match(Path(name).name)
+    if match is None:
+        raise ValueError(f"not a checkpoint folder name: {Path(name).name!r}")
+    return int(match.group(1))
 
 
 def is_complete_checkpoint(path: str | os.PathLike) -> bool:

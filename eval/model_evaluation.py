@@ -42,7 +42,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import datetime
 import logging
 import os
 import sys
@@ -58,8 +57,8 @@ from defect_judge.cli import parse_constants
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic
 from defect_judge.modeling import check_tokenizer_matches, load_tokenizer, pick_dtype
-from defect_judge.plotting import accuracy_bar_chart, display_width
-from defect_judge.results import SCHEMA, metrics, roc_auc
+from defect_judge.plotting import subtype_accuracy_chart
+from defect_judge.results import RESULTS_FILE, format_results_table, results_document
 from defect_judge.resume import PartialWriter, file_sha256, load_finished, partial_path, remove_partials
 from defect_judge.schema import Record, read_records
 from defect_judge.templates import parse_answer
@@ -103,7 +102,6 @@ HELP = {
 }
 PATHS = ("model_path", "test_dataset_path", "tokenizer_path", "output_dir", "base_model_path")
 MODES = ("generate", "score")
-RESULTS_FILE = "evaluation_results.json"
 PLOT_FILE = "subtype_accuracy.png"
 
 log = logging.getLogger("model_evaluation")
@@ -285,56 +283,13 @@ def build_results(args, resolved: inference.ResolvedModel, tokenizer_dir: Path, 
         raise InputError(f"{len(missing)} samples have no result after all ranks finished (e.g. {missing[0]!r}); "
                          f"run the same command again to complete them", path=args.output_dir)
     samples = [finished[r.id] for r in records]  # the test file's order, every id once
-    positive, rule = inference.positive_judgement(vocabulary) if args.mode == "score" else (None, "generate mode")
-    auc = None
-    if positive is not None:
-        auc = roc_auc([int(s["reference"] == positive) for s in samples],
-                      [s["probabilities"][positive] for s in samples])
     settings = {k: getattr(args, k) for k in DEFAULTS} | {"dtype": str(dtype).removeprefix("torch."),
                                                             "device": ranks.device, "world_size": ranks.world}
-    return {"schema": SCHEMA, "model_path": str(args.model_path), "model_kind": resolved.kind,
-            "model": resolved.to_json(), "tokenizer_path": str(tokenizer_dir),
-            "test_dataset_path": str(args.test_dataset_path), "mode": args.mode,
-            "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "settings": settings,
-            "judgements": vocabulary, **metrics(samples, vocabulary), "roc_auc": auc,
-            "roc_positive": {"judgement": positive, "rule": rule}, "skipped_no_reference": skipped,
-            "samples": samples}
-
-
-def model_label(model_path: str) -> str:
-    """The model path's last two parts: enough to tell runs and checkpoints apart."""
-    parts = Path(model_path).resolve().parts
-    return "/".join(parts[-2:])
-
-
-def plot_subtypes(results: dict, path: Path) -> None:
-    per_subtype = results["per_subtype"]
-    categories = sorted(per_subtype, key=lambda name: (-per_subtype[name]["total"], name))
-    overall = results["overall"]
-    accuracy_bar_chart(path, categories, [(model_label(results["model_path"]), [per_subtype[c] for c in categories])],
-                       title=f"各缺陷类型准确率 ({results['mode']}, n={overall['total']})",
-                       reference_lines=[("总体准确率", overall["accuracy"])])
-
-
-def _pad(text: str, width: int) -> str:
-    return text + " " * max(0, width - display_width(text))
-
-
-def print_table(results: dict) -> None:
-    rows = [(name, s) for name, s in results["per_subtype"].items()] + [("总体 overall", results["overall"])]
-    width = max(display_width(name) for name, _ in rows) + 2
-    lines = [f"{results['model_path']} ({results['model_kind']}), mode {results['mode']}",
-             f"{_pad('subtype', width)}{'n':>5}  {'accuracy':>8}  {'95% CI':>15}  {'invalid':>7}"]
-    for name, s in rows:
-        low, high = s["ci95"]
-        lines.append(f"{_pad(name, width)}{s['total']:>5}  {s['accuracy']:>8.1%}  "
-                     f"{f'[{low:.1%}, {high:.1%}]':>15}  {s['invalid_format']:>7}")
-    for judgement, s in results["per_judgement"].items():
-        lines.append(f"reference {judgement}: accuracy {s['accuracy']:.1%} of {s['total']}, "
-                     f"precision {s['precision']:.2f} recall {s['recall']:.2f} F1 {s['f1']:.2f}")
-    if results["roc_auc"] is not None:
-        lines.append(f"ROC-AUC ({results['roc_positive']['judgement']} = defect): {results['roc_auc']:.3f}")
-    print("\n".join(lines))
+    return results_document(model_path=str(args.model_path), model_kind=resolved.kind,
+                            test_dataset_path=str(args.test_dataset_path), mode=args.mode, settings=settings,
+                            judgements=vocabulary, samples=samples,
+                            extra={"model": resolved.to_json(), "tokenizer_path": str(tokenizer_dir),
+                                   "skipped_no_reference": skipped})
 
 
 def main() -> None:
@@ -365,9 +320,9 @@ def main() -> None:
                                 load_finished(args.output_dir, fingerprint), skipped, ranks, dtype)
         output_dir = Path(args.output_dir)
         write_json_atomic(output_dir / RESULTS_FILE, results)
-        plot_subtypes(results, output_dir / PLOT_FILE)
+        subtype_accuracy_chart(output_dir / PLOT_FILE, results)
         remove_partials(output_dir)
-        print_table(results)
+        print(format_results_table(results))
         log.info("wrote %s and %s", output_dir / RESULTS_FILE, output_dir / PLOT_FILE)
     ranks.barrier()
     if ranks.world > 1:

@@ -3,7 +3,7 @@
 Normally started by run_training_lora.sh under the DeepSpeed launcher:
 
     deepspeed --num_gpus 8 train_lora.py --model_path /data/Qwen2.5-Coder-7B-Instruct/ \\
-        --train_data ../dataset/train.jsonl --test_data ../dataset/test.jsonl \\
+        --train_data ../dataset/train.jsonl --eval_data ../dataset/dev.jsonl \\
         --output_dir /data/qwen_instruct_lora_finetuned_0401 --deepspeed ../ds_config_lora.json
 
 It also runs as one plain process (`python train_lora.py ...`, no --deepspeed).
@@ -12,8 +12,9 @@ Every transformers TrainingArguments flag works as well (see --help).
 Stages: check OUTPUT_DIR (refuse to overwrite, or find the checkpoint to resume)
 -> tokenize the chat JSONL (labels = the answer and its end-of-turn token; long
 events are cut) -> load the model (+ LoRA adapters) -> train with the
-key-token-weighted loss, evaluating every SAVE_STEPS -> save the best model in
-OUTPUT_DIR and name it in best_checkpoint.json.
+key-token-weighted loss, evaluating on the dev split every SAVE_STEPS -> save the
+best model in OUTPUT_DIR, name it (and the file it was chosen on) in
+best_checkpoint.json, and draw learning_curve.png.
 """
 import sys
 from pathlib import Path
@@ -32,12 +33,16 @@ from transformers import EarlyStoppingCallback, HfArgumentParser, TrainerCallbac
 
 from defect_judge.errors import EXIT_INPUT_ERROR, InputError, run_main
 from defect_judge.fileio import write_json_atomic
+from defect_judge.curves import LEARNING_CURVE_FILE, learning_curve_chart
 from defect_judge.modeling import (BEST_CHECKPOINT_FILE, check_model_folder, check_tokenizer_matches,
                                    load_causal_lm, load_tokenizer, pick_dtype)
+from defect_judge.resume import file_sha256
 from defect_judge.schema import read_records
-from defect_judge.training import (CheckpointCompleteCallback, PaddingCollator, SupervisedDataset,
+from defect_judge.training import (ACCURACY_THEN_LOSS, CheckpointCompleteCallback, PaddingCollator, PairedDataset,
+                                   SupervisedDataset,
                                    WeightedLossTrainer, find_resume_checkpoint, fit_samples, length_stats,
-                                   limit_heap_fragmentation, list_checkpoints, mark_trained_text, remove_checkpoints)
+                                   checkpoint_step, limit_heap_fragmentation, list_checkpoints, mark_trained_text,
+                                   remove_checkpoints)
 
 # -----------------------------------------------------------------------------
 # Defaults. run_training_lora.sh passes the document's values explicitly; each is a flag of the same name.
@@ -59,7 +64,11 @@ LOSS_CHUNK_SIZE = 1024              # trained tokens per lm_head chunk: bounds t
 # Evaluations without improvement of metric_for_best_model before training stops (0: never stop early).
 # 10 evaluations = 200 optimizer steps at SAVE_STEPS=20: enough to ride out noise in a small eval set.
 EARLY_STOPPING_PATIENCE = 10
-EVAL_MAX_SAMPLES = 0                # evaluate on at most this many samples of TEST_DATA (0: all of it)
+EVAL_MAX_SAMPLES = 0                # evaluate on at most this many samples of EVAL_DATA (0: all of it)
+PAIR_BATCHES = False                # twins (same pair_id) in the same micro-batch
+# The checkpoint kept as the best: eval_loss (the document's choice) or accuracy_then_loss (judgement accuracy
+# under teacher forcing, ties broken by the lower eval_loss; what a judge is for, and what users ask for).
+METRIC_FOR_BEST_MODEL = "eval_loss"
 SAVE_TOTAL_LIMIT = 2                # checkpoints kept: the best and the newest
 LOGGING_STEPS = 10
 # On a CPU, allocations of this many MiB or more get their own mmap, so freed activations go back to the
@@ -84,12 +93,19 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     train_data: str = field(default=None, metadata={"help": "Chat JSONL written by dataset/convert_and_split.py."})
-    test_data: str = field(default=None, metadata={"help": "Chat JSONL evaluated every --eval_steps "
-                                                           "(= --save_steps)."})
+    eval_data: str = field(default=None, metadata={
+        "help": "Chat JSONL evaluated every --eval_steps (= --save_steps) for early stopping and the best checkpoint: "
+                "the dev split (dataset/dev.jsonl), never the test split you report."})
+    test_data: str = field(default=None, metadata={
+        "help": "The test split. Used for evaluation only when --eval_data is not given, with a warning: the "
+                "checkpoint is then chosen on the data you report, and that accuracy is optimistic."})
     max_length: int = field(default=MAX_LENGTH, metadata={"help": "Maximum tokens of a sample; a longer one has "
                                                                   "the end of its event cut, never the answer."})
     eval_max_samples: int = field(default=EVAL_MAX_SAMPLES, metadata={
-        "help": "Evaluate on at most this many samples drawn from --test_data (0: all)."})
+        "help": "Evaluate on at most this many samples drawn from --eval_data (0: all)."})
+    pair_batches: bool = field(default=PAIR_BATCHES, metadata={
+        "help": "Keep twins (training records sharing a pair_id) in the same micro-batch, so each gradient "
+                "sees a defective sample next to its fix; --per_device_train_batch_size then counts pairs."})
 
 
 @dataclass
@@ -123,6 +139,8 @@ class FineTuningArguments(TrainingArguments):
             raise InputError("--output_dir is required")
         if self.eval_steps is None:
             self.eval_steps = self.save_steps  # evaluate exactly at each checkpoint
+        if self.greater_is_better is None and str(self.metric_for_best_model).endswith(ACCURACY_THEN_LOSS):
+            self.greater_is_better = True  # transformers would guess "lower is better" from the name's "loss"
         if not torch.cuda.is_available():
             self.use_cpu = True  # also makes DeepSpeed's CPU ranks use gloo
         elif torch.cuda.is_bf16_supported() and not self.fp16:
@@ -138,23 +156,51 @@ TRAINING_DEFAULTS = dict(
     output_dir=None, learning_rate=LEARNING_RATE, num_train_epochs=NUM_TRAIN_EPOCHS, save_steps=SAVE_STEPS,
     per_device_train_batch_size=PER_DEVICE_TRAIN_BATCH_SIZE, gradient_accumulation_steps=GRADIENT_ACCUMULATION_STEPS,
     lr_scheduler_type="linear", eval_strategy="steps", save_strategy="steps", load_best_model_at_end=True,
-    metric_for_best_model="eval_loss", save_total_limit=SAVE_TOTAL_LIMIT, logging_steps=LOGGING_STEPS,
+    metric_for_best_model=METRIC_FOR_BEST_MODEL, save_total_limit=SAVE_TOTAL_LIMIT, logging_steps=LOGGING_STEPS,
     logging_first_step=True, report_to="wandb", remove_unused_columns=False,
     restore_callback_states_from_checkpoint=True,  # early-stopping counters survive a resume
 )
 
 
+class OneLineErrorParser(HfArgumentParser):
+    """argparse prints its whole usage (over a hundred lines with every TrainingArguments flag) above an
+    error; one line that names the flag is what a user needs."""
+
+    def error(self, message: str):
+        raise InputError(f"{message} (--help lists the flags)")
+
+
+# Settings that must be positive numbers; checked before anything is loaded or created.
+POSITIVE_SETTINGS = ("learning_rate", "num_train_epochs", "save_steps", "per_device_train_batch_size",
+                     "gradient_accumulation_steps", "per_device_eval_batch_size", "logging_steps", "eval_steps")
+
+
 def parse_args(argv=None) -> tuple[ModelArguments, DataArguments, LoraArguments, FineTuningArguments]:
-    parser = HfArgumentParser((ModelArguments, DataArguments, LoraArguments, FineTuningArguments),
-                              description=__doc__.split("\n\n")[0],
-                              epilog="Add --debug to show the full traceback of an error.")
+    parser = OneLineErrorParser((ModelArguments, DataArguments, LoraArguments, FineTuningArguments),
+                                description=__doc__.split("\n\n")[0],
+                                epilog="Add --debug to show the full traceback of an error.")
     parser.set_defaults(**TRAINING_DEFAULTS)
-    model_args, data_args, lora_args, train_args = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        model_args, data_args, lora_args, train_args = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as error:  # TrainingArguments' own checks (a scheduler name, conflicting flags, ...)
+        raise InputError(str(error).strip().splitlines()[0]) from None
     for name, value in (("--model_path", model_args.model_path), ("--train_data", data_args.train_data)):
         if not value:
             raise InputError(f"{name} is required")
-    if _evaluates(train_args) and not data_args.test_data:
-        raise InputError("--test_data is required (or pass --eval_strategy no)")
+    for name in POSITIVE_SETTINGS:
+        value = getattr(train_args, name)
+        if value is not None and not value > 0:
+            raise InputError(f"--{name} must be greater than 0, got {value}")
+    if lora_args.finetuning_type == "lora" and (lora_args.lora_rank < 1 or lora_args.lora_alpha <= 0):
+        raise InputError(f"--lora_rank must be at least 1 and --lora_alpha greater than 0, got "
+                         f"{lora_args.lora_rank} and {lora_args.lora_alpha}")
+    if _evaluates(train_args) and not data_args.eval_data:
+        if not data_args.test_data:
+            raise InputError("--eval_data is required (the dev split; or pass --eval_strategy no)")
+        data_args.eval_data = data_args.test_data
+        log.warning("no --eval_data: evaluating, early stopping and choosing the best checkpoint on the TEST split "
+                    "%s; an accuracy later measured on it is optimistic (write a dev split with "
+                    "dataset/convert_and_split.py and pass --eval_data)", data_args.test_data)
     if data_args.max_length < 16:
         raise InputError(f"--max_length must be at least 16, got {data_args.max_length}")
     return model_args, data_args, lora_args, train_args
@@ -249,15 +295,28 @@ def load_data(tokenizer, data_args: DataArguments, train_args: FineTuningArgumen
                                 progress=main)
     eval_samples = []
     if _evaluates(train_args):
-        test_records = read_records(data_args.test_data)
-        if 0 < data_args.eval_max_samples < len(test_records):
-            keep = random.Random(train_args.seed).sample(range(len(test_records)), data_args.eval_max_samples)
-            test_records = [test_records[i] for i in sorted(keep)]
-        eval_samples = fit_samples(tokenizer, test_records, data_args.max_length, path=data_args.test_data,
+        eval_records = read_records(data_args.eval_data)
+        if 0 < data_args.eval_max_samples < len(eval_records):
+            keep = random.Random(train_args.seed).sample(range(len(eval_records)), data_args.eval_max_samples)
+            eval_records = [eval_records[i] for i in sorted(keep)]
+        eval_samples = fit_samples(tokenizer, eval_records, data_args.max_length, path=data_args.eval_data,
                                    progress=main)
     if main:
         report_data(tokenizer, train_samples, eval_samples, data_args)
-    return SupervisedDataset(train_samples), (SupervisedDataset(eval_samples) if eval_samples else None)
+    return train_dataset(train_samples, data_args, main), (SupervisedDataset(eval_samples) if eval_samples else None)
+
+
+def train_dataset(samples, data_args: DataArguments, main: bool):
+    """The samples one by one, or with --pair_batches grouped into twin pairs."""
+    if not data_args.pair_batches:
+        return SupervisedDataset(samples)
+    dataset = PairedDataset(samples)
+    if main:
+        if dataset.pairs == 0:
+            log.warning("--pair_batches: no two training records share a pair_id, so every sample is its own item")
+        log.info("--pair_batches: %d twin pairs and %d unpaired samples; a micro-batch holds "
+                 "per_device_train_batch_size of them", dataset.pairs, len(dataset) - dataset.pairs)
+    return dataset
 
 
 def report_data(tokenizer, train_samples, eval_samples, data_args: DataArguments) -> None:
@@ -265,7 +324,7 @@ def report_data(tokenizer, train_samples, eval_samples, data_args: DataArguments
           f"judgement (key) tokens in {{{{...}}}} ===\n{mark_trained_text(tokenizer, train_samples[0].encoded)}\n",
           flush=True)
     for name, samples, path in (("train", train_samples, data_args.train_data),
-                                ("eval", eval_samples, data_args.test_data)):
+                                ("eval", eval_samples, data_args.eval_data)):
         if not samples:
             continue
         stats = length_stats([len(s.encoded.input_ids) for s in samples])
@@ -335,27 +394,49 @@ def build_trainer(model, tokenizer, train_dataset, eval_dataset, model_args, dat
                                loss_chunk_size=train_args.loss_chunk_size)
 
 
-def save_best_model(trainer: WeightedLossTrainer, model_args, lora_args, train_args: FineTuningArguments) -> dict:
-    """The best (or, without evaluation, the last) model into OUTPUT_DIR, named in best_checkpoint.json."""
+def save_best_model(trainer: WeightedLossTrainer, model_args, data_args, lora_args,
+                    train_args: FineTuningArguments) -> dict:
+    """The best (or, without evaluation, the last) model into OUTPUT_DIR, named in best_checkpoint.json
+    together with the file it was chosen on."""
     output_dir = Path(train_args.output_dir)
     trainer.save_model(str(output_dir))  # every rank: DeepSpeed gathers the weights collectively
     trainer.save_state()
     state = trainer.state
     if state.best_model_checkpoint:
         best = Path(state.best_model_checkpoint).name
-        info = {"best_checkpoint": best, "step": int(best.split("-")[-1]), "metric": train_args.metric_for_best_model,
+        info = {"best_checkpoint": best, "step": checkpoint_step(best), "metric": train_args.metric_for_best_model,
                 "value": state.best_metric, "greater_is_better": bool(train_args.greater_is_better)}
     else:
         checkpoints = list_checkpoints(output_dir)
         if not checkpoints:
             return {}
-        info = {"best_checkpoint": checkpoints[-1].name, "step": int(checkpoints[-1].name.split("-")[-1]),
+        info = {"best_checkpoint": checkpoints[-1].name, "step": checkpoint_step(checkpoints[-1].name),
                 "metric": None, "value": None, "greater_is_better": None}
     info |= {"finetuning_type": lora_args.finetuning_type,
              "base_model_path": str(Path(model_args.model_path).resolve())}
+    if info["metric"] is not None:
+        eval_data = Path(data_args.eval_data).resolve()
+        info |= {"eval_data": str(eval_data), "eval_data_sha256": file_sha256(eval_data),
+                 "eval_samples": len(trainer.eval_dataset), "eval_is_test_data": _same_file(eval_data,
+                                                                                          data_args.test_data)}
     if trainer.is_world_process_zero():
         write_json_atomic(output_dir / BEST_CHECKPOINT_FILE, info)
+        draw_learning_curve(output_dir, state.log_history, info)
     return info
+
+
+def _same_file(path: Path, other: str | None) -> bool:
+    return bool(other) and Path(other).exists() and path.samefile(other)
+
+
+def draw_learning_curve(output_dir: Path, log_history: list[dict], info: dict) -> None:
+    """learning_curve.png from the Trainer's history (a resumed run's history includes the earlier part)."""
+    try:
+        learning_curve_chart(output_dir / LEARNING_CURVE_FILE, log_history,
+                             best_step=info.get("step") if info.get("metric") else None,
+                             title=f"{output_dir.name}: learning curve")
+    except ValueError as error:  # nothing was logged (e.g. zero steps)
+        log.warning("no %s: %s", LEARNING_CURVE_FILE, error)
 
 
 def report_end(info: dict, train_args: FineTuningArguments, wandb_offline: bool) -> None:
@@ -364,6 +445,9 @@ def report_end(info: dict, train_args: FineTuningArguments, wandb_offline: bool)
         value = "n/a" if info["value"] is None else f"{info['value']:.6g}"
         log.info("best model: %s (%s = %s), saved in %s; see %s", info["best_checkpoint"], info["metric"], value,
                  output_dir, output_dir / BEST_CHECKPOINT_FILE)
+        if info.get("eval_is_test_data"):
+            log.warning("the best checkpoint was chosen on the test split %s: its test accuracy is optimistic",
+                        info["eval_data"])
     else:
         log.info("final model saved in %s (no checkpoint was saved, so no %s)", output_dir, BEST_CHECKPOINT_FILE)
     if wandb_offline:
@@ -400,7 +484,7 @@ def main() -> None:
     trainer = build_trainer(model, tokenizer, train_dataset, eval_dataset, model_args, data_args, lora_args,
                             train_args)
     trainer.train(resume_from_checkpoint=resume)
-    info = save_best_model(trainer, model_args, lora_args, train_args)
+    info = save_best_model(trainer, model_args, data_args, lora_args, train_args)
     if trainer.is_world_process_zero():
         report_end(info, train_args, wandb_offline)
 

@@ -74,10 +74,10 @@ def tiny_model_dir(tmp_path_factory, embedded_tokenizer) -> Path:
 
 @pytest.fixture(scope="session")
 def shipped_split(tmp_path_factory) -> dict[str, Path]:
-    """converted/train/test JSONL made by the real converter from the shipped dataset/output."""
+    """converted/train/dev/test JSONL made by the real converter from the shipped dataset/output."""
     out = tmp_path_factory.mktemp("split")
     files = {"converted_file": out / "converted_data.jsonl", "train_file": out / "train.jsonl",
-             "test_file": out / "test.jsonl"}
+             "dev_file": out / "dev.jsonl", "test_file": out / "test.jsonl"}
     args = [REPO_ROOT / "dataset" / "convert_and_split.py", "--input_dir", REPO_ROOT / "dataset" / "output"]
     for name, path in files.items():
         args += [f"--{name}", path]

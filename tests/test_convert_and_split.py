@@ -208,8 +208,8 @@ def test_script_exit_code_and_message_without_traceback(tmp_path):
 
 def test_help_lists_every_constant():
     result = run_script(SCRIPT, "--help", check=True)
-    for name in ("--input_dir", "--converted_file", "--train_file", "--test_file", "--test_ratio", "--seed",
-                 "--skip_invalid"):
+    for name in ("--input_dir", "--converted_file", "--train_file", "--dev_file", "--test_file", "--test_ratio",
+                 "--dev_ratio", "--seed", "--skip_invalid"):
         assert name in result.stdout
 
 
@@ -275,6 +275,154 @@ def test_split_follows_ratio_without_duplicate_events(counts, ratio, seed):
     assert sum(per_subtype.values()) == len(records)
 
 
+@settings(max_examples=150, deadline=None)
+@given(specs=records_strategy(), test_ratio=st.floats(0.05, 0.6), dev_ratio=st.floats(0.01, 0.35),
+       seed=st.integers(0, 2**31))
+def test_three_way_split_invariants(specs, test_ratio, dev_ratio, seed):
+    records, judgements = make_records(specs)
+    train, dev, test = cas.split_three_ways(records, judgements, test_ratio, dev_ratio, seed)
+    ids = [[r.id for r in part] for part in (train, dev, test)]
+    assert sorted(sum(ids, [])) == sorted(r.id for r in records)  # nothing lost, nothing twice
+    assert len(set(sum(ids, []))) == len(records)
+    assert {r.subtype for r in test} == {r.subtype for r in records}
+    # no event on two sides
+    event = lambda r: r.user[slice(*event_char_span(r.user))]
+    sides = [{event(r) for r in part} for part in (train, dev, test)]
+    assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
+    # deterministic for a seed, whatever the input order
+    again = cas.split_three_ways(list(reversed(records)), judgements, test_ratio, dev_ratio, seed)
+    assert [sorted(r.id for r in part) for part in again] == [sorted(i) for i in ids]
+
+
+@settings(max_examples=150, deadline=None)
+@given(counts=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), min_size=1, max_size=6),
+       test_ratio=st.floats(0.05, 0.6), dev_ratio=st.floats(0.01, 0.35), seed=st.integers(0, 1000))
+def test_three_way_split_gives_every_subtype_of_three_a_dev_and_a_test_sample(counts, test_ratio, dev_ratio, seed):
+    specs, n = [], 0
+    for s, (yes, no) in enumerate(counts):
+        for judgement, count in (("是", yes), ("否", no)):
+            for _ in range(count):
+                specs.append((f"类型{s}", judgement, n))  # all events distinct
+                n += 1
+    records, judgements = make_records(specs)
+    train, dev, test = cas.split_three_ways(records, judgements, test_ratio, dev_ratio, seed)
+    for subtype, total in Counter(r.subtype for r in records).items():
+        in_split = [sum(r.subtype == subtype for r in part) for part in (train, dev, test)]
+        assert in_split[2] >= 1
+        if total >= 3:
+            assert min(in_split) >= 1, (subtype, total, in_split)
+
+
+def test_dev_split_files_stats_and_table(tmp_path, capsys):
+    folder = balanced_corpus(tmp_path / "raw", per_judgement=10)
+    files = convert(tmp_path, folder, "--dev_ratio", "0.2")
+    dev_file = files["out"] / "dev.jsonl"  # beside train_file: --train_file was moved, --dev_file was not
+    train, dev, test = (read_records(files["train"]), read_records(dev_file), read_records(files["test"]))
+    assert (len(train), len(dev), len(test)) == (36, 12, 12)
+    for subtype in ("空指针解引用", "内存泄漏", "除零"):
+        assert {r.judgement for r in dev if r.subtype == subtype} == {"是", "否"}
+    stats = json.loads(files["stats"].read_text(encoding="utf-8"))
+    assert stats["splits"] == ["train", "dev", "test"] and stats["dev"] == 12 and stats["dev_ratio"] == 0.2
+    assert stats["subtypes"]["除零"]["judgements"]["是"] == {"train": 6, "dev": 2, "test": 2}
+    table = capsys.readouterr().out
+    assert "dev" in table.splitlines()[0] and "36/12/12" not in table and "18/6/6" in table
+    # an explicit --dev_file wins
+    elsewhere = tmp_path / "elsewhere" / "my_dev.jsonl"
+    convert(tmp_path, folder, "--dev_file", str(elsewhere))
+    assert elsewhere.is_file()
+
+
+def test_dev_ratio_zero_keeps_the_documents_two_files(tmp_path):
+    folder = balanced_corpus(tmp_path / "raw")
+    files = convert(tmp_path, folder)
+    assert (files["out"] / "dev.jsonl").is_file()
+    files = convert(tmp_path, folder, "--dev_ratio", "0")
+    assert not (files["out"] / "dev.jsonl").exists()  # a stale dev split would overlap the new training split
+    stats = json.loads(files["stats"].read_text(encoding="utf-8"))
+    assert stats["splits"] == ["train", "test"] and "dev" not in stats
+    assert len(read_records(files["train"])) + len(read_records(files["test"])) == 30
+
+
+@pytest.mark.parametrize("ratios", [("0.2", "-0.1"), ("0.5", "0.5"), ("0.7", "0.4")])
+def test_invalid_dev_ratio(tmp_path, ratios):
+    folder = balanced_corpus(tmp_path / "raw")
+    with pytest.raises(InputError, match="dev_ratio must be"):
+        convert(tmp_path, folder, "--test_ratio", ratios[0], "--dev_ratio", ratios[1])
+
+
+@settings(max_examples=150, deadline=None)
+@given(pairs=st.lists(st.tuples(st.sampled_from(["空指针解引用", "内存泄漏", "除零"]), st.booleans()),
+                      min_size=1, max_size=60),
+       test_ratio=st.floats(0.05, 0.6), dev_ratio=st.floats(0.0, 0.3), seed=st.integers(0, 2**31))
+def test_twins_never_straddle_the_split(pairs, test_ratio, dev_ratio, seed):
+    """A pair (defective + fixed twin, or a lone sample) stays on one side; deterministic for a seed."""
+    from defect_judge.schema import RawSample, raw_to_record
+    records, judgements = [], {}
+    for k, (subtype, twin) in enumerate(pairs):
+        for judgement in (("是", "否") if twin else ("是",)):
+            raw = RawSample(subtype, f"检查{subtype}", f"code {k} {judgement}", "判断:是/否", judgement, "r",
+                            pair_id=f"p{k}" if twin else None)
+            record = raw_to_record(raw, f"f.json#{len(records)}")
+            records.append(record)
+            judgements[record.id] = judgement
+    parts = cas.split_three_ways(records, judgements, test_ratio, dev_ratio, seed)
+    side = {r.id: i for i, part in enumerate(parts) for r in part}
+    assert len(side) == len(records)
+    for k in range(len(pairs)):
+        members = [r for r in records if r.pair_id == f"p{k}"]
+        assert len({side[r.id] for r in members}) <= 1, (k, [side[r.id] for r in members])
+    again = cas.split_three_ways(list(reversed(records)), judgements, test_ratio, dev_ratio, seed)
+    assert [sorted(r.id for r in part) for part in again] == [sorted(r.id for r in part) for part in parts]
+
+
+def twin_corpus(folder: Path, pairs: int = 6) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for k in range(pairs):
+        for judgement, body in (("是", "return *p;"), ("否", "return p ? *p : 0;")):
+            samples.append(raw(event=f"int f{k}(int *p) {{ {body} }}", judgement=judgement,
+                               **{"pair_id": f"twin-{k}"}))
+    (folder / "twins.json").write_text(json.dumps(samples, ensure_ascii=False), encoding="utf-8")
+    return folder
+
+
+def test_pair_id_is_carried_into_the_chat_records(tmp_path):
+    files = convert(tmp_path, twin_corpus(tmp_path / "raw"))
+    rows = [json.loads(line) for line in files["converted"].read_text(encoding="utf-8").splitlines()]
+    assert [r["pair_id"] for r in rows] == [f"twin-{k}" for k in range(6) for _ in range(2)]
+    assert list(rows[0]) == ["id", "subtype", "pair_id", "text"]
+    assert {r.pair_id for r in read_records(files["train"])} & {r.pair_id for r in read_records(files["test"])} == set()
+    # raw data without pair_id: records without it, exactly as before
+    plain = convert(tmp_path / "plain", balanced_corpus(tmp_path / "plain-raw"))
+    assert all("pair_id" not in json.loads(line) for line in plain["converted"].read_text().splitlines())
+
+
+@pytest.mark.parametrize("change,words", [
+    ({1: {"instruction": [{"subtype": "内存泄漏"}]}}, "different subtypes (内存泄漏 / 空指针解引用)"),
+    ({1: {"output": {"judgement": "是", "reason": "r"}}}, "the same judgement (是)"),
+    ({2: {"pair_id": "twin-0", "output": {"judgement": "是", "reason": "r"}}}, "2 samples are defective (是)"),
+    ({0: {"pair_id": 7}}, "field 'pair_id': must be a non-empty string, got 7"),
+])
+def test_bad_pairs_are_one_clear_error_naming_file_sample_and_field(tmp_path, change, words):
+    folder = twin_corpus(tmp_path / "raw", pairs=2)
+    samples = json.loads((folder / "twins.json").read_text(encoding="utf-8"))
+    for index, fields in change.items():
+        samples[index].update(fields)
+    (folder / "twins.json").write_text(json.dumps(samples, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        convert(tmp_path, folder)
+    message = str(caught.value)
+    assert words in message and str(folder / "twins.json") in message and "sample" in message
+    assert "pair_id" in message
+    # --skip_invalid drops the whole pair and lists why
+    if "non-empty string" not in words:
+        files = convert(tmp_path, folder, "--skip_invalid", "true")
+        rejects = files["converted"].with_name("converted.rejects.jsonl").read_text(encoding="utf-8")
+        rejected = [json.loads(line) for line in rejects.splitlines()]
+        assert {r["field"] for r in rejected} == {"pair_id"} and all("twin-0" in r["error"] for r in rejected)
+        assert len(rejected) + len(read_records(files["converted"])) == len(samples)  # nothing silently dropped
+
+
 def test_split_is_deterministic_per_seed_and_differs_across_seeds(tmp_path):
     records, judgements = make_records([(s, j, i) for i, (s, j) in enumerate(
         [("A", "是"), ("A", "否")] * 20 + [("B", "是"), ("B", "否")] * 20)])
@@ -293,19 +441,24 @@ def test_single_sample_subtype_goes_to_test_with_warning(tmp_path, caplog):
 
 # ----------------------------------------------------------- shipped data
 
-def test_end_to_end_on_the_shipped_data(shipped_split):
+def test_end_to_end_on_the_shipped_data(shipped_split, tmp_path):
     converted = read_records(shipped_split["converted_file"])
     train = read_records(shipped_split["train_file"])
+    dev = read_records(shipped_split["dev_file"])
     test = read_records(shipped_split["test_file"])
-    assert len(converted) >= 300 and len(train) + len(test) == len(converted)
+    assert len(converted) >= 300 and len(train) + len(dev) + len(test) == len(converted)
     subtypes = {r.subtype for r in converted}
-    assert len(subtypes) >= 6 and {r.subtype for r in test} == subtypes
+    assert len(subtypes) >= 6 and {r.subtype for r in test} == subtypes == {r.subtype for r in dev}
     for subtype in subtypes:
         assert {r.judgement for r in test if r.subtype == subtype} == {"是", "否"}
-    assert 0.15 <= len(test) / len(converted) <= 0.25
+        assert {r.judgement for r in dev if r.subtype == subtype} == {"是", "否"}
+    assert 0.15 <= len(test) / len(converted) <= 0.25 and 0.05 <= len(dev) / len(converted) <= 0.15
     stats = json.loads(shipped_split["stats"].read_text(encoding="utf-8"))
-    assert stats["total"] == len(converted) and stats["test"] == len(test)
+    assert stats["total"] == len(converted) and stats["test"] == len(test) and stats["dev"] == len(dev)
     assert set(stats["subtypes"]) == subtypes
+    # the dev split comes out of the training share: the test split is the document's two-way one
+    two_way = convert(tmp_path, REPO_ROOT / "dataset" / "output", "--dev_ratio", "0")
+    assert [r.id for r in read_records(two_way["test"])] == [r.id for r in test]
 
 
 def test_runs_from_its_own_folder_with_document_defaults(tmp_path):

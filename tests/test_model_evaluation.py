@@ -22,7 +22,7 @@ from conftest import PYTHON, REPO_ROOT, build_tiny_model, free_port, run_script
 from defect_judge import inference
 from defect_judge.chat import render_prompt
 from defect_judge.errors import InputError
-from defect_judge.results import SCHEMA, load_results, metrics, roc_auc, summary
+from defect_judge.results import SCHEMA, load_results, metrics, positive_judgement, roc_auc, summary
 from defect_judge.resume import PARTIAL_NAME
 from defect_judge.schema import read_records
 from defect_judge.stats import wilson_interval
@@ -179,12 +179,12 @@ def test_roc_auc_and_positive_judgement_rule():
     assert roc_auc([1, 1, 0, 0], [0.9, 0.4, 0.5, 0.1]) == pytest.approx(0.75)
     assert roc_auc([1, 0], [0.5, 0.5]) == pytest.approx(0.5)
     assert roc_auc([1, 1], [0.2, 0.3]) is None
-    assert inference.positive_judgement(["否", "是"])[0] == "是"
-    assert inference.positive_judgement(["无缺陷", "有缺陷"])[0] == "有缺陷"
-    assert inference.positive_judgement(["存在问题", "不存在问题"])[0] == "存在问题"
-    assert inference.positive_judgement(["no", "yes"])[0] == "yes"
-    assert inference.positive_judgement(["alpha", "beta"]) == ("alpha", "lexicographically first (no rule matched)")
-    assert inference.positive_judgement(["是", "否", "不确定"])[0] is None
+    assert positive_judgement(["否", "是"])[0] == "是"
+    assert positive_judgement(["无缺陷", "有缺陷"])[0] == "有缺陷"
+    assert positive_judgement(["存在问题", "不存在问题"])[0] == "存在问题"
+    assert positive_judgement(["no", "yes"])[0] == "yes"
+    assert positive_judgement(["alpha", "beta"]) == ("alpha", "lexicographically first (no rule matched)")
+    assert positive_judgement(["是", "否", "不确定"])[0] is None
     assert inference.probabilities([math.log(0.2), math.log(0.6)]) == pytest.approx([0.25, 0.75])
 
 

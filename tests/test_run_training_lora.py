@@ -13,6 +13,7 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import REPO_ROOT, free_port
+from defect_judge.resume import file_sha256
 from helpers_training import make_records, write_records
 
 SCRIPT = REPO_ROOT / "instruct_fine_tuning" / "run_training_lora.sh"
@@ -34,6 +35,13 @@ def check_ok(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, result.output[-6000:]
 
 
+def check_learning_curve(path: Path) -> None:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width >= 800 and image.height >= 600
+
+
 def log_history(output_dir: Path) -> list[dict]:
     return json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
 
@@ -47,6 +55,7 @@ def data(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("train-data")
     write_records(folder / "train.jsonl", make_records(1, event_repeat=4) + make_records(1, start=1))
     write_records(folder / "test.jsonl", make_records(3, start=2))
+    write_records(folder / "dev.jsonl", make_records(2, start=5))  # beside train.jsonl: the default EVAL_DATA
     return folder
 
 
@@ -83,15 +92,21 @@ def test_lora_run_leaves_adapter_checkpoints_the_best_model_and_wandb_offline(lo
     config = json.loads((output_dir / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(tiny_model_dir.resolve())
     assert config["r"] == 4
-    # best_checkpoint.json names the checkpoint with the lowest eval_loss, and OUTPUT_DIR holds it.
+    # best_checkpoint.json names the checkpoint with the lowest eval_loss on the dev split (dev.jsonl beside
+    # train.jsonl, found without EVAL_DATA), and OUTPUT_DIR holds it.
     evals = losses(output_dir, "eval_loss")
     assert set(evals) == {2, 4}
     assert all(0 <= e["eval_judgement_accuracy"] <= 1 for e in log_history(output_dir) if "eval_loss" in e)
     best_step = min(evals, key=evals.get)
     best = json.loads((output_dir / "best_checkpoint.json").read_text())
+    dev = output_dir.parent / "dev.jsonl"
     assert best == {"best_checkpoint": f"checkpoint-{best_step}", "step": best_step, "metric": "eval_loss",
                     "value": pytest.approx(evals[best_step]), "greater_is_better": False,
-                    "finetuning_type": "lora", "base_model_path": str(tiny_model_dir.resolve())}
+                    "finetuning_type": "lora", "base_model_path": str(tiny_model_dir.resolve()),
+                    "eval_data": str(dev.resolve()), "eval_data_sha256": file_sha256(dev), "eval_samples": 2,
+                    "eval_is_test_data": False}
+    assert "optimistic" not in result.output
+    check_learning_curve(output_dir / "learning_curve.png")
     best_adapter = load_file(output_dir / f"checkpoint-{best_step}" / "adapter_model.safetensors")
     assert best_adapter.keys() == adapter.keys()
     assert all((best_adapter[k] == adapter[k]).all() for k in adapter)
@@ -106,9 +121,16 @@ def test_two_ranks_train_exactly_like_one_rank_with_accumulation(lora_run, data,
     output_dir = data / "lora-2ranks"
     env = {"MODEL_PATH": str(tiny_model_dir), "TRAIN_DATA": str(data / "train.jsonl"),
            "TEST_DATA": str(data / "test.jsonl"), "OUTPUT_DIR": str(output_dir), "NUM_GPUS": "2",
-           "LORA_RANK": "4", "GRADIENT_ACCUMULATION_STEPS": "1"}
-    result = launch(*ARGS, "--report_to", "none", cwd=REPO_ROOT, env=env)
+           "LORA_RANK": "4", "GRADIENT_ACCUMULATION_STEPS": "1", "EVAL_DATA": str(data / "dev.jsonl")}
+    result = launch(*ARGS, "--report_to", "none", "--metric_for_best_model", "accuracy_then_loss",
+                    cwd=REPO_ROOT, env=env)
     check_ok(result)
+    # judgement accuracy first, eval_loss breaking ties: the same choice as ordering by (accuracy, -loss)
+    evals = [e for e in log_history(output_dir) if "eval_loss" in e]
+    chosen = max(evals, key=lambda e: (e["eval_judgement_accuracy"], -e["eval_loss"]))
+    best = json.loads((output_dir / "best_checkpoint.json").read_text())
+    assert best["best_checkpoint"] == f"checkpoint-{chosen['step']}" and best["greater_is_better"] is True
+    assert best["metric"] == "accuracy_then_loss" and best["value"] == pytest.approx(chosen["eval_accuracy_then_loss"])
     two, one = losses(output_dir), losses(one_rank_dir)
     assert sorted(two) == sorted(one) == [1, 2, 3, 4]
     for step in one:
@@ -120,17 +142,25 @@ def test_two_ranks_train_exactly_like_one_rank_with_accumulation(lora_run, data,
     assert json.loads((output_dir / "best_checkpoint.json").read_text())["finetuning_type"] == "lora"
 
 
-def test_full_fine_tuning_saves_whole_models(data, tiny_model_dir):
+def test_full_fine_tuning_saves_whole_models(data, tiny_model_dir, tmp_path):
+    """Also: with no dev split beside train.jsonl, training evaluates on TEST_DATA and says that this makes
+    the test accuracy optimistic, in the log and in best_checkpoint.json."""
     from transformers import AutoModelForCausalLM
 
+    no_dev = tmp_path / "no-dev"
+    no_dev.mkdir()
+    for name in ("train.jsonl", "test.jsonl"):
+        shutil.copy(data / name, no_dev / name)
     output_dir = data / "full"
     folder = REPO_ROOT / "instruct_fine_tuning"  # started from the script's own folder
     env = {"MODEL_PATH": os.path.relpath(tiny_model_dir, folder),
-           "TRAIN_DATA": os.path.relpath(data / "train.jsonl", folder),
-           "TEST_DATA": os.path.relpath(data / "test.jsonl", folder), "OUTPUT_DIR": str(output_dir), "NUM_GPUS": "1",
+           "TRAIN_DATA": os.path.relpath(no_dev / "train.jsonl", folder),
+           "TEST_DATA": os.path.relpath(no_dev / "test.jsonl", folder), "OUTPUT_DIR": str(output_dir), "NUM_GPUS": "1",
            "GRADIENT_ACCUMULATION_STEPS": "2"}
     result = launch(*ARGS, "--finetuning_type", "full", "--report_to", "none", cwd=folder, env=env)
     check_ok(result)
+    assert "no dev split at" in result.output and "optimistic" in result.output
+    assert json.loads((output_dir / "best_checkpoint.json").read_text())["eval_is_test_data"] is True
     for checkpoint in (output_dir / "checkpoint-2", output_dir / "checkpoint-4"):
         assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "checkpoint_complete.json").is_file()
     assert not (output_dir / "adapter_config.json").exists()
@@ -173,7 +203,7 @@ def test_resume_auto_skips_a_half_written_checkpoint_and_reproduces_the_run(lora
     assert (output_dir / "checkpoint-4" / "checkpoint_complete.json").is_file()
 
 
-@pytest.mark.parametrize("name", ["MODEL_PATH", "TRAIN_DATA", "TEST_DATA"])
+@pytest.mark.parametrize("name", ["MODEL_PATH", "TRAIN_DATA", "TEST_DATA", "EVAL_DATA"])
 def test_missing_inputs_are_named_before_anything_launches(data, tiny_model_dir, tmp_path, name):
     env = {"MODEL_PATH": str(tiny_model_dir), "TRAIN_DATA": str(data / "train.jsonl"),
            "TEST_DATA": str(data / "test.jsonl"), "OUTPUT_DIR": str(tmp_path / "out")}

@@ -46,6 +46,10 @@ def test_judgement_span():
     ("判断:可能", (None, None)),                            # not in the vocabulary
     ("", (None, None)),
     ("原因：没有判断", (None, "没有判断")),
+    ("判断:是/否\n\n原因：<简要说明>", (None, "<简要说明>")),  # the output format echoed: no decision
+    ("判断: 否 / 是", (None, None)),
+    ("判断:是｜否", (None, None)),
+    ("判断:否\n\n原因：a/b 两个分支都检查了", ("否", "a/b 两个分支都检查了")),  # a slash in the reason is fine
 ])
 def test_parse_answer_yes_no(text, expected):
     parsed = parse_answer(text, YES_NO)

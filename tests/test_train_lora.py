@@ -13,11 +13,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import REPO_ROOT, run_script
 from defect_judge.errors import InputError
 from defect_judge.schema import Record
 from defect_judge.training import (CHECKPOINT_COMPLETE_FILE, IGNORE_INDEX, TRUNCATION_MARK, PaddingCollator,
+                                   accuracy_then_loss,
                                    SupervisedDataset, WeightedLossTrainer, final_hidden_states,
                                    find_resume_checkpoint, fit_sample, fit_samples, length_stats,
                                    mark_trained_text, weighted_token_loss)
@@ -333,3 +336,31 @@ def test_bad_training_data_is_one_clear_error(tiny_model_dir, tmp_path):
     assert "train.jsonl:3" in result.stderr and "invalid JSON" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@settings(max_examples=200, deadline=None)
+@given(samples=st.integers(1, 500), data=st.data())
+def test_accuracy_then_loss_orders_evaluations_by_accuracy_then_lower_loss(samples, data):
+    """The single number the Trainer compares must order two evaluations exactly as (accuracy, -loss) does."""
+    correct = data.draw(st.lists(st.integers(0, samples), min_size=2, max_size=2))
+    # losses as training reports them: 0..100 to four decimals (far finer steps would be below float resolution)
+    loss = [x / 1e4 for x in data.draw(st.lists(st.integers(0, 1_000_000), min_size=2, max_size=2))]
+    (a, b), (la, lb) = [c / samples for c in correct], loss
+    score_a, score_b = accuracy_then_loss(a, la, samples), accuracy_then_loss(b, lb, samples)
+    if (a, -la) > (b, -lb):
+        assert score_a > score_b
+    elif (a, -la) < (b, -lb):
+        assert score_a < score_b
+
+
+def test_accuracy_wins_where_loss_and_accuracy_disagree(train_lora, tmp_path):
+    """Checkpoints whose lowest eval_loss is not the most accurate one: selection by accuracy_then_loss picks
+    the accurate one, and the Trainer treats the metric as higher-is-better although its name ends in loss."""
+    evaluations = {20: (0.50, 0.61), 40: (0.75, 0.70), 60: (0.75, 0.64), 80: (0.72, 0.52)}  # step: (acc, loss)
+    scores = {step: accuracy_then_loss(acc, loss, 32) for step, (acc, loss) in evaluations.items()}
+    assert min(evaluations, key=lambda s: evaluations[s][1]) == 80  # eval_loss would choose step 80
+    assert max(scores, key=scores.get) == 60  # most accurate, and of the two at 0.75 the lower loss
+    args = train_lora.parse_args(["--model_path", "m", "--train_data", "t", "--eval_data", "d", "--output_dir",
+                                  str(tmp_path), "--metric_for_best_model", "accuracy_then_loss", "--report_to",
+                                  "none"])[3]
+    assert args.greater_is_better is True and args.metric_for_best_model == "accuracy_then_loss"

@@ -1,0 +1,88 @@
+"""eval/baseline.py: the TF-IDF + logistic-regression judge, fitted for real with scikit-learn."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, assert_clean_failure, load_script, run_script
+from defect_judge.results import load_results
+from helpers_training import make_records, write_records
+
+SCRIPT = REPO_ROOT / "eval" / "baseline.py"
+PLOT = REPO_ROOT / "eval" / "plot_subtype_acc.py"
+baseline = load_script("eval/baseline.py")
+
+
+def split_args(split: dict) -> list:
+    return ["--train_dataset_path", split["train_file"], "--dev_dataset_path", split["dev_file"],
+            "--test_dataset_path", split["test_file"]]
+
+
+def test_code_tokens_keep_operators_whole():
+    assert baseline.code_tokens("for (i = 0; i <= n; i++) p->x != NULL") == [
+        "for", "(", "i", "=", "0", ";", "i", "<=", "n", ";", "i", "++", ")", "p", "->", "x", "!=", "NULL"]
+
+
+def test_writes_a_results_file_the_plot_script_accepts(shipped_split, tmp_path):
+    out = tmp_path / "baseline"
+    result = run_script(SCRIPT, *split_args(shipped_split), "--output_dir", out, check=True)
+    results = load_results(out / "evaluation_results.json")
+    test_ids = [json.loads(line)["id"] for line in shipped_split["test_file"].read_text(encoding="utf-8").splitlines()]
+    assert results["mode"] == "tfidf-logreg" and results["model_kind"] == "classical_baseline"
+    assert [s["id"] for s in results["samples"]] == test_ids
+    for sample in results["samples"]:
+        assert sum(sample["probabilities"].values()) == pytest.approx(1.0)
+        assert sample["prediction"] == max(sample["probabilities"], key=sample["probabilities"].get)
+        assert sample["correct"] == (sample["prediction"] == sample["reference"])
+    assert 0.0 <= results["roc_auc"] <= 1.0 and results["roc_positive"]["judgement"] == "是"
+    settings = results["settings"]
+    assert settings["chosen_C"] in settings["c_grid"] and settings["chosen_on"].startswith("dev split")
+    best = max(settings["trials"], key=lambda t: (t["accuracy"], -t["log_loss"]))
+    assert best["C"] == settings["chosen_C"]  # chosen on dev, never on test
+    assert results["versus_majority"]["accuracy"] == pytest.approx(0.5)
+    assert (out / "subtype_accuracy.png").is_file() and "总体 overall" in result.stdout
+    # the comparison script takes it beside any other results file on the same test set
+    other = tmp_path / "unigrams"
+    run_script(SCRIPT, *split_args(shipped_split), "--output_dir", other, "--ngram_max", "1", check=True)
+    compared = run_script(PLOT, "--results", out / "evaluation_results.json", other / "evaluation_results.json",
+                          "--output_dir", tmp_path / "comparison", check=True)
+    assert (tmp_path / "comparison" / "model_comparison.png").is_file(), compared.stderr
+
+
+def test_labels_written_into_the_code_sound_the_leak_alarm(tmp_path, caplog):
+    """A bag of words that reads the answer off the data: the alarm the README promises."""
+    rows = make_records(48)
+    for row in rows:  # the judgement leaks into the event as a comment
+        judgement = row["text"][1]["content"][3]
+        row["text"][0]["content"] = row["text"][0]["content"].replace("\n\n输出格式", f"\n/* verdict_{judgement} */\n\n输出格式")
+    files = {name: write_records(tmp_path / f"{name}.jsonl", part)
+             for name, part in (("train", rows[:32]), ("dev", rows[32:40]), ("test", rows[40:]))}
+    caplog.set_level(logging.WARNING)
+    baseline.main(["--train_dataset_path", str(files["train"]), "--dev_dataset_path", str(files["dev"]),
+                   "--test_dataset_path", str(files["test"]), "--output_dir", str(tmp_path / "out")])
+    assert load_results(tmp_path / "out" / "evaluation_results.json")["overall"]["accuracy"] == 1.0
+    assert "may give the answer away" in caplog.text
+
+
+def test_without_a_dev_split_c_is_chosen_by_cross_validation(shipped_split, tmp_path):
+    run_script(SCRIPT, "--train_dataset_path", shipped_split["train_file"], "--dev_dataset_path", "",
+               "--test_dataset_path", shipped_split["test_file"], "--output_dir", tmp_path, check=True)
+    assert load_results(tmp_path / "evaluation_results.json")["settings"]["chosen_on"] == "5-fold cross-validation on train"
+
+
+def test_bad_inputs_are_one_clear_line(shipped_split, tmp_path):
+    missing_dev = run_script(SCRIPT, "--train_dataset_path", shipped_split["train_file"], "--dev_dataset_path",
+                             tmp_path / "dev.jsonl", "--test_dataset_path", shipped_split["test_file"],
+                             "--output_dir", tmp_path / "out")
+    assert_clean_failure(missing_dev, str(tmp_path / "dev.jsonl"), "dev split not found", '--dev_dataset_path ""')
+    rows = make_records(4)
+    rows[2]["text"][1]["content"] = "没有判断的回答"
+    no_judgement = write_records(tmp_path / "test.jsonl", rows)
+    bad = run_script(SCRIPT, "--train_dataset_path", shipped_split["train_file"], "--dev_dataset_path", "",
+                     "--test_dataset_path", no_judgement, "--output_dir", tmp_path / "out")
+    assert_clean_failure(bad, str(no_judgement), f"sample {rows[2]['id']}", "field 'text'", "no judgement")
+    assert not (tmp_path / "out").exists()
+    assert run_script(SCRIPT, "--help", check=True).stdout.count("--c_grid") >= 1
