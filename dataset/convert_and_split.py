@@ -23,8 +23,10 @@ Examples:
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import os
 import random
 import sys
 from collections import Counter, defaultdict
@@ -41,7 +43,7 @@ from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic, write_jsonl_atomic
 from defect_judge.plotting import display_width
 from defect_judge.results import positive_judgement
-from defect_judge.schema import RawSample, Record, raw_to_record, validate_raw_sample
+from defect_judge.schema import RawSample, Record, raw_to_record, report_stripped, validate_raw_sample
 from defect_judge.templates import event_char_span
 
 # ----------------------------------------------------------------------------
@@ -71,6 +73,10 @@ HELP = {
 PATHS = ("input_dir", "converted_file", "train_file", "test_file", "dev_file")
 SPLITS = ("train", "dev", "test")
 STATS_FILE = "split_stats.json"
+RAW_SUFFIXES = (".json", ".jsonl")  # compared lower-cased: a.JSON is read too
+# A split's share may differ from the requested one by this many samples, or this fraction of the
+# requested count, before the run says so (rounding per subtype moves it a little on any data).
+SHARE_TOLERANCE_SAMPLES, SHARE_TOLERANCE_FRACTION = 1, 0.1
 
 log = logging.getLogger("convert_and_split")
 
@@ -96,12 +102,30 @@ class Rejected:
 # ------------------------------------------------------------------ reading
 
 def raw_files(folder: Path) -> list[Path]:
+    """Every *.json / *.jsonl file under ``folder`` (any case), hidden ones left out; says what it skipped.
+
+    Dot-files and dot-folders are not data: macOS leaves ``._a.json`` resource forks beside
+    copied files (binary, not JSON), editors and git keep their own folders.
+    """
     if not folder.is_dir():
         raise InputError("input folder does not exist" if not folder.exists() else "not a folder", path=folder)
-    files = sorted(p for p in folder.rglob("*") if p.suffix in (".json", ".jsonl") and p.is_file())
+    files, hidden, other = [], 0, 0
+    for root, folders, names in os.walk(folder):
+        hidden += sum(1 for name in folders + names if name.startswith("."))
+        folders[:] = [name for name in folders if not name.startswith(".")]  # never descend into them
+        for name in names:
+            if name.startswith("."):
+                continue
+            if Path(name).suffix.lower() in RAW_SUFFIXES:
+                files.append(Path(root) / name)
+            else:
+                other += 1
     if not files:
-        raise InputError("no *.json or *.jsonl files found", path=folder)
-    return files
+        raise InputError("no *.json or *.jsonl files found" + (f" ({hidden} hidden entries skipped)" if hidden else ""),
+                         path=folder)
+    log.info("reading %d raw file(s) under %s; skipped %d hidden entries (dot-files, dot-folders, macOS ._ files) "
+             "and %d file(s) not named *.json / *.jsonl", len(files), folder, hidden, other)
+    return sorted(files)
 
 
 def read_text(path: Path) -> str:
@@ -119,7 +143,7 @@ def read_text(path: Path) -> str:
 def raw_objects(path: Path) -> Iterator[tuple[int, int | None, object]]:
     """(sample index, line, object) for each sample in one file."""
     text = read_text(path)
-    if path.suffix == ".jsonl":
+    if path.suffix.lower() == ".jsonl":
         index = 0
         for line_number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -168,6 +192,7 @@ def load_samples(folder: Path, skip_invalid: bool) -> tuple[list[Sample], list[R
             if not skip_invalid or error.sample is not None:
                 raise
             rejected.append(Rejected(str(path), None, error.line, None, error.reason))  # the whole file
+    report_stripped([s.raw for s in samples], folder)
     return samples, rejected
 
 
@@ -408,6 +433,55 @@ def dev_path(args) -> Path:
     return Path(args.dev_file)
 
 
+def output_paths(args: argparse.Namespace, splits: dict[str, Path], converted: Path, rejects: Path) -> dict[str, Path]:
+    """Every file this run writes, by the flag (or rule) that names it."""
+    outputs = {"--converted_file": converted, "--train_file": splits["train"]}
+    if args.dev_ratio > 0:
+        outputs["--dev_file"] = splits["dev"]
+    outputs["--test_file"] = splits["test"]
+    outputs[f"{STATS_FILE} (beside --train_file)"] = splits["train"].with_name(STATS_FILE)
+    if args.skip_invalid:
+        outputs["the rejects file (beside --converted_file)"] = rejects
+    return outputs
+
+
+def check_output_paths(outputs: dict[str, Path]) -> None:
+    """Two outputs on one path would overwrite each other (train_file = test_file left only the test
+    records, and exit 0): refuse before reading anything. A folder cannot be written as a file."""
+    seen: dict[Path, str] = {}
+    for name, path in outputs.items():
+        key = path.resolve()  # ./a.jsonl, a.jsonl and a link to it are one file
+        if key in seen:
+            raise InputError(f"{seen[key]} and {name} name the same file: each output needs its own path, "
+                             f"or the later one would overwrite the earlier", path=path)
+        if path.is_dir():
+            raise InputError(f"{name} is a folder, not a file", path=path)
+        seen[key] = name
+
+
+def share_warnings(counts: dict[str, int], total: int, ratios: dict[str, float]) -> list[str]:
+    """A line for each split whose size is far from the requested share, and why (it is by design)."""
+    reasons = {"test": "every subtype gets at least one test sample, and each judgement with two or more samples one "
+                       "on each side, so every subtype is measured",
+               "dev": "dev takes at least one sample from every subtype of three or more samples and none from "
+                      "smaller ones, so that train, dev and test each hold one"}
+    lines = []
+    for name, ratio in ratios.items():
+        wanted, got = total * ratio, counts.get(name, 0)
+        if name in counts and abs(got - wanted) > max(SHARE_TOLERANCE_SAMPLES, SHARE_TOLERANCE_FRACTION * wanted):
+            lines.append(f"the {name} split holds {got} of {total} samples ({got / total:.1%}), not the requested "
+                         f"{ratio:.1%} ({wanted:.1f}): by design {reasons[name]}; samples sharing an event or a "
+                         f"pair_id also stay together")
+    return lines
+
+
+def remove_stale_dev(path: Path, outputs: dict[str, Path]) -> None:
+    """dev_ratio 0: an earlier run's dev split may overlap this run's training split, so it goes; never a
+    file this run has just written under another name."""
+    if path.exists() and path.resolve() not in {p.resolve() for p in outputs.values()}:
+        path.unlink()
+        log.info("dev_ratio 0: removed the earlier dev split %s", path)
+
 
 def main(argv: list[str] | None = None) -> None:
     defaults = {name: globals()[name] for name in HELP}
@@ -420,6 +494,9 @@ def main(argv: list[str] | None = None) -> None:
                          f"got {args.dev_ratio}", field="dev_ratio")
     input_folder, converted_path = Path(args.input_dir), Path(args.converted_file)
     paths = {"train": Path(args.train_file), "dev": dev_path(args), "test": Path(args.test_file)}
+    rejects_path = converted_path.with_name(converted_path.stem + ".rejects.jsonl")
+    outputs = output_paths(args, paths, converted_path, rejects_path)
+    check_output_paths(outputs)
 
     log.info("reading raw samples from %s", input_folder)
     samples, rejected = load_samples(input_folder, args.skip_invalid)
@@ -443,18 +520,19 @@ def main(argv: list[str] | None = None) -> None:
         elif args.dev_ratio > 0 and entry["dev"] == 0:
             log.warning("subtype %r has %d sample(s): too few for a dev sample (3 are needed: test, dev, train)",
                         name, entry["total"])
+    for line in share_warnings({name: len(split) for name, split in splits.items()}, len(records),
+                               {"test": args.test_ratio, "dev": args.dev_ratio}):
+        log.warning(line)
 
-    rejects_path = converted_path.with_name(converted_path.stem + ".rejects.jsonl")
     write_jsonl_atomic(converted_path, (r.to_json() for r in records))
     for name, split in splits.items():
         write_jsonl_atomic(paths[name], (r.to_json() for r in split))
-    if "dev" not in splits and paths["dev"].exists():
-        paths["dev"].unlink()  # an earlier run's dev split may overlap this run's training split
-        log.info("dev_ratio 0: removed the earlier dev split %s", paths["dev"])
+    if "dev" not in splits:
+        remove_stale_dev(paths["dev"], outputs)
     write_json_atomic(paths["train"].with_name(STATS_FILE), stats | {"rejected": len(rejected)})
     if rejected:
         write_jsonl_atomic(rejects_path, (r.to_json() for r in rejected))
-    elif rejects_path.exists():
+    elif rejects_path.exists() and rejects_path.resolve() not in {p.resolve() for p in outputs.values()}:
         rejects_path.unlink()  # a stale list from an earlier run would mislead
 
     print(format_table(stats))

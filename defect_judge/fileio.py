@@ -8,6 +8,16 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
+from .errors import InputError
+
+
+def check_output_dir(path: str | os.PathLike, flag: str = "--output_dir") -> Path:
+    """An output folder that names an existing file is one clear line (mkdir would say only "File exists")."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag} is a file, not a folder", path=path)
+    return path
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:

@@ -7,7 +7,9 @@ bar, so every category label carries its n and every bar its value and interval.
 """
 from __future__ import annotations
 
+import functools
 import os
+import re
 import unicodedata
 from pathlib import Path
 from typing import Sequence
@@ -27,11 +29,81 @@ REFERENCE_STYLES = ("--", ":", "-.")
 N_ZERO_TEXT = "n = 0"
 MAX_BAR_THICKNESS = 0.5  # of a category slot
 ERROR_BAR_COLOR = "#333333"
+# A category name is wrapped to at most this many lines of this many columns (CJK characters count
+# two), the last cut with "…": a 100-character subtype must not push the bars into a third of the
+# image. The full names are in the results and the Markdown summary.
+LABEL_COLUMNS = 24
+LABEL_LINES = 2
+FALLBACK_FONT = "DejaVu Sans"  # matplotlib's own, after the CJK font (fonts.use_cjk_font)
+MISSING_LETTER = "□"  # stands for a letter no font has (an emoji or symbol is dropped instead)
 
 
 def display_width(text: str) -> int:
     """Width in monospace columns: wide (CJK) characters take two."""
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+@functools.lru_cache(maxsize=None)
+def _codepoints(font_path: str) -> frozenset[int]:
+    from matplotlib.ft2font import FT2Font
+
+    return frozenset(FT2Font(font_path).get_charmap())
+
+
+def _drawable_codepoints(cjk_family: str | None) -> frozenset[int]:
+    """Every character the fonts the charts use (the CJK font, then matplotlib's own) can draw."""
+    from matplotlib import font_manager
+
+    families = [f for f in (cjk_family, FALLBACK_FONT) if f]
+    paths = {font_manager.findfont(font_manager.FontProperties(family=f)) for f in families}
+    return frozenset().union(*(_codepoints(path) for path in paths))
+
+
+def drawable_text(text: str, cjk_family: str | None) -> str:
+    """``text`` with the characters no font has replaced: an emoji or symbol (🐛, 🔥, a variation
+    selector) is dropped, a letter becomes □. matplotlib would draw a box for each and warn
+    "Glyph ... missing" once per draw."""
+    available = _drawable_codepoints(cjk_family)
+    kept = []
+    for ch in text:
+        if ord(ch) in available or ch in "\n ":
+            kept.append(ch)
+        elif unicodedata.category(ch)[0] in "LN":
+            kept.append(MISSING_LETTER)
+    lines = (re.sub(r" {2,}", " ", line).strip() for line in "".join(kept).split("\n"))
+    return "\n".join(lines).strip() or "?"
+
+
+def wrap_label(name: str, columns: int = LABEL_COLUMNS, max_lines: int = LABEL_LINES) -> str:
+    """``name`` in lines of at most ``columns`` display columns, broken at a space where there is one
+    (CJK text breaks anywhere); past ``max_lines`` the last line ends in "…"."""
+    lines, line = [], ""
+    for ch in " ".join(name.split()):
+        if display_width(line + ch) > columns:
+            cut = line.rfind(" ") if ch != " " else -1
+            lines.append(line[:cut] if cut > 0 else line)
+            line = line[cut + 1:] if cut > 0 else ""
+            if ch == " ":
+                continue
+        line += ch
+    lines = [text.strip() for text in [*lines, line] if text.strip()]
+    if len(lines) > max_lines:
+        last = lines[max_lines - 1]
+        while display_width(last + "…") > columns:
+            last = last[:-1]
+        lines = lines[:max_lines - 1] + [last.rstrip() + "…"]
+    return "\n".join(lines)
+
+
+def chart_names(categories: Sequence[str], cjk_family: str | None, columns: int = LABEL_COLUMNS) -> list[str]:
+    """The category names as drawn: drawable, wrapped; two names that end up alike get #1, #2."""
+    names = [wrap_label(drawable_text(name, cjk_family), columns) for name in categories]
+    counts, seen = {n: names.count(n) for n in names}, {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(f"{name} #{seen[name]}" if counts[name] > 1 else name)
+    return unique
 
 
 def category_label(name: str, totals: Sequence[int], *, multiline: bool = False) -> str:
@@ -114,9 +186,14 @@ def accuracy_figure(categories: list[str], series: list[tuple[str, list[dict]]],
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, PercentFormatter
 
-    use_cjk_font()
+    family = use_cjk_font()
     if horizontal is None:
         horizontal = _auto_horizontal(categories)
+    names = chart_names(categories, family, LABEL_COLUMNS if horizontal else MAX_VERTICAL_NAME_WIDTH)
+    series = [(drawable_text(label, family), summaries) for label, summaries in series]
+    title = drawable_text(title, family)
+    note = drawable_text(note, family) if note else note
+    reference_lines = [(drawable_text(label, family), value) for label, value in reference_lines or []]
     fig = Figure(figsize=_figure_size(len(categories), len(series), horizontal), dpi=DPI)
     FigureCanvasAgg(fig)  # render with Agg whatever backend the caller's matplotlib is set to
     ax = fig.add_subplot()
@@ -139,7 +216,7 @@ def accuracy_figure(categories: list[str], series: list[tuple[str, list[dict]]],
              label=f"{label}: {value:.1%}")
 
     labels = [category_label(name, [_total(s[i]) for _, s in series], multiline=not horizontal)
-              for i, name in enumerate(categories)]
+              for i, name in enumerate(names)]
     value_axis = ax.xaxis if horizontal else ax.yaxis
     value_axis.set_major_locator(FixedLocator([0, 0.2, 0.4, 0.6, 0.8, 1.0]))
     value_axis.set_major_formatter(PercentFormatter(1.0, decimals=0))

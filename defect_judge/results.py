@@ -6,7 +6,8 @@ Top level::
     schema              "defect-judge/evaluation-results/v1"
     model_path, model_kind, test_dataset_path, mode ("generate"|"score"), created (ISO 8601)
     settings            the arguments that produced the run
-    judgements          the judgement vocabulary, from the references (e.g. ["否", "是"])
+    judgements          the judgement vocabulary: the references' judgements and the partner of each
+                        one in a known pair (是/否, 有缺陷/无缺陷, ...; see judgement_vocabulary)
     overall             Summary (below)
     per_subtype         {subtype: Summary}
     per_judgement       {reference judgement: Summary + precision, recall, f1}
@@ -14,9 +15,13 @@ Top level::
     roc_auc             float | null (score mode with two judgements)
     versus_majority     {judgement, accuracy, p_value}: always answering the most common reference, and the
                         one-sided exact binomial p-value that the model beats it by chance
-    samples             [{id, subtype, reference, prediction (null if invalid), correct, response?, probabilities?}]
+    samples             [{id, subtype, reference, prediction (null if invalid), correct, response?,
+                          stopped? (generate mode: false when the answer hit max_new_tokens), probabilities?}]
+    skipped_no_reference  ids of test records skipped for a reference without 判断: (--skip_unlabelled)
 
-Summary: {accuracy, correct, total, ci95: [low, high] (Wilson), invalid_format, invalid_format_rate}.
+Summary: {accuracy, correct, total, ci95: [low, high] (Wilson), invalid_format, invalid_format_rate,
+          truncated (answers that hit max_new_tokens), truncated_invalid (of those, the ones cut before
+          a judgement: counted in invalid_format too, but a too-small limit, not a format error)}.
 """
 from __future__ import annotations
 
@@ -40,10 +45,13 @@ def summary(samples: Sequence[dict]) -> dict:
     total = len(samples)
     correct = sum(1 for s in samples if s["correct"])
     invalid = sum(1 for s in samples if s["prediction"] is None)
+    # ``stopped`` is false only for a generated answer cut by max_new_tokens (score mode has none).
+    truncated = [s for s in samples if s.get("stopped") is False]
     low, high = wilson_interval(correct, total)
     return {"accuracy": correct / total if total else 0.0, "correct": correct, "total": total,
             "ci95": [low, high], "invalid_format": invalid,
-            "invalid_format_rate": invalid / total if total else 0.0}
+            "invalid_format_rate": invalid / total if total else 0.0, "truncated": len(truncated),
+            "truncated_invalid": sum(1 for s in truncated if s["prediction"] is None)}
 
 
 def _grouped(samples: Iterable[dict], key: str) -> dict[str, list[dict]]:
@@ -89,6 +97,22 @@ def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
         i = j
     u = rank_sum - len(positives) * (len(positives) + 1) / 2
     return u / (len(positives) * len(negatives))
+
+
+# Two-word judgement vocabularies (the document's 是/否 first). When the references hold one word of
+# a pair only (a one-class test set, or --limit), the other is still a well-formed answer: wrong, not invalid.
+JUDGEMENT_PAIRS = (("是", "否"), ("有缺陷", "无缺陷"), ("存在缺陷", "不存在缺陷"), ("有", "无"), ("yes", "no"),
+                   ("true", "false"))
+
+
+def judgement_vocabulary(references: Iterable[str]) -> list[str]:
+    """The judgements an answer may give: the references' values, plus the partner of each one that
+    belongs to a known pair; sorted."""
+    vocabulary = set(references)
+    for pair in JUDGEMENT_PAIRS:
+        if vocabulary & set(pair):
+            vocabulary |= set(pair)
+    return sorted(vocabulary)
 
 
 # Judgement words that mean "the defect is present": the positive class of ROC-AUC.
@@ -173,12 +197,16 @@ def format_results_table(results: dict) -> str:
 
     rows = [(name, s) for name, s in results["per_subtype"].items()] + [("总体 overall", results["overall"])]
     width = max(display_width(name) for name, _ in rows) + 2
+    generated = results["mode"] == "generate"  # only generated answers can be cut by max_new_tokens
     lines = [f"{results['model_path']} ({results['model_kind']}), mode {results['mode']}",
-             f"{pad('subtype', width)}{'n':>5}  {'accuracy':>8}  {'95% CI':>15}  {'invalid':>7}"]
+             f"{pad('subtype', width)}{'n':>5}  {'accuracy':>8}  {'95% CI':>15}  {'invalid':>7}"
+             + (f"  {'truncated':>9}" if generated else "")]
     for name, s in rows:
         low, high = s["ci95"]
         lines.append(f"{pad(name, width)}{s['total']:>5}  {s['accuracy']:>8.1%}  "
-                     f"{f'[{low:.1%}, {high:.1%}]':>15}  {s['invalid_format']:>7}")
+                     f"{f'[{low:.1%}, {high:.1%}]':>15}  {s['invalid_format']:>7}"
+                     + (f"  {s.get('truncated', 0):>9}" if generated else ""))
+    lines += _footnotes(results)
     for judgement, s in results["per_judgement"].items():
         lines.append(f"reference {judgement}: accuracy {s['accuracy']:.1%} of {s['total']}, "
                      f"precision {s['precision']:.2f} recall {s['recall']:.2f} F1 {s['f1']:.2f}")
@@ -189,6 +217,22 @@ def format_results_table(results: dict) -> str:
         lines.append(f"majority class (always {majority['judgement']}): {majority['accuracy']:.1%}; above it: "
                      f"one-sided exact binomial p = {majority['p_value']:.2g}")
     return "\n".join(lines)
+
+
+def _footnotes(results: dict) -> list[str]:
+    """What the table's counts leave unsaid: answers cut by the token limit, samples skipped."""
+    lines = []
+    overall = results["overall"]
+    if overall.get("truncated"):
+        limit = (results.get("settings") or {}).get("max_new_tokens", "max_new_tokens")
+        lines.append(f"truncated: {overall['truncated']} answer(s) hit the limit of {limit} new tokens, "
+                     f"{overall['truncated_invalid']} of them before a judgement (counted as invalid, though the "
+                     f"limit cut them: raise --max_new_tokens)")
+    skipped = results.get("skipped_no_reference") or []
+    if skipped:
+        lines.append(f"skipped: {len(skipped)} sample(s) whose reference has no judgement (判断:…), not counted "
+                     f"above (--skip_unlabelled), e.g. {skipped[0]}")
+    return lines
 
 
 def load_results(path: str | Path) -> dict:

@@ -21,9 +21,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from .errors import InputError
 from .templates import format_assistant, format_user, parse_answer
@@ -43,6 +45,8 @@ class RawSample:
     judgement: str
     reason: str
     pair_id: str | None = None
+    # The label fields whose surrounding whitespace was stripped (see clean_label): reported, not compared.
+    stripped: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class Record:
     subtype: str
     text: tuple[dict, ...]
     pair_id: str | None = None
+    line: int | None = field(default=None, compare=False)  # where the record was read, for error messages
+    stripped: tuple[str, ...] = field(default=(), compare=False)  # as RawSample.stripped
 
     @property
     def messages(self) -> list[dict]:
@@ -80,6 +86,44 @@ class Record:
     def to_json(self) -> dict:
         pair = {} if self.pair_id is None else {"pair_id": self.pair_id}
         return {"id": self.id, "subtype": self.subtype, **pair, "text": self.messages}
+
+
+# ------------------------------------------------------------------ labels
+
+def clean_label(value: str, *, field: str, where: dict) -> str:
+    """The one rule for a label (subtype, judgement) of a raw sample or a chat record.
+
+    Surrounding whitespace is stripped: "是 " and "是" are one class, "A\\n" and "A" one subtype
+    (the caller counts the strips and says so once, see ``report_stripped``). A control
+    character left inside is an error: it breaks every printed table and Markdown summary,
+    and no label means one.
+    """
+    label = value.strip()
+    bad = next((ch for ch in label if unicodedata.category(ch) == "Cc"), None)
+    if bad is not None:
+        raise InputError(f"must be a single line of text without control characters, got U+{ord(bad):04X} "
+                         f"inside {label!r}", field=field, **where)
+    return label
+
+
+def _judgement_padded(assistant: str) -> bool:
+    """Whitespace around the judgement word of an answer (判断: 是 / 判断:是 ⏎): the parser skips it,
+    so the judgement is already stripped; this only tells ``report_stripped`` that it was there."""
+    span = parse_answer(assistant).judgement_span
+    if span is None:
+        return False
+    before, after = assistant[span[0] - 1:span[0]], assistant[span[1]:span[1] + 1]
+    return before.isspace() or (after.isspace() and after not in "\r\n")
+
+
+def report_stripped(items: Iterable[RawSample | Record], source: str | os.PathLike) -> int:
+    """Say once, for a whole file or folder, how many labels lost surrounding whitespace; returns the count."""
+    counts = Counter(name for item in items for name in item.stripped)
+    if counts:
+        fields = ", ".join(f"{name} of {n} sample(s)" for name, n in sorted(counts.items()))
+        log.warning("%s: stripped the whitespace around %s (\"是 \" and \"是\" are one judgement, "
+                    "\"A \" and \"A\" one subtype)", source, fields)
+    return sum(counts.values())
 
 
 # ---------------------------------------------------------------- raw samples
@@ -121,9 +165,12 @@ def validate_raw_sample(obj: Any, *, path: str | os.PathLike, sample: int, line:
     outputs = _object_field(obj, "output", where)
     values = {k: _string_field(inputs, k, f"input.{k}", where) for k in RAW_INPUT_FIELDS}
     values |= {k: _string_field(outputs, k, f"output.{k}", where) for k in RAW_OUTPUT_FIELDS}
-    if any(ch in values["judgement"] for ch in "\n\r"):
-        raise InputError("must be a single line", field="output.judgement", **where)
-    return RawSample(subtype=subtype, **values, pair_id=_pair_id(obj, where))
+    labels = {"instruction[0].subtype": subtype, "output.judgement": values["judgement"]}
+    cleaned = {name: clean_label(value, field=name, where=where) for name, value in labels.items()}
+    stripped = tuple(name for name in labels if cleaned[name] != labels[name])
+    values["judgement"] = cleaned["output.judgement"]
+    return RawSample(subtype=cleaned["instruction[0].subtype"], **values, pair_id=_pair_id(obj, where),
+                     stripped=stripped)
 
 
 def _pair_id(obj: dict, where: dict) -> str | None:
@@ -180,9 +227,13 @@ def validate_record(obj: Any, *, path: str | os.PathLike, line: int, require_ass
                          field="text", **where)
     if require_assistant and roles[-1] != "assistant":
         raise InputError("has no assistant turn (the reference answer)", field="text", **where)
-    return Record(id=str(record_id), subtype=subtype,
+    label = clean_label(subtype, field="subtype", where=where)
+    stripped = ("subtype",) if label != subtype else ()
+    if roles[-1] == "assistant" and _judgement_padded(text[-1]["content"]):
+        stripped += ("judgement",)
+    return Record(id=str(record_id), subtype=label,
                   text=tuple({"role": m["role"], "content": m["content"]} for m in text),
-                  pair_id=_pair_id(obj, where))
+                  pair_id=_pair_id(obj, where), line=line, stripped=stripped)
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
@@ -217,4 +268,5 @@ def read_records(path: str | os.PathLike, *, require_assistant: bool = True) -> 
         records.append(record)
     if not records:
         raise InputError("no records: the file is empty", path=path)
+    report_stripped(records, path)
     return records

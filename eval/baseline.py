@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defec
 
 from defect_judge.cli import parse_constants
 from defect_judge.errors import InputError, run_main
-from defect_judge.fileio import write_json_atomic
+from defect_judge.fileio import check_output_dir, write_json_atomic
 from defect_judge.plotting import subtype_accuracy_chart
 from defect_judge.results import RESULTS_FILE, format_results_table, results_document
 from defect_judge.resume import file_sha256
@@ -90,8 +90,8 @@ def labelled(path: str) -> list[Record]:
     records = read_records(path)
     for record in records:
         if record.judgement is None:
-            raise InputError("the reference answer has no judgement (判断:…)", path=path, sample=record.id,
-                             field="text")
+            raise InputError("the reference answer has no judgement (判断:…)", path=path, line=record.line,
+                             sample=record.id, field="text")
     return records
 
 
@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         raise InputError(f"ngram_max must be at least 1, got {args.ngram_max}", field="ngram_max")
     if not args.c_grid or min(args.c_grid) <= 0:
         raise InputError(f"c_grid must hold values greater than 0, got {args.c_grid}", field="c_grid")
+    check_output_dir(args.output_dir)
     train, test = labelled(args.train_dataset_path), labelled(args.test_dataset_path)
     if args.dev_dataset_path and not Path(args.dev_dataset_path).is_file():
         raise InputError("dev split not found (write one with dataset/convert_and_split.py, or pass "

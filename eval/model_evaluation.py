@@ -55,10 +55,10 @@ from defect_judge import inference
 from defect_judge.chat import render_prompt
 from defect_judge.cli import parse_constants
 from defect_judge.errors import InputError, run_main
-from defect_judge.fileio import write_json_atomic
+from defect_judge.fileio import check_output_dir, write_json_atomic
 from defect_judge.modeling import check_tokenizer_matches, load_tokenizer, pick_dtype
 from defect_judge.plotting import subtype_accuracy_chart
-from defect_judge.results import RESULTS_FILE, format_results_table, results_document
+from defect_judge.results import RESULTS_FILE, format_results_table, judgement_vocabulary, results_document
 from defect_judge.resume import PartialWriter, file_sha256, load_finished, partial_path, remove_partials
 from defect_judge.schema import Record, read_records
 from defect_judge.templates import parse_answer
@@ -80,11 +80,12 @@ LIMIT = 0  # evaluate only the first N samples of the test file (0: all)
 TRUST_REMOTE_CODE = False  # run code shipped with the model folder (only for models you trust)
 ALLOW_PICKLE = False  # load pickle (.bin) weights when a folder has no safetensors (only for folders you trust)
 OVERWRITE = False  # discard the partial results of an earlier run instead of continuing it
+SKIP_UNLABELLED = False  # skip (and count) test records whose reference has no 判断: instead of stopping
 # ----------------------------------------------------------------------------
 DEFAULTS = {"model_path": MODEL_PATH, "test_dataset_path": TEST_DATASET_PATH, "tokenizer_path": tokenizer_path,
             "output_dir": OUTPUT_DIR, "base_model_path": BASE_MODEL_PATH, "mode": MODE, "batch_size": BATCH_SIZE,
             "max_new_tokens": MAX_NEW_TOKENS, "limit": LIMIT, "trust_remote_code": TRUST_REMOTE_CODE,
-            "allow_pickle": ALLOW_PICKLE, "overwrite": OVERWRITE}
+            "allow_pickle": ALLOW_PICKLE, "overwrite": OVERWRITE, "skip_unlabelled": SKIP_UNLABELLED}
 HELP = {
     "model_path": "model folder, LoRA adapter folder, training OUTPUT_DIR or base model",
     "test_dataset_path": "test JSONL written by dataset/convert_and_split.py",
@@ -99,6 +100,8 @@ HELP = {
     "allow_pickle": "load pickle (.bin) weights of a model or adapter with no safetensors (tensors only, through "
                     "torch's weights-only unpickler)",
     "overwrite": "start over, deleting partial results of an earlier run",
+    "skip_unlabelled": "skip test records whose reference answer has no judgement (判断:…) and count them in the "
+                       "results, instead of stopping at the first (it is bad data)",
 }
 PATHS = ("model_path", "test_dataset_path", "tokenizer_path", "output_dir", "base_model_path")
 MODES = ("generate", "score")
@@ -139,6 +142,7 @@ def parse_args() -> argparse.Namespace:
             raise InputError(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.limit < 0:
         raise InputError(f"--limit must be 0 (all) or a positive number, got {args.limit}")
+    check_output_dir(args.output_dir)
     return args
 
 
@@ -166,22 +170,34 @@ def init_ranks() -> Ranks:
     return Ranks(rank, world, device)
 
 
-def read_test_set(path: str, limit: int) -> tuple[list[Record], list[str], list[str]]:
-    """The test records, the judgement vocabulary of their references, and the ids skipped for having none."""
+def read_test_set(path: str, limit: int, skip_unlabelled: bool = False) -> tuple[list[Record], list[str], list[str]]:
+    """The test records, the judgement vocabulary (results.judgement_vocabulary of their references), and
+    the ids skipped for a reference without a judgement: an error, unless ``skip_unlabelled``."""
     records = read_records(path)
     if limit:
         records = records[:limit]
-    unparsable = [r.id for r in records if r.judgement is None]
-    if len(unparsable) == len(records):
+    unlabelled = [r for r in records if r.judgement is None]
+    if len(unlabelled) == len(records):
         raise InputError("no reference answer holds a judgement (判断:…), so nothing can be scored", path=path)
-    if unparsable:
-        log.warning("skipping %d sample(s) whose reference has no judgement (判断:…), e.g. %s",
-                    len(unparsable), ", ".join(unparsable[:3]))
+    if unlabelled and not skip_unlabelled:
+        first = unlabelled[0]
+        more = f" (and {len(unlabelled) - 1} more)" if len(unlabelled) > 1 else ""
+        raise InputError(f"the reference answer has no judgement (判断:…){more}: fix the data, or pass "
+                         f"--skip_unlabelled to skip such samples and count them in the results",
+                         path=path, line=first.line, sample=first.id, field="text")
+    if unlabelled:
+        log.warning("skipping %d sample(s) whose reference has no judgement (判断:…) (--skip_unlabelled), e.g. %s",
+                    len(unlabelled), ", ".join(r.id for r in unlabelled[:3]))
     records = [r for r in records if r.judgement is not None]
-    vocabulary = sorted({r.judgement for r in records})
-    log.info("test set %s: %d samples, %d subtypes, judgements %s", path, len(records),
-             len({r.subtype for r in records}), "/".join(vocabulary))
-    return records, vocabulary, unparsable
+    references = sorted({r.judgement for r in records})
+    vocabulary = judgement_vocabulary(references)
+    log.info("test set %s: %d samples, %d subtypes, judgements %s (answers may give %s)", path, len(records),
+             len({r.subtype for r in records}), "/".join(references), "/".join(vocabulary))
+    if len(references) == 1:
+        log.warning("the test set%s holds a single judgement (%s): accuracy then only says how often the model "
+                    "gives it (always answering %s scores 100%%); any other well-formed judgement counts as wrong",
+                    f" (its first {limit} samples, --limit)" if limit else "", references[0], references[0])
+    return records, vocabulary, [r.id for r in unlabelled]
 
 
 def resolve(args) -> tuple[inference.ResolvedModel, Path]:
@@ -295,7 +311,7 @@ def build_results(args, resolved: inference.ResolvedModel, tokenizer_dir: Path, 
 def main() -> None:
     args = parse_args()
     setup_logging()
-    records, vocabulary, skipped = read_test_set(args.test_dataset_path, args.limit)
+    records, vocabulary, skipped = read_test_set(args.test_dataset_path, args.limit, args.skip_unlabelled)
     if args.mode == "score" and len(vocabulary) == 1:
         log.warning("score mode with a single judgement (%s): every prediction will be it", vocabulary[0])
     resolved, tokenizer_dir = resolve(args)

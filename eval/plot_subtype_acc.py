@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defec
 
 from defect_judge.cli import constants_parser, parse_constants
 from defect_judge.errors import InputError, run_main
-from defect_judge.fileio import write_text_atomic
+from defect_judge.fileio import check_output_dir, write_text_atomic
 from defect_judge.plotting import accuracy_bar_chart
 from defect_judge.results import load_results, metrics
 from defect_judge.stats import mcnemar
@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_constants(defaults, path_names=PATHS, argv=argv, parser=parser)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
+    check_output_dir(args.output_dir)
     files = results_files(args, given)
     models = [Model(path, load_results(path)) for path in files]
     for model in models[1:]:

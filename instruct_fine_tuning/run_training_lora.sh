@@ -125,6 +125,7 @@ if [[ ! -f "$EVAL_DATA" ]]; then
 fi
 [[ -f "$DS_CONFIG" ]] || die "DS_CONFIG: DeepSpeed config not found: $DS_CONFIG"
 [[ -z "$HOSTFILE" || -f "$HOSTFILE" ]] || die "HOSTFILE: file not found: $HOSTFILE"
+[[ ! -e "$OUTPUT_DIR" || -d "$OUTPUT_DIR" ]] || die "OUTPUT_DIR: $OUTPUT_DIR is a file, not a folder"
 
 if [[ -x ../.venv/bin/deepspeed ]]; then
     DEEPSPEED=../.venv/bin/deepspeed

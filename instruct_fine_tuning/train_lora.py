@@ -32,7 +32,7 @@ import torch
 from transformers import EarlyStoppingCallback, HfArgumentParser, TrainerCallback, TrainingArguments, set_seed
 
 from defect_judge.errors import EXIT_INPUT_ERROR, InputError, run_main
-from defect_judge.fileio import write_json_atomic
+from defect_judge.fileio import check_output_dir, write_json_atomic
 from defect_judge.curves import LEARNING_CURVE_FILE, learning_curve_chart
 from defect_judge.modeling import (BEST_CHECKPOINT_FILE, check_model_folder, check_tokenizer_matches,
                                    load_causal_lm, load_tokenizer, pick_dtype)
@@ -221,7 +221,7 @@ def setup_logging(main: bool) -> None:
 
 def prepare_output_dir(train_args: FineTuningArguments, main: bool) -> str | None:
     """Refuse to overwrite an earlier run; find the checkpoint to resume from."""
-    output_dir = Path(train_args.output_dir)
+    output_dir = check_output_dir(train_args.output_dir)
     existing = list_checkpoints(output_dir)
     best_file = output_dir / BEST_CHECKPOINT_FILE
     requested = train_args.resume_from_checkpoint

@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -352,3 +354,42 @@ def test_unwritable_output_is_one_clear_error_and_inputs_stay_untouched(stage, f
             assert_nothing_half_written(out.parent)
     after = snapshot(eval_inputs) | {f"data/{k}": v for k, v in snapshot(train_data).items()}
     assert after == inputs_before
+
+
+# ------------------------------------------------------- the launcher's rendezvous port
+
+DEFAULT_MASTER_PORT = 29500
+
+
+@contextlib.contextmanager
+def default_port_taken():
+    """Port 29500 held by a listening socket, as another run (or `make demo`) holds it; when something on
+    this machine already holds it, it is taken all the same."""
+    with socket.socket() as holder:
+        with contextlib.suppress(OSError):
+            holder.bind(("", DEFAULT_MASTER_PORT))
+            holder.listen()
+        yield
+
+
+def test_launcher_picks_a_free_port_when_29500_is_taken_or_names_a_taken_master_port(train_data, tiny_model_dir,
+                                                                                      tmp_path):
+    """The run used to die in ~40 lines of DistNetworkError EADDRINUSE at the rendezvous. Bad training data makes
+    the run stop right after it: reaching that error proves the rendezvous port worked."""
+    bad = tmp_path / "train.jsonl"
+    bad.write_text("{not json\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "MASTER_PORT"} | ONE_THREAD | {
+        "MODEL_PATH": str(tiny_model_dir), "TRAIN_DATA": str(bad), "TEST_DATA": str(train_data / "test.jsonl"),
+        "OUTPUT_DIR": str(tmp_path / "out"), "NUM_GPUS": "1"}
+    with default_port_taken():
+        result = run_script(LAUNCHER, "--report_to", "none", env=env, timeout=300)
+        output = result.stdout + result.stderr
+        chosen = re.search(r"port 29500 is in use \(another run\?\): using MASTER_PORT=(\d+)", result.stdout)
+        assert chosen, output[-3000:]
+        assert f"--master_port {chosen.group(1)}" in result.stdout and chosen.group(1) != str(DEFAULT_MASTER_PORT)
+        assert "EADDRINUSE" not in output and "DistNetworkError" not in output
+        assert_clean_failure(result, f"{bad}:1", "invalid JSON")
+        # A port the user chose is theirs to change: one line naming MASTER_PORT, nothing launched.
+        result = run_script(LAUNCHER, env=env | {"MASTER_PORT": str(DEFAULT_MASTER_PORT)}, timeout=120)
+    assert_clean_failure(result, "MASTER_PORT 29500 is in use", "unset MASTER_PORT")
+    assert "deepspeed" not in result.stdout and not (tmp_path / "out").exists()

@@ -560,17 +560,21 @@ def test_bad_inputs_give_one_clear_error_and_write_nothing(tiny_model_dir, six_s
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_a_reference_without_judgement_is_skipped_and_listed(tiny_model_dir, six_samples, tmp_path):
+def test_a_reference_without_judgement_is_skipped_and_counted_with_skip_unlabelled(tiny_model_dir, six_samples,
+                                                                                    tmp_path):
+    """Without the flag it is an error naming file and line (tests/test_bad_inputs.py); with it, skipped and
+    counted in the results and the printed table."""
     rows = [json.loads(line) for line in six_samples.read_text(encoding="utf-8").splitlines()]
     rows[2]["text"][-1]["content"] = "原因：只有原因，没有判断。"
     test_file = tmp_path / "test.jsonl"
     test_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     result = evaluate("--model_path", tiny_model_dir, "--test_dataset_path", test_file, "--output_dir",
-                      tmp_path / "out", "--mode", "score")
+                      tmp_path / "out", "--mode", "score", "--skip_unlabelled")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "skipping 1 sample(s)" in result.stderr
+    assert "skipped: 1 sample(s) whose reference has no judgement (判断:…), not counted above" in result.stdout
     results = load_results(tmp_path / "out" / "evaluation_results.json")
-    assert results["skipped_no_reference"] == [rows[2]["id"]]
+    assert results["skipped_no_reference"] == [rows[2]["id"]] and results["settings"]["skip_unlabelled"] is True
     assert [s["id"] for s in results["samples"]] == [r["id"] for i, r in enumerate(rows) if i != 2]
 
 
