@@ -42,6 +42,7 @@ from defect_judge.cli import parse_constants, resolve_default_path
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic, write_jsonl_atomic
 from defect_judge.plotting import display_width
+from defect_judge.pairs import pair_problem
 from defect_judge.results import positive_judgement
 from defect_judge.schema import RawSample, Record, raw_to_record, report_stripped, validate_raw_sample
 from defect_judge.templates import event_char_span
@@ -230,13 +231,9 @@ def check_pairs(samples: list[Sample], folder: Path, skip_invalid: bool) -> tupl
     defective, _ = positive_judgement(vocabulary)
     bad: dict[str, str] = {}
     for pair_id, members in sorted(by_pair.items()):
-        judgements = [m.raw.judgement for m in members]
-        if len({m.raw.subtype for m in members}) > 1:
-            bad[pair_id] = f"its samples have different subtypes ({' / '.join(sorted({m.raw.subtype for m in members}))})"
-        elif len(members) > 1 and len(set(judgements)) == 1:
-            bad[pair_id] = f"all {len(members)} samples have the same judgement ({judgements[0]})"
-        elif defective is not None and judgements.count(defective) > 1:
-            bad[pair_id] = f"{judgements.count(defective)} samples are defective ({defective}); a pair has at most one"
+        problem = pair_problem([m.raw.subtype for m in members], [m.raw.judgement for m in members], defective)
+        if problem:
+            bad[pair_id] = problem
     for pair_id, reason in bad.items():
         first = by_pair[pair_id][0].record.id
         if not skip_invalid:

@@ -5,8 +5,8 @@ One place for them, so the demo, ``make learn`` and the recipe sweep
 measured. A recipe says what differs from the launcher's defaults; everything
 else (the document's values) stays as run_training_lora.sh sets it.
 
-``python -m defect_judge.recipes NAME`` prints a recipe as shell assignments
-(``LEARNING_RATE=2e-4 ...`` and ``TRAIN_ARGS=(...)``) for the shell scripts.
+``python -m defect_judge.recipes NAME [--train_data train.jsonl]`` prints a recipe as
+shell assignments (``LEARNING_RATE=2e-4 ...`` and ``TRAIN_ARGS=(...)``) for the shell scripts.
 """
 from __future__ import annotations
 
@@ -22,49 +22,95 @@ class Recipe:
     finetuning_type: str = "lora"        # lora | full
     learning_rate: float = 2e-4
     scheduler: str = "linear"
-    warmup_ratio: float = 0.05
+    warmup_ratio: float = 0.05            # --warmup_steps below 1 is a share of the steps in transformers 5
     lora_rank: int = 32
     lora_alpha: int = 32
     key_token_weight: float = 5.0
     batch_size: int = 1                  # PER_DEVICE_TRAIN_BATCH_SIZE
     gradient_accumulation_steps: int = 4
     max_length: int = 1024
+    epochs: float = 1.0                  # MAX_EPOCHS
+    evals_per_epoch: int = 2             # checkpoints (and dev evaluations) per epoch: SAVE_STEPS follows
+    metric: str = "accuracy_then_loss"   # --metric_for_best_model: judgement accuracy on dev, ties by eval_loss
+    pair_batches: bool = False           # --pair_batches: twins in the same micro-batch
     extra_args: tuple[str, ...] = field(default_factory=tuple)  # more train_lora.py flags
 
-    def launcher_env(self) -> dict[str, str]:
-        """The run_training_lora.sh settings this recipe sets (environment variables of the same name)."""
-        return {"LEARNING_RATE": f"{self.learning_rate:g}", "SCHEDULER": self.scheduler,
-                "LORA_RANK": str(self.lora_rank), "LORA_ALPHA": str(self.lora_alpha),
-                "PER_DEVICE_TRAIN_BATCH_SIZE": str(self.batch_size),
-                "GRADIENT_ACCUMULATION_STEPS": str(self.gradient_accumulation_steps),
-                "MAX_LENGTH": str(self.max_length)}
+    def steps_per_epoch(self, train_samples: int, ranks: int = 1) -> int:
+        """Optimizer steps in one epoch of ``train_samples`` samples (pairs with --pair_batches count once)."""
+        per_step = self.batch_size * self.gradient_accumulation_steps * ranks
+        return max(1, -(-train_samples // per_step))
+
+    def save_steps(self, train_samples: int, ranks: int = 1) -> int:
+        return max(1, round(self.steps_per_epoch(train_samples, ranks) / self.evals_per_epoch))
+
+    def launcher_env(self, train_samples: int | None = None) -> dict[str, str]:
+        """The run_training_lora.sh settings this recipe sets (environment variables of the same name);
+        with the training set's size, also the epochs and the checkpoint interval."""
+        env = {"LEARNING_RATE": f"{self.learning_rate:g}", "SCHEDULER": self.scheduler,
+               "LORA_RANK": str(self.lora_rank), "LORA_ALPHA": str(self.lora_alpha),
+               "PER_DEVICE_TRAIN_BATCH_SIZE": str(self.batch_size),
+               "GRADIENT_ACCUMULATION_STEPS": str(self.gradient_accumulation_steps),
+               "MAX_LENGTH": str(self.max_length), "MAX_EPOCHS": f"{self.epochs:g}"}
+        if train_samples is not None:
+            env["SAVE_STEPS"] = str(self.save_steps(train_samples))
+        return env
 
     def train_args(self) -> list[str]:
         """The train_lora.py flags this recipe passes after the launcher."""
         return ["--finetuning_type", self.finetuning_type, "--key_token_weight", f"{self.key_token_weight:g}",
-                "--warmup_ratio", f"{self.warmup_ratio:g}", *self.extra_args]
+                "--warmup_steps", f"{self.warmup_ratio:g}", "--metric_for_best_model", self.metric,
+                *(["--pair_batches", "true"] if self.pair_batches else []), *self.extra_args]
+
+    def training_items(self, pair_ids: list[str | None]) -> int:
+        """What one epoch iterates over, given the training records' pair_ids: samples, or with pair batches
+        twin pairs (a lone sample counts once)."""
+        if not self.pair_batches:
+            return len(pair_ids)
+        return len({p for p in pair_ids if p is not None}) + sum(1 for p in pair_ids if p is None)
 
     def to_json(self) -> dict:
         return asdict(self) | {"extra_args": list(self.extra_args)}
 
-    def shell(self) -> str:
+    def shell(self, train_samples: int | None = None) -> str:
         """Shell assignments: the launcher settings, and TRAIN_ARGS as a bash array."""
-        lines = [f"{key}={shlex.quote(value)}" for key, value in self.launcher_env().items()]
+        lines = [f"{key}={shlex.quote(value)}" for key, value in self.launcher_env(train_samples).items()]
         lines.append("TRAIN_ARGS=(" + " ".join(shlex.quote(a) for a in self.train_args()) + ")")
         return "\n".join(lines)
 
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
-    Recipe("demo", "LoRA r32 on all linear layers, lr 2e-4, key-token weight 5 (the earlier demo's recipe)"),
+    Recipe("demo", "LoRA r32 on every layer, lr 2e-4, whole answer with key-token weight 5 (the earlier demo)"),
+    Recipe("answer_pairs", "LoRA r32 on every layer, lr 5e-4, whole answer with key-token weight 20, twins "
+                           "in one micro-batch", learning_rate=5e-4, key_token_weight=20.0, pair_batches=True,
+           batch_size=1, gradient_accumulation_steps=4),
+    Recipe("judgement_pairs", "LoRA r32 on every layer, lr 5e-4, the judgement only (reason cut), twins in one "
+                              "micro-batch", learning_rate=5e-4, pair_batches=True, batch_size=1,
+           gradient_accumulation_steps=4, extra_args=("--train_on", "judgement")),
+    Recipe("top10_full_judgement", "full fine-tuning of the top 10 of 30 layers, lr 1e-4, the judgement only, "
+                                   "twins in one micro-batch", finetuning_type="full", learning_rate=1e-4,
+           pair_batches=True, batch_size=1, gradient_accumulation_steps=4,
+           extra_args=("--train_on", "judgement", "--trainable_layers", "10")),
+    Recipe("judgement_single", "as judgement_pairs, but samples shuffled one by one (is pairing what helps?)",
+           learning_rate=5e-4, batch_size=2, gradient_accumulation_steps=4, extra_args=("--train_on", "judgement")),
 )}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Print a training recipe as shell assignments.")
     parser.add_argument("name", choices=sorted(RECIPES), help="recipe name")
+    parser.add_argument("--train_data", help="the training split (chat JSONL): adds SAVE_STEPS for the recipe's "
+                                             "evaluations per epoch")
     args = parser.parse_args(argv)
-    print(RECIPES[args.name].shell())
+    recipe = RECIPES[args.name]
+    items = None
+    if args.train_data:
+        from .schema import read_records
+
+        items = recipe.training_items([r.pair_id for r in read_records(args.train_data)])
+    print(recipe.shell(items))
 
 
 if __name__ == "__main__":
-    main()
+    from .errors import run_main
+
+    run_main(main)

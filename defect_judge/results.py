@@ -3,7 +3,7 @@ read by ``eval/plot_subtype_acc.py``. Metrics are computed here, once.
 
 Top level::
 
-    schema              "defect-judge/evaluation-results/v1"
+    schema              "defect-judge/evaluation-results/v2" (v1 files still load: see load_results)
     model_path, model_kind, test_dataset_path, mode ("generate"|"score"), created (ISO 8601)
     settings            the arguments that produced the run
     judgements          the judgement vocabulary: the references' judgements and the partner of each
@@ -13,15 +13,35 @@ Top level::
     per_judgement       {reference judgement: Summary + precision, recall, f1}
     confusion           {reference: {prediction | "invalid": count}}
     roc_auc             float | null (score mode with two judgements)
+    average_precision   float | null (the area under the precision-recall curve; same condition)
+    vd_s                [VD-S at PrimeVul's FPR 0.5%, then at settings.vds_fpr] | null (scored runs):
+                        {fpr_target, fnr, tpr, fpr, threshold, negatives, positives,
+                         false_positives_allowed, meaningful, note} (defect_judge/decisions.py)
+    decision            {headline: "answer" (generate) | "argmax" | "threshold", positive, negative,
+                         threshold: float | null, chosen_on: {source, test_dataset_path, samples,
+                         balanced_accuracy, ...} | null, argmax: Summary of the argmax predictions (only
+                         when the threshold is the headline)}: which predictions ``overall`` counts
+    pairs               null (no sample has a pair_id) | {positive, negative, invalid_rule, overall: PairSummary,
+                         per_subtype: {subtype: PairSummary}, unpaired: {samples, without_pair_id,
+                         in_incomplete_groups, incomplete_groups, example_incomplete}, outcomes: {pair_id:
+                         "P-C" | "P-V" | "P-B" | "P-R"}} (defect_judge/pairs.py)
     versus_majority     {judgement, accuracy, p_value}: always answering the most common reference, and the
                         one-sided exact binomial p-value that the model beats it by chance
-    samples             [{id, subtype, reference, prediction (null if invalid), correct, response?,
-                          stopped? (generate mode: false when the answer hit max_new_tokens), probabilities?}]
+    samples             [{id, subtype, pair_id?, reference, prediction (null if invalid), correct, response?,
+                          stopped? (generate mode: false when the answer hit max_new_tokens), probabilities?,
+                          argmax_prediction?, threshold_prediction? (both when a dev threshold decides)}]
     skipped_no_reference  ids of test records skipped for a reference without 判断: (--skip_unlabelled)
 
 Summary: {accuracy, correct, total, ci95: [low, high] (Wilson), invalid_format, invalid_format_rate,
           truncated (answers that hit max_new_tokens), truncated_invalid (of those, the ones cut before
-          a judgement: counted in invalid_format too, but a too-small limit, not a format error)}.
+          a judgement: counted in invalid_format too, but a too-small limit, not a format error)};
+          ``overall`` adds balanced_accuracy and mcc (an invalid answer counts as wrong).
+PairSummary: {pairs, with_invalid, P-C/P-V/P-B/P-R: {count, share, ci95}}.
+
+v1 → v2 (issue 14): samples carry ``pair_id``; new ``pairs``, ``vd_s``, ``decision`` and
+``average_precision``; ``overall`` has balanced_accuracy and mcc; the metrics come from scikit-learn
+and scipy instead of the toolkit's own formulas (same values). A v1 file loads with the new fields
+absent (null), so old results still print and plot.
 """
 from __future__ import annotations
 
@@ -31,10 +51,17 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .decisions import (DEFAULT_VDS_FPR, PRIMEVUL_FPR, apply_threshold, both_classes, positive_scores,
+                        vd_s_levels)
 from .errors import InputError
+from .pairs import has_pairs, pair_results
 from .stats import binomial_p_above, wilson_interval
 
-SCHEMA = "defect-judge/evaluation-results/v1"
+SCHEMA = "defect-judge/evaluation-results/v2"
+SCHEMA_V1 = "defect-judge/evaluation-results/v1"
+READABLE_SCHEMAS = (SCHEMA_V1, SCHEMA)
+# Keys v2 added; a v1 file is read with them null, so every reader can ask for them.
+V2_KEYS = ("pairs", "vd_s", "decision", "average_precision")
 RESULTS_FILE = "evaluation_results.json"
 INVALID = "invalid"
 REQUIRED_KEYS = ("schema", "model_path", "mode", "overall", "per_subtype", "per_judgement", "samples")
@@ -61,42 +88,80 @@ def _grouped(samples: Iterable[dict], key: str) -> dict[str, list[dict]]:
     return groups
 
 
+def _answer(sample: dict) -> str:
+    """The prediction as a class label: an invalid answer is its own column, ``invalid``."""
+    return sample["prediction"] if sample["prediction"] is not None else INVALID
+
+
 def confusion(samples: Sequence[dict], judgements: Sequence[str]) -> dict[str, dict[str, int]]:
-    table = {ref: {pred: 0 for pred in [*judgements, INVALID]} for ref in judgements}
-    for sample in samples:
-        table.setdefault(sample["reference"], {pred: 0 for pred in [*judgements, INVALID]})
-        table[sample["reference"]][sample["prediction"] if sample["prediction"] is not None else INVALID] += 1
-    return table
+    """{reference: {prediction | "invalid": count}} (scikit-learn's confusion_matrix), a row for every
+    judgement of the vocabulary and for any other reference seen."""
+    from sklearn.metrics import confusion_matrix
+
+    columns = [*judgements, INVALID]
+    rows = list(dict.fromkeys([*judgements, *(s["reference"] for s in samples)]))
+    if not samples:
+        return {ref: dict.fromkeys(columns, 0) for ref in rows}
+    labels = list(dict.fromkeys([*rows, *columns]))
+    matrix = confusion_matrix([s["reference"] for s in samples], [_answer(s) for s in samples], labels=labels)
+    return {ref: {pred: int(matrix[labels.index(ref), labels.index(pred)]) for pred in columns} for ref in rows}
 
 
-def precision_recall_f1(samples: Sequence[dict], judgement: str) -> dict[str, float]:
-    """One-vs-rest precision/recall/F1 of a judgement; an invalid answer is a miss."""
-    tp = sum(1 for s in samples if s["reference"] == judgement and s["prediction"] == judgement)
-    fp = sum(1 for s in samples if s["reference"] != judgement and s["prediction"] == judgement)
-    fn = sum(1 for s in samples if s["reference"] == judgement and s["prediction"] != judgement)
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}
+def precision_recall_f1(samples: Sequence[dict], judgements: Sequence[str]) -> dict[str, dict[str, float]]:
+    """One-vs-rest precision/recall/F1 of each judgement (scikit-learn's precision_recall_fscore_support);
+    an invalid answer is a miss; 0 where a ratio has nothing to divide by."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    if not samples or not judgements:
+        return {j: {"precision": 0.0, "recall": 0.0, "f1": 0.0} for j in judgements}
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        [s["reference"] for s in samples], [_answer(s) for s in samples], labels=list(judgements), average=None,
+        zero_division=0)
+    return {j: {"precision": float(p), "recall": float(r), "f1": float(f)}
+            for j, p, r, f in zip(judgements, precision, recall, f1)}
 
 
 def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
-    """Area under the ROC curve (Mann–Whitney U, ties counted half); None with one class."""
-    positives = [s for l, s in zip(labels, scores) if l]
-    negatives = [s for l, s in zip(labels, scores) if not l]
-    if not positives or not negatives:
+    """Area under the ROC curve (scikit-learn's roc_auc_score; ties count half); None with one class."""
+    from sklearn.metrics import roc_auc_score
+
+    if not both_classes(labels):
         return None
-    ranked = sorted((score, label) for label, score in zip(labels, scores))
-    rank_sum, i = 0.0, 0
-    while i < len(ranked):  # average ranks over ties
-        j = i
-        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
-            j += 1
-        average_rank = (i + j + 1) / 2
-        rank_sum += average_rank * sum(1 for _, label in ranked[i:j] if label)
-        i = j
-    u = rank_sum - len(positives) * (len(positives) + 1) / 2
-    return u / (len(positives) * len(negatives))
+    return float(roc_auc_score(labels, scores))
+
+
+def average_precision(labels: Sequence[int], scores: Sequence[float]) -> float | None:
+    """Area under the precision-recall curve (scikit-learn's average_precision_score); None with one class."""
+    from sklearn.metrics import average_precision_score
+
+    if not both_classes(labels):
+        return None
+    return float(average_precision_score(labels, scores))
+
+
+def decided_labels(samples: Sequence[dict], judgements: Sequence[str]) -> list[str]:
+    """Each prediction as a class for balanced accuracy and MCC. An invalid answer counts as wrong: with
+    two judgements it becomes the other one (so MCC stays the two-class one); otherwise its own class."""
+    if len(judgements) != 2:
+        return [_answer(s) for s in samples]
+    other = {judgements[0]: judgements[1], judgements[1]: judgements[0]}
+    return [s["prediction"] if s["prediction"] is not None else other.get(s["reference"], INVALID) for s in samples]
+
+
+def class_balanced_scores(samples: Sequence[dict], judgements: Sequence[str]) -> dict[str, float | None]:
+    """Balanced accuracy (the mean recall over the references' judgements) and Matthews' correlation
+    coefficient, both scikit-learn's; null without samples."""
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score, matthews_corrcoef
+
+    if not samples:
+        return {"balanced_accuracy": None, "mcc": None}
+    truth, decided = [s["reference"] for s in samples], decided_labels(samples, judgements)
+    with warnings.catch_warnings():  # a one-class test set: sklearn warns, the values are still defined
+        warnings.simplefilter("ignore")
+        return {"balanced_accuracy": float(balanced_accuracy_score(truth, decided)),
+                "mcc": float(matthews_corrcoef(truth, decided))}
 
 
 # Two-word judgement vocabularies (the document's 是/否 first). When the references hold one word of
@@ -148,32 +213,57 @@ def metrics(samples: Sequence[dict], judgements: Sequence[str]) -> dict:
     """overall / per_subtype / per_judgement / confusion for a list of sample results."""
     by_subtype = _grouped(samples, "subtype")
     by_reference = _grouped(samples, "reference")
+    scores = precision_recall_f1(samples, judgements)
     return {
-        "overall": summary(samples),
+        "overall": summary(samples) | class_balanced_scores(samples, judgements),
         "per_subtype": {name: summary(group) for name, group in sorted(by_subtype.items())},
-        "per_judgement": {j: summary(by_reference.get(j, [])) | precision_recall_f1(samples, j) for j in judgements},
+        "per_judgement": {j: summary(by_reference.get(j, [])) | scores[j] for j in judgements},
         "confusion": confusion(samples, judgements),
     }
 
 
+def two_classes(judgements: Sequence[str]) -> tuple[str, str] | None:
+    """(defective, clean) judgements of a two-judgement vocabulary; None otherwise."""
+    positive, _ = positive_judgement(judgements)
+    if positive is None:
+        return None
+    return positive, next(j for j in judgements if j != positive)
+
+
 def results_document(*, model_path: str, model_kind: str, test_dataset_path: str, mode: str, settings: dict,
-                     judgements: Sequence[str], samples: Sequence[dict], extra: dict | None = None) -> dict:
-    """The whole ``evaluation_results.json``; ROC-AUC when every sample has probabilities and the
-    vocabulary has a positive (defect) judgement."""
+                     judgements: Sequence[str], samples: Sequence[dict], extra: dict | None = None,
+                     threshold: dict | None = None, vds_fpr: float = DEFAULT_VDS_FPR) -> dict:
+    """The whole ``evaluation_results.json``. With per-sample probabilities and a positive (defect)
+    judgement: ROC-AUC, average precision and VD-S (at PrimeVul's 0.5% and at ``vds_fpr``).
+    ``threshold`` (``decisions.choose_threshold`` on dev, plus where it came from) decides the
+    predictions instead of argmax. With pair_ids: the pair outcomes of the headline predictions."""
+    classes = two_classes(judgements)
     positive, rule = positive_judgement(judgements)
     scored = bool(samples) and all("probabilities" in s for s in samples)
-    auc = None
-    if positive is not None and scored:
-        auc = roc_auc([int(s["reference"] == positive) for s in samples],
-                      [s["probabilities"][positive] for s in samples])
-    elif not scored:
+    if not scored:
         positive, rule = None, f"{mode} mode (no probabilities)"
+    decision = {"headline": "argmax" if scored else "answer", "positive": classes[0] if classes else None,
+                "negative": classes[1] if classes else None, "threshold": None, "chosen_on": None}
+    if threshold is not None:
+        if not scored or classes is None:
+            raise InputError("a decision threshold needs scored samples (score mode) and two judgements, got "
+                             f"{mode} mode and {'/'.join(judgements)}", field="threshold_from")
+        argmax = metrics(samples, judgements)["overall"]
+        samples = apply_threshold(samples, *classes, threshold["threshold"])
+        decision |= {"headline": "threshold", "threshold": threshold["threshold"],
+                     "chosen_on": {k: v for k, v in threshold.items() if k != "threshold"}, "argmax": argmax}
+    scores = positive_scores(samples, positive)
+    labels, values = scores if scores else ([], [])
     return {"schema": SCHEMA, "model_path": model_path, "model_kind": model_kind, **(extra or {}),
             "test_dataset_path": test_dataset_path, "mode": mode,
             "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "settings": settings,
-            "judgements": list(judgements), **metrics(samples, judgements), "roc_auc": auc,
-            "roc_positive": {"judgement": positive, "rule": rule}, "versus_majority": versus_majority(samples),
-            "samples": list(samples)}
+            "judgements": list(judgements), **metrics(samples, judgements),
+            "roc_auc": roc_auc(labels, values) if scores else None,
+            "average_precision": average_precision(labels, values) if scores else None,
+            "vd_s": vd_s_levels(labels, values, [PRIMEVUL_FPR, vds_fpr]) if scores else None,
+            "roc_positive": {"judgement": positive, "rule": rule}, "decision": decision,
+            "pairs": pair_results(samples, *classes) if classes and has_pairs(samples) else None,
+            "versus_majority": versus_majority(samples), "samples": list(samples)}
 
 
 def versus_majority(samples: Sequence[dict]) -> dict:
@@ -210,13 +300,76 @@ def format_results_table(results: dict) -> str:
     for judgement, s in results["per_judgement"].items():
         lines.append(f"reference {judgement}: accuracy {s['accuracy']:.1%} of {s['total']}, "
                      f"precision {s['precision']:.2f} recall {s['recall']:.2f} F1 {s['f1']:.2f}")
+    overall = results["overall"]
+    if overall.get("balanced_accuracy") is not None:
+        lines.append(f"balanced accuracy {overall['balanced_accuracy']:.1%}, MCC {overall['mcc']:.3f}")
     if results["roc_auc"] is not None:
-        lines.append(f"ROC-AUC ({results['roc_positive']['judgement']} = defect): {results['roc_auc']:.3f}")
+        average = results.get("average_precision")
+        lines.append(f"ROC-AUC ({results['roc_positive']['judgement']} = defect): {results['roc_auc']:.3f}"
+                     + (f", average precision {average:.3f}" if average is not None else ""))
+    lines += _decision_lines(results) + _vd_s_lines(results)
     majority = results.get("versus_majority")
     if majority and majority["judgement"] is not None:
         lines.append(f"majority class (always {majority['judgement']}): {majority['accuracy']:.1%}; above it: "
                      f"one-sided exact binomial p = {majority['p_value']:.2g}")
-    return "\n".join(lines)
+    return "\n".join(lines + pair_table(results))
+
+
+def _decision_lines(results: dict) -> list[str]:
+    """Which predictions the accuracy above counts: argmax, or the threshold chosen on dev."""
+    decision = results.get("decision") or {}
+    if decision.get("headline") != "threshold":
+        return []
+    chosen, argmax = decision["chosen_on"], decision["argmax"]
+    return [f"decision: P({decision['positive']}) >= {decision['threshold']:.4g}, chosen on dev "
+            f"({chosen.get('test_dataset_path') or chosen.get('source')}, {chosen['samples']} samples, balanced "
+            f"accuracy {chosen['balanced_accuracy']:.1%}); argmax would give accuracy {argmax['accuracy']:.1%}, "
+            f"balanced {argmax['balanced_accuracy']:.1%}"]
+
+
+def _vd_s_lines(results: dict) -> list[str]:
+    """VD-S at each level, with the note when there are too few clean samples for it."""
+    lines = []
+    for level in results.get("vd_s") or []:
+        lines.append(f"VD-S (miss rate at FPR <= {level['fpr_target']:.1%}): {level['fnr']:.1%} "
+                     f"(FPR {level['fpr']:.1%}, {level['negatives']} clean / {level['positives']} defective)"
+                     + (f"; note: {level['note']}" if level["note"] else ""))
+    return lines
+
+
+def outcome_cell(outcome: dict) -> str:
+    """``12 (37%)``: a pair outcome's count and share."""
+    return f"{outcome['count']} ({outcome['share']:.0%})"
+
+
+def pair_table(results: dict) -> list[str]:
+    """The pair outcomes (PrimeVul) per subtype and overall, when the test set has twin pairs."""
+    from .pairs import OUTCOMES
+    from .plotting import display_width
+
+    pairs = results.get("pairs")
+    if not pairs:
+        return []
+    rows = [*pairs["per_subtype"].items(), ("总体 overall", pairs["overall"])]
+    width = max(display_width(name) for name, _ in rows) + 2
+    lines = ["", f"pairs (PrimeVul: {pairs['positive']} twin + {pairs['negative']} twin, the headline predictions)",
+             "subtype" + " " * (width - 7) + f"{'pairs':>5}" + "".join(f"  {name:>13}" for name in OUTCOMES)
+             + f"  {'invalid':>7}"]
+    for name, s in rows:
+        cells = "".join(f"  {outcome_cell(s[o]):>13}" for o in OUTCOMES)
+        lines.append(name + " " * max(0, width - display_width(name)) + f"{s['pairs']:>5}{cells}  "
+                     f"{s['with_invalid']:>7}")
+    overall = pairs["overall"]
+    low, high = overall["P-C"]["ci95"]
+    lines.append(f"P-C (both twins right) {overall['P-C']['share']:.1%}, Wilson 95% CI [{low:.1%}, {high:.1%}]; "
+                 f"P-V both called defective, P-B both called clean, P-R both reversed; an invalid answer counts as "
+                 f"wrong ({overall['with_invalid']} pair(s) had one)")
+    unpaired = pairs["unpaired"]
+    if unpaired["samples"]:
+        lines.append(f"unpaired: {unpaired['samples']} sample(s) not counted in pairs ({unpaired['without_pair_id']} "
+                     f"without pair_id, {unpaired['in_incomplete_groups']} in {unpaired['incomplete_groups']} "
+                     f"pair_id group(s) that are not one defective + one clean twin)")
+    return lines
 
 
 def _footnotes(results: dict) -> list[str]:
@@ -248,7 +401,7 @@ def load_results(path: str | Path) -> dict:
         raise InputError(f"invalid JSON: {error.msg}", path=path, line=error.lineno) from None
     if not isinstance(data, dict):
         raise InputError("not an evaluation results object", path=path)
-    if data.get("schema") != SCHEMA:
+    if data.get("schema") not in READABLE_SCHEMAS:
         raise InputError(f"not an evaluation_results.json of this toolkit (schema {data.get('schema')!r}, "
                          f"expected {SCHEMA!r})", path=path, field="schema")
     for key in REQUIRED_KEYS:
@@ -264,4 +417,6 @@ def load_results(path: str | Path) -> dict:
     duplicated = [i for i, n in ids.items() if n > 1]
     if duplicated:
         raise InputError(f"duplicate sample ids, e.g. {duplicated[0]!r}", path=path, field="samples")
+    for key in V2_KEYS:  # a v1 file: what it could not know is null
+        data.setdefault(key, None)
     return data

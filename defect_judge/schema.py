@@ -233,7 +233,7 @@ def validate_record(obj: Any, *, path: str | os.PathLike, line: int, require_ass
         stripped += ("judgement",)
     return Record(id=str(record_id), subtype=label,
                   text=tuple({"role": m["role"], "content": m["content"]} for m in text),
-                  pair_id=_pair_id(obj, where), line=line, stripped=stripped)
+                  pair_id=_pair_id(obj, where | {"sample": str(record_id)}), line=line, stripped=stripped)
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:

@@ -11,8 +11,9 @@ test sample from the code alone:
              accuracy, ties broken by the lower dev log-loss), never on the test set
   output     OUTPUT_DIR/evaluation_results.json in the schema of
              eval/model_evaluation.py (mode "tfidf-logreg", per-sample
-             probabilities, ROC-AUC) and subtype_accuracy.png, so
-             eval/plot_subtype_acc.py compares it with any LLM
+             probabilities, ROC-AUC, VD-S, pair outcomes when the test records
+             carry pair_id), subtype_accuracy.png, roc_curve.png and
+             pair_outcomes.png, so eval/plot_subtype_acc.py compares it with any LLM
 
 Two uses. The bar: a fine-tuned LLM that does not beat it has learned nothing a
 bag of words could not. The alarm: a bag of words that is right 90% of the time
@@ -34,11 +35,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
+from defect_judge.charts import result_charts
 from defect_judge.cli import parse_constants
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import check_output_dir, write_json_atomic
-from defect_judge.plotting import subtype_accuracy_chart
-from defect_judge.results import RESULTS_FILE, format_results_table, results_document
+from defect_judge.pairs import check_record_pairs
+from defect_judge.results import RESULTS_FILE, format_results_table, positive_judgement, results_document
 from defect_judge.resume import file_sha256
 from defect_judge.schema import Record, read_records
 from defect_judge.templates import event_char_span
@@ -52,10 +54,11 @@ OUTPUT_DIR = "./eval/output/baseline"  # evaluation_results.json and subtype_acc
 NGRAM_MAX = 3  # code-token n-grams of length 1..NGRAM_MAX
 C_GRID = [0.01, 0.1, 1.0, 10.0, 100.0]  # inverse regularisation strengths tried on dev
 LEAK_ALARM = 0.9  # a bag-of-words accuracy at or above this on dev or test means the data gives answers away
+VDS_FPR = 0.05  # VD-S is also reported at this false-positive rate (besides PrimeVul's 0.5%)
 # ----------------------------------------------------------------------------
 DEFAULTS = {"train_dataset_path": TRAIN_DATASET_PATH, "dev_dataset_path": DEV_DATASET_PATH,
             "test_dataset_path": TEST_DATASET_PATH, "output_dir": OUTPUT_DIR, "ngram_max": NGRAM_MAX,
-            "c_grid": C_GRID, "leak_alarm": LEAK_ALARM}
+            "c_grid": C_GRID, "leak_alarm": LEAK_ALARM, "vds_fpr": VDS_FPR}
 HELP = {
     "train_dataset_path": "training split (chat JSONL): fits the classifier",
     "dev_dataset_path": "dev split (chat JSONL): chooses C; empty: 5-fold cross-validation on the training split",
@@ -64,11 +67,12 @@ HELP = {
     "ngram_max": "longest code-token n-gram",
     "c_grid": "values of logistic regression's C to choose from",
     "leak_alarm": "warn when dev or test accuracy reaches this (the data may give the answer away)",
+    "vds_fpr": "VD-S (the miss rate at a false-positive rate of at most this) is reported at this level and at "
+               "PrimeVul's 0.005",
 }
 PATHS = ("train_dataset_path", "dev_dataset_path", "test_dataset_path", "output_dir")
 MODE = "tfidf-logreg"
 MODEL_NAME = "TF-IDF + logistic regression"
-PLOT_FILE = "subtype_accuracy.png"
 CV_FOLDS = 5
 # Code tokens: identifiers, numbers, two- and three-character operators, then any other single symbol.
 CODE_TOKEN = re.compile(r"[A-Za-z_]\w*|\d+(?:\.\d+)?|<<=|>>=|->|\+\+|--|==|!=|<=|>=|&&|\|\||<<|>>|[+\-*/%&|^]=|\S")
@@ -83,6 +87,11 @@ def code_tokens(text: str) -> list[str]:
 def event_text(record: Record) -> str:
     start, end = event_char_span(record.user)
     return record.user[start:end]
+
+
+def group_key(record: Record) -> str:
+    """Samples that must stay on one side of a cross-validation fold: twins, and copies of one event."""
+    return f"pair:{record.pair_id}" if record.pair_id is not None else f"event:{event_text(record)}"
 
 
 def labelled(path: str) -> list[Record]:
@@ -136,7 +145,7 @@ def choose_c(train: list[Record], dev: list[Record] | None, args) -> tuple[float
     """C with the highest dev accuracy (ties: lower dev log-loss); k-fold cross-validation without a dev split."""
     import numpy as np
     from sklearn.metrics import accuracy_score, log_loss
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold
 
     trials = []
     for c in args.c_grid:
@@ -146,10 +155,13 @@ def choose_c(train: list[Record], dev: list[Record] | None, args) -> tuple[float
         else:
             labels = [r.judgement for r in train]
             classes = sorted(set(labels))
-            folds = StratifiedKFold(n_splits=min(CV_FOLDS, min(labels.count(j) for j in classes)), shuffle=True,
-                                    random_state=0)
+            # Folds by pair (and by event), as the split keeps them: a sample held out while its twin, the same
+            # code with the other label, is fitted would be scored far below chance.
+            groups = [group_key(r) for r in train]
+            folds = StratifiedGroupKFold(n_splits=max(2, min(CV_FOLDS, len(set(groups)))), shuffle=True,
+                                         random_state=0)
             truth, probabilities = [], []
-            for fit_part, held_out in folds.split(labels, labels):
+            for fit_part, held_out in folds.split(labels, labels, groups):
                 model = Classifier(args.ngram_max, c).fit([train[i] for i in fit_part])
                 truth += [labels[i] for i in held_out]
                 probabilities.append(model.probabilities([train[i] for i in held_out]))
@@ -166,7 +178,8 @@ def predict_rows(model: Classifier, test: list[Record]) -> list[dict]:
     for record, probabilities in zip(test, model.probabilities(test)):
         by_class = {c: float(p) for c, p in zip(model.classes, probabilities)}
         prediction = max(by_class, key=by_class.get)
-        rows.append({"id": record.id, "subtype": record.subtype, "reference": record.judgement,
+        pair = {} if record.pair_id is None else {"pair_id": record.pair_id}
+        rows.append({"id": record.id, "subtype": record.subtype, **pair, "reference": record.judgement,
                      "prediction": prediction, "correct": prediction == record.judgement,
                      "probabilities": by_class})
     return rows
@@ -179,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
         raise InputError(f"ngram_max must be at least 1, got {args.ngram_max}", field="ngram_max")
     if not args.c_grid or min(args.c_grid) <= 0:
         raise InputError(f"c_grid must hold values greater than 0, got {args.c_grid}", field="c_grid")
+    if not 0 < args.vds_fpr < 1:
+        raise InputError(f"vds_fpr must be a false-positive rate between 0 and 1, got {args.vds_fpr}", field="vds_fpr")
     check_output_dir(args.output_dir)
     train, test = labelled(args.train_dataset_path), labelled(args.test_dataset_path)
     if args.dev_dataset_path and not Path(args.dev_dataset_path).is_file():
@@ -196,22 +211,23 @@ def main(argv: list[str] | None = None) -> None:
     model = Classifier(args.ngram_max, c).fit(train)
     rows = predict_rows(model, test)
     judgements = sorted({r.judgement for r in [*train, *test]})
+    check_record_pairs(test, args.test_dataset_path, positive_judgement(judgements)[0])
     settings = {k: getattr(args, k) for k in DEFAULTS} | {
         "chosen_C": c, "chosen_on": chosen_on, "trials": trials, "train_samples": len(train),
         "train_sha256": file_sha256(args.train_dataset_path), "features": model.n_features}
     results = results_document(model_path=MODEL_NAME, model_kind="classical_baseline",
                                test_dataset_path=str(args.test_dataset_path), mode=MODE, settings=settings,
-                               judgements=judgements, samples=rows)
+                               judgements=judgements, samples=rows, vds_fpr=args.vds_fpr)
     output_dir = Path(args.output_dir)
     write_json_atomic(output_dir / RESULTS_FILE, results)
-    subtype_accuracy_chart(output_dir / PLOT_FILE, results)
+    charts = result_charts(output_dir, results)
     print(format_results_table(results))
     best_dev = max(t["accuracy"] for t in trials)
     if max(best_dev, results["overall"]["accuracy"]) >= args.leak_alarm:
         log.warning("a bag of code n-grams is right on %.0f%% (%s) and %.0f%% (test): the data may give the answer "
                     "away (names, comments, length); an LLM's accuracy on it proves little",
                     100 * best_dev, "dev" if dev else "cv", 100 * results["overall"]["accuracy"])
-    log.info("wrote %s and %s", output_dir / RESULTS_FILE, output_dir / PLOT_FILE)
+    log.info("wrote %s", ", ".join(str(p) for p in [output_dir / RESULTS_FILE, *charts]))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,14 @@ its judgement with the reference and writes into OUTPUT_DIR (default
 ./eval/output under the repository root):
 
   evaluation_results.json  overall / per-subtype / per-judgement accuracy with Wilson
-                           95% intervals, confusion matrix, precision/recall/F1,
-                           every sample's answer (schema: defect_judge/results.py)
+                           95% intervals, balanced accuracy, MCC, confusion matrix,
+                           precision/recall/F1, pair outcomes (PrimeVul's P-C/P-V/P-B/P-R,
+                           when the test records carry pair_id), ROC-AUC and VD-S (score
+                           mode), every sample's answer (schema: defect_judge/results.py)
   subtype_accuracy.png     accuracy per subtype with error bars and sample counts
+  pair_outcomes.png        the four pair outcomes overall and per subtype (twin pairs only)
+  roc_curve.png            ROC with AUC and the VD-S points, and the precision-recall curve
+                           (score mode)
 
 Modes:
   generate  greedy answers (the document's way), batched with left padding,
@@ -19,7 +24,12 @@ Modes:
             unparsable one is wrong and counted as invalid_format)
   score     no generation: the log-probability of every candidate
             "判断:{judgement}" after the prompt; the prediction is the most
-            probable; gives per-sample probabilities and ROC-AUC
+            probable; gives per-sample probabilities, ROC-AUC and VD-S.
+            --threshold_from DEV decides by a threshold on P(defective) chosen
+            on the dev split instead (the highest balanced accuracy there):
+            DEV is that split's evaluation_results.json of the same model (or
+            the folder holding it), or the dev .jsonl itself, which is then
+            scored first into OUTPUT_DIR/threshold_dev/
 
 MODEL_PATH may be a full model folder, a LoRA adapter folder (checkpoint-{step};
 merged into its base before inference), a training OUTPUT_DIR (follows its
@@ -52,13 +62,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
 from defect_judge import inference
+from defect_judge.charts import result_charts
 from defect_judge.chat import render_prompt
 from defect_judge.cli import parse_constants
+from defect_judge.decisions import choose_threshold, positive_scores
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import check_output_dir, write_json_atomic
 from defect_judge.modeling import check_tokenizer_matches, load_tokenizer, pick_dtype
-from defect_judge.plotting import subtype_accuracy_chart
-from defect_judge.results import RESULTS_FILE, format_results_table, judgement_vocabulary, results_document
+from defect_judge.pairs import check_record_pairs
+from defect_judge.results import (RESULTS_FILE, format_results_table, judgement_vocabulary, load_results,
+                                  positive_judgement, results_document)
 from defect_judge.resume import PartialWriter, file_sha256, load_finished, partial_path, remove_partials
 from defect_judge.schema import Record, read_records
 from defect_judge.templates import parse_answer
@@ -81,11 +94,14 @@ TRUST_REMOTE_CODE = False  # run code shipped with the model folder (only for mo
 ALLOW_PICKLE = False  # load pickle (.bin) weights when a folder has no safetensors (only for folders you trust)
 OVERWRITE = False  # discard the partial results of an earlier run instead of continuing it
 SKIP_UNLABELLED = False  # skip (and count) test records whose reference has no 判断: instead of stopping
+THRESHOLD_FROM = ""  # score mode: choose the decision threshold on dev (its evaluation_results.json, or dev.jsonl)
+VDS_FPR = 0.05  # VD-S is also reported at this false-positive rate (besides PrimeVul's 0.5%)
 # ----------------------------------------------------------------------------
 DEFAULTS = {"model_path": MODEL_PATH, "test_dataset_path": TEST_DATASET_PATH, "tokenizer_path": tokenizer_path,
             "output_dir": OUTPUT_DIR, "base_model_path": BASE_MODEL_PATH, "mode": MODE, "batch_size": BATCH_SIZE,
             "max_new_tokens": MAX_NEW_TOKENS, "limit": LIMIT, "trust_remote_code": TRUST_REMOTE_CODE,
-            "allow_pickle": ALLOW_PICKLE, "overwrite": OVERWRITE, "skip_unlabelled": SKIP_UNLABELLED}
+            "allow_pickle": ALLOW_PICKLE, "overwrite": OVERWRITE, "skip_unlabelled": SKIP_UNLABELLED,
+            "threshold_from": THRESHOLD_FROM, "vds_fpr": VDS_FPR}
 HELP = {
     "model_path": "model folder, LoRA adapter folder, training OUTPUT_DIR or base model",
     "test_dataset_path": "test JSONL written by dataset/convert_and_split.py",
@@ -102,10 +118,15 @@ HELP = {
     "overwrite": "start over, deleting partial results of an earlier run",
     "skip_unlabelled": "skip test records whose reference answer has no judgement (判断:…) and count them in the "
                        "results, instead of stopping at the first (it is bad data)",
+    "threshold_from": "score mode: the dev split to choose the decision threshold on (highest balanced accuracy), "
+                      "applied to the test split: its evaluation_results.json of this model (or the folder holding "
+                      "it), or the dev .jsonl file, scored first into OUTPUT_DIR/threshold_dev; empty: argmax",
+    "vds_fpr": "VD-S (the miss rate at a false-positive rate of at most this) is reported at this level and at "
+               "PrimeVul's 0.005",
 }
-PATHS = ("model_path", "test_dataset_path", "tokenizer_path", "output_dir", "base_model_path")
+PATHS = ("model_path", "test_dataset_path", "tokenizer_path", "output_dir", "base_model_path", "threshold_from")
 MODES = ("generate", "score")
-PLOT_FILE = "subtype_accuracy.png"
+DEV_FOLDER = "threshold_dev"  # OUTPUT_DIR/threshold_dev: the dev split's evaluation (--threshold_from a .jsonl)
 
 log = logging.getLogger("model_evaluation")
 
@@ -142,6 +163,11 @@ def parse_args() -> argparse.Namespace:
             raise InputError(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.limit < 0:
         raise InputError(f"--limit must be 0 (all) or a positive number, got {args.limit}")
+    if not 0 < args.vds_fpr < 1:
+        raise InputError(f"--vds_fpr must be a false-positive rate between 0 and 1, got {args.vds_fpr}")
+    if args.threshold_from and args.mode != "score":
+        raise InputError("--threshold_from needs --mode score: a threshold applies to scores, and generated answers "
+                         "have none", field="threshold_from")
     check_output_dir(args.output_dir)
     return args
 
@@ -191,6 +217,7 @@ def read_test_set(path: str, limit: int, skip_unlabelled: bool = False) -> tuple
     records = [r for r in records if r.judgement is not None]
     references = sorted({r.judgement for r in records})
     vocabulary = judgement_vocabulary(references)
+    check_record_pairs(records, path, positive_judgement(vocabulary)[0])
     log.info("test set %s: %d samples, %d subtypes, judgements %s (answers may give %s)", path, len(records),
              len({r.subtype for r in records}), "/".join(references), "/".join(vocabulary))
     if len(references) == 1:
@@ -293,19 +320,174 @@ def evaluate_share(model, tokenizer, share: list[Item], args, vocabulary: list[s
 
 
 def build_results(args, resolved: inference.ResolvedModel, tokenizer_dir: Path, records: list[Record],
-                  vocabulary: list[str], finished: dict[str, dict], skipped: list[str], ranks: Ranks, dtype) -> dict:
+                  vocabulary: list[str], finished: dict[str, dict], skipped: list[str], ranks: Ranks, dtype,
+                  threshold: dict | None = None) -> dict:
     missing = [r.id for r in records if r.id not in finished]
     if missing:
         raise InputError(f"{len(missing)} samples have no result after all ranks finished (e.g. {missing[0]!r}); "
                          f"run the same command again to complete them", path=args.output_dir)
-    samples = [finished[r.id] for r in records]  # the test file's order, every id once
+    # The test file's order, every id once; the pair_id comes from the record, so partial rows of any
+    # earlier run get it too.
+    samples = [with_pair_id(finished[r.id], r) for r in records]
     settings = {k: getattr(args, k) for k in DEFAULTS} | {"dtype": str(dtype).removeprefix("torch."),
                                                             "device": ranks.device, "world_size": ranks.world}
     return results_document(model_path=str(args.model_path), model_kind=resolved.kind,
                             test_dataset_path=str(args.test_dataset_path), mode=args.mode, settings=settings,
-                            judgements=vocabulary, samples=samples,
+                            judgements=vocabulary, samples=samples, threshold=threshold, vds_fpr=args.vds_fpr,
                             extra={"model": resolved.to_json(), "tokenizer_path": str(tokenizer_dir),
                                    "skipped_no_reference": skipped})
+
+
+def with_pair_id(row: dict, record: Record) -> dict:
+    """A sample row with its record's pair_id right after the subtype (absent when the record has none)."""
+    if record.pair_id is None:
+        return row
+    keys = list(row)
+    at = keys.index("subtype") + 1 if "subtype" in keys else len(keys)
+    return {k: row[k] for k in keys[:at]} | {"pair_id": record.pair_id} | {k: row[k] for k in keys[at:]}
+
+
+class Session:
+    """The resolved model, its tokenizer and (once needed) the loaded model: loaded once, whether one
+    split is evaluated or the dev split first (--threshold_from dev.jsonl) and then the test split."""
+
+    def __init__(self, args, resolved: inference.ResolvedModel, tokenizer_dir: Path, ranks: Ranks, dtype):
+        self.args, self.resolved, self.tokenizer_dir = args, resolved, tokenizer_dir
+        self.ranks, self.dtype = ranks, dtype
+        self._tokenizer = self._model = None
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.tokenizer_dir, trust_remote_code=self.args.trust_remote_code)
+        return self._tokenizer
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = load_model(self.args, self.resolved, self.tokenizer, self.tokenizer_dir, self.ranks,
+                                     self.dtype)
+        return self._model
+
+
+def evaluate_split(args, session: Session, records: list[Record], vocabulary: list[str], skipped: list[str],
+                   threshold: dict | None = None) -> dict | None:
+    """Evaluate ``records`` (args.test_dataset_path) into args.output_dir: results file and charts.
+    Returns the results on rank 0, None on the other ranks."""
+    ranks = session.ranks
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    fingerprint = fingerprint_of(args, session.resolved, session.tokenizer_dir, session.dtype)
+    finished = finished_samples(args, fingerprint, ranks)
+    items = prepare_items(session.tokenizer, [r for r in records if r.id not in finished])
+    share = items[ranks.rank::ranks.world]  # strided over the length-sorted samples: every rank gets long and short
+    if share:
+        model = session.model
+        started = time.perf_counter()
+        evaluate_share(model, session.tokenizer, share, args, vocabulary, ranks, fingerprint)
+        seconds = time.perf_counter() - started
+        log.info("evaluated %d samples in %.1f s (%.2f s/sample)", len(share), seconds, seconds / len(share))
+    ranks.barrier()
+    results = None
+    if ranks.rank == 0:
+        results = build_results(args, session.resolved, session.tokenizer_dir, records, vocabulary,
+                                load_finished(args.output_dir, fingerprint), skipped, ranks, session.dtype, threshold)
+        output_dir = Path(args.output_dir)
+        write_json_atomic(output_dir / RESULTS_FILE, results)
+        charts = result_charts(output_dir, results)
+        remove_partials(output_dir)
+        log.info("wrote %s", ", ".join(str(p) for p in [output_dir / RESULTS_FILE, *charts]))
+    ranks.barrier()
+    return results
+
+
+# ------------------------------------------------------------ the dev threshold
+
+@dataclass(frozen=True)
+class ThresholdSource:
+    """Where --threshold_from points: a dev JSONL to score first, or a dev evaluation_results.json."""
+    path: Path
+    records: list[Record] | None = None  # the dev records, when it is a JSONL file
+    skipped: tuple[str, ...] = ()
+    results: dict | None = None  # the dev results, when it is an evaluation_results.json
+
+
+def threshold_source(args, test_records: list[Record], vocabulary: list[str]) -> ThresholdSource | None:
+    """Read and check --threshold_from before any model runs: a mistake shows at once."""
+    if not args.threshold_from:
+        return None
+    if len(vocabulary) != 2:
+        raise InputError(f"a decision threshold needs two judgements (defective / clean), the test set has "
+                         f"{'/'.join(vocabulary)}", field="threshold_from")
+    path = Path(args.threshold_from)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    if not path.exists():
+        raise InputError("--threshold_from not found (the dev split's evaluation_results.json, or dev .jsonl)",
+                         path=path, field="threshold_from")
+    test_ids = {r.id for r in test_records}
+    if path.suffix.lower() == ".jsonl":
+        if path.resolve() == Path(args.test_dataset_path).resolve():
+            raise InputError("--threshold_from names the test split itself: choose the threshold on the dev split",
+                             path=path, field="threshold_from")
+        records, dev_vocabulary, skipped = read_test_set(str(path), 0, args.skip_unlabelled)
+        check_dev_split(path, [r.id for r in records], test_ids, dev_vocabulary, vocabulary)
+        return ThresholdSource(path, records, tuple(skipped))
+    results = load_results(path)
+    check_dev_results(path, results, args, test_ids, vocabulary)
+    return ThresholdSource(path, results=results)
+
+
+def check_dev_split(path: Path, dev_ids: list[str], test_ids: set[str], dev_vocabulary: list[str],
+                    vocabulary: list[str]) -> None:
+    """A dev split shares no sample with the test split, and its judgements are the test's."""
+    shared = [i for i in dev_ids if i in test_ids]
+    if shared:
+        raise InputError(f"{len(shared)} of its samples are in the test split too (e.g. {shared[0]!r}): a threshold "
+                         f"chosen on them would be chosen on test", path=path, field="threshold_from")
+    if set(dev_vocabulary) != set(vocabulary):
+        raise InputError(f"its judgements ({'/'.join(dev_vocabulary)}) are not the test split's "
+                         f"({'/'.join(vocabulary)})", path=path, field="threshold_from")
+
+
+def check_dev_results(path: Path, results: dict, args, test_ids: set[str], vocabulary: list[str]) -> None:
+    """Dev results fit for choosing this model's threshold: scored, of the same model, not of the test split."""
+    positive, _ = positive_judgement(vocabulary)
+    if not positive_scores(results["samples"], positive):
+        raise InputError(f"its samples have no scores (mode {results['mode']!r}): evaluate the dev split with "
+                         f"--mode score", path=path, field="samples")
+    check_dev_split(path, [s["id"] for s in results["samples"]], test_ids, list(results.get("judgements") or []),
+                    vocabulary)
+    theirs = (results.get("model") or {}).get("weights_path")
+    ours = inference.resolve_model(args.model_path, base_model_path=args.base_model_path,
+                                   tokenizer_path=args.tokenizer_path, allow_pickle=args.allow_pickle).weights_path
+    if theirs is None or Path(theirs).resolve() != Path(ours).resolve():
+        raise InputError(f"results of another model ({theirs or results['model_path']}), not of {ours}: a threshold "
+                         f"fits the scores of the model it was chosen for", path=path, field="model")
+
+
+def dev_threshold(args, session: Session, source: ThresholdSource, vocabulary: list[str]) -> dict | None:
+    """The threshold chosen on dev (rank 0; None on the others): scores the dev JSONL first if that is
+    what --threshold_from names, into OUTPUT_DIR/threshold_dev (resumable like any evaluation)."""
+    if source.records is not None:
+        dev_args = argparse.Namespace(**vars(args) | {
+            "test_dataset_path": str(source.path), "output_dir": str(Path(args.output_dir) / DEV_FOLDER),
+            "limit": 0, "threshold_from": ""})
+        log.info("scoring the dev split %s to choose the decision threshold", source.path)
+        results = evaluate_split(dev_args, session, source.records, vocabulary, list(source.skipped))
+        results_path = Path(dev_args.output_dir) / RESULTS_FILE
+    else:
+        results, results_path = source.results, source.path
+    if session.ranks.rank != 0:
+        return None
+    positive, _ = positive_judgement(vocabulary)
+    labels, scores = positive_scores(results["samples"], positive)
+    chosen = choose_threshold(labels, scores)
+    if chosen is None:
+        raise InputError(f"the dev split holds one judgement only ({results['samples'][0]['reference']}): no "
+                         f"threshold can be chosen on it", path=results_path, field="threshold_from")
+    log.info("decision threshold P(%s) >= %.4g, chosen on %s (%d samples, balanced accuracy %.1f%%)", positive,
+             chosen["threshold"], results_path, chosen["samples"], 100 * chosen["balanced_accuracy"])
+    return chosen | {"source": str(results_path), "test_dataset_path": results["test_dataset_path"]}
 
 
 def main() -> None:
@@ -314,33 +496,14 @@ def main() -> None:
     records, vocabulary, skipped = read_test_set(args.test_dataset_path, args.limit, args.skip_unlabelled)
     if args.mode == "score" and len(vocabulary) == 1:
         log.warning("score mode with a single judgement (%s): every prediction will be it", vocabulary[0])
+    source = threshold_source(args, records, vocabulary)
     resolved, tokenizer_dir = resolve(args)
     ranks = init_ranks()
-    dtype = pick_dtype(ranks.device)
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    fingerprint = fingerprint_of(args, resolved, tokenizer_dir, dtype)
-    finished = finished_samples(args, fingerprint, ranks)
-
-    tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code=args.trust_remote_code)
-    items = prepare_items(tokenizer, [r for r in records if r.id not in finished])
-    share = items[ranks.rank::ranks.world]  # strided over the length-sorted samples: every rank gets long and short
-    if share:
-        model = load_model(args, resolved, tokenizer, tokenizer_dir, ranks, dtype)
-        started = time.perf_counter()
-        evaluate_share(model, tokenizer, share, args, vocabulary, ranks, fingerprint)
-        seconds = time.perf_counter() - started
-        log.info("evaluated %d samples in %.1f s (%.2f s/sample)", len(share), seconds, seconds / len(share))
-    ranks.barrier()
-    if ranks.rank == 0:
-        results = build_results(args, resolved, tokenizer_dir, records, vocabulary,
-                                load_finished(args.output_dir, fingerprint), skipped, ranks, dtype)
-        output_dir = Path(args.output_dir)
-        write_json_atomic(output_dir / RESULTS_FILE, results)
-        subtype_accuracy_chart(output_dir / PLOT_FILE, results)
-        remove_partials(output_dir)
+    session = Session(args, resolved, tokenizer_dir, ranks, pick_dtype(ranks.device))
+    threshold = dev_threshold(args, session, source, vocabulary) if source else None
+    results = evaluate_split(args, session, records, vocabulary, skipped, threshold)
+    if results is not None:
         print(format_results_table(results))
-        log.info("wrote %s and %s", output_dir / RESULTS_FILE, output_dir / PLOT_FILE)
-    ranks.barrier()
     if ranks.world > 1:
         import torch.distributed as dist
 

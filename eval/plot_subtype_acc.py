@@ -9,9 +9,13 @@ and writes into ``output_dir``:
   overall_accuracy_comparison.png  overall accuracy, with McNemar's paired test of
                                    each model against the baseline (the first file)
   type_accuracy_comparison.png     accuracy per reference judgement (defective / clean)
+  pair_outcomes_comparison.png     only when the test set has twin pairs (pair_id): PrimeVul's
+                                   pair outcomes P-C/P-V/P-B/P-R of every model, stacked, overall
+                                   and per subtype, with McNemar's test of P-C over the pairs
   comparison_summary.md            the same numbers as Markdown tables (also printed)
 
 Bars carry their value and a Wilson 95% interval, category labels their n.
+Results without pairs (or v1 results files) give the first three charts only.
 
 Examples:
   python eval/plot_subtype_acc.py --result1_path base/evaluation_results.json \\
@@ -30,11 +34,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
+from defect_judge.charts import ALL_PAIRS, pair_outcome_chart
 from defect_judge.cli import constants_parser, parse_constants
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import check_output_dir, write_text_atomic
+from defect_judge.pairs import OUTCOMES, pair_mcnemar, pair_results
 from defect_judge.plotting import accuracy_bar_chart
-from defect_judge.results import load_results, metrics
+from defect_judge.results import judgement_vocabulary as answer_vocabulary
+from defect_judge.results import load_results, metrics, outcome_cell, two_classes
 from defect_judge.stats import mcnemar
 from defect_judge.templates import JUDGEMENT_PREFIX
 
@@ -57,6 +64,7 @@ PATHS = ("result1_path", "result2_path", "output_dir")
 SUBTYPE_CHART = "model_comparison.png"
 OVERALL_CHART = "overall_accuracy_comparison.png"
 JUDGEMENT_CHART = "type_accuracy_comparison.png"
+PAIR_CHART = "pair_outcomes_comparison.png"
 SUMMARY_FILE = "comparison_summary.md"
 # A checkpoint folder name alone ("checkpoint-140") says little: keep its run folder too.
 GENERIC_FOLDER = re.compile(r"^(checkpoint-\d+|checkpoint|final|best|best_model|merged|adapter)$")
@@ -226,6 +234,85 @@ def draw_charts(out: Path, models: list[Model], subtypes: list[str], judgements:
                        title="不同类型样本准确率对比 (accuracy per reference judgement)")
 
 
+def pair_ids(models: list[Model]) -> dict[str, str]:
+    """{sample id: pair_id} from the files that carry pair_ids (a v1 file of the same test set has none,
+    and takes them from the others); two files that disagree are refused."""
+    found: dict[str, tuple[str, Path]] = {}
+    for model in models:
+        for sample in model.data["samples"]:
+            pair_id = sample.get("pair_id")
+            if pair_id is None:
+                continue
+            seen = found.setdefault(sample["id"], (pair_id, model.path))
+            if seen[0] != pair_id:
+                raise InputError(f"{seen[1]} and {model.path} disagree on sample {sample['id']!r}: pair_id "
+                                 f"{seen[0]!r} vs {pair_id!r}; they were not evaluated on the same test file",
+                                 field="samples")
+    return {sample_id: pair_id for sample_id, (pair_id, _) in found.items()}
+
+
+def pair_sections(models: list[Model]) -> list[dict] | None:
+    """Each model's pair outcomes over the same twin pairs; None without pairs (or without a defective /
+    clean judgement to tell the twins apart)."""
+    ids = pair_ids(models)
+    if not ids:
+        return None
+    references = sorted({s["reference"] for s in models[0].data["samples"]})
+    classes = two_classes(answer_vocabulary(references))
+    if classes is None:
+        log.warning("the samples carry pair_ids but the judgements (%s) are not two (defective / clean): no pair "
+                    "outcomes", "/".join(references))
+        return None
+    return [pair_results([s | {"pair_id": ids[s["id"]]} if s["id"] in ids else s for s in m.data["samples"]],
+                         *classes) for m in models]
+
+
+def pair_test_line(label: str, test: dict) -> str:
+    return (f"{label}: P-C fixed {test['fixed']}, broken {test['broken']} of {test['pairs']} pairs, "
+            f"p = {test['p_value']:.4g} ({test['method']})")
+
+
+def pair_markdown(models: list[Model], pairs: list[dict], tests: list[dict]) -> list[str]:
+    """The pair-outcome tables: overall per model, McNemar over pairs, P-C per subtype."""
+    base = pairs[0]["overall"]
+    lines = ["", "## Pair outcomes (PrimeVul)", "",
+             f"{base['pairs']} twin pairs (one {pairs[0]['positive']}, one {pairs[0]['negative']} sample, same "
+             f"pair_id): P-C both right, P-V both called defective, P-B both called clean, P-R both reversed; an "
+             f"invalid answer counts as wrong. Count (share); Δ P-C in percentage points.", "",
+             "| model | pairs | " + " | ".join(OUTCOMES) + " | P-C 95% CI | with invalid | Δ P-C |",
+             "|---|---:|" + "---:|" * len(OUTCOMES) + "---:|---:|---:|"]
+    for index, (model, section) in enumerate(zip(models, pairs)):
+        o = section["overall"]
+        delta = "—" if index == 0 else f"{100 * (o['P-C']['share'] - base['P-C']['share']):+.1f} pp"
+        low, high = o["P-C"]["ci95"]
+        lines.append(f"| {model.label} | {o['pairs']} | " + " | ".join(outcome_cell(o[name]) for name in OUTCOMES)
+                     + f" | {low:.1%}–{high:.1%} | {o['with_invalid']} | {delta} |")
+    lines += ["", f"McNemar's test over pairs against {models[0].label} (a pair is right when P-C; fixed: P-C for "
+              "the model only, broken: for the baseline only):", ""]
+    lines += [f"- {pair_test_line(m.label, t)}" for m, t in zip(models[1:], tests)]
+    subtypes = sorted(pairs[0]["per_subtype"], key=lambda name: (-pairs[0]["per_subtype"][name]["pairs"], name))
+    lines += ["", "P-C per subtype:", "", "| subtype | pairs | " + " | ".join(m.label for m in models) + " |",
+              "|---|---:|" + "---:|" * len(models)]
+    for name in subtypes:
+        cells = [outcome_cell(p["per_subtype"][name]["P-C"]) if name in p["per_subtype"] else "—" for p in pairs]
+        lines.append(f"| {name} | {pairs[0]['per_subtype'][name]['pairs']} | " + " | ".join(cells) + " |")
+    unpaired = pairs[0]["unpaired"]["samples"]
+    if unpaired:
+        lines += ["", f"{unpaired} sample(s) are not half of a twin pair and are not counted here."]
+    return lines
+
+
+def draw_pair_chart(out: Path, models: list[Model], pairs: list[dict], tests: list[dict]) -> None:
+    per_subtype = pairs[0]["per_subtype"]
+    subtypes = sorted(per_subtype, key=lambda name: (-per_subtype[name]["pairs"], name))
+    series = [(m.label, [p["overall"], *(p["per_subtype"].get(name) for name in subtypes)])
+              for m, p in zip(models, pairs)]
+    note = "\n".join([f"McNemar 配对检验 (over pairs: right = P-C) vs {models[0].label}"]
+                      + [pair_test_line(m.label, t) for m, t in zip(models[1:], tests)])
+    pair_outcome_chart(out / PAIR_CHART, [ALL_PAIRS, *subtypes], series,
+                       title="配对结果对比 (PrimeVul pair outcomes)", note=note)
+
+
 def main(argv: list[str] | None = None) -> None:
     defaults = {name: globals()[name] for name in HELP}
     parser = constants_parser(defaults, HELP, __doc__)
@@ -248,15 +335,24 @@ def main(argv: list[str] | None = None) -> None:
     counts = Counter(s["subtype"] for s in models[0].data["samples"])
     subtypes = sorted(counts, key=lambda name: (-counts[name], name))
     tests = [paired_test(models[0], model) for model in models[1:]]
+    pairs = pair_sections(models)  # before anything is written: files that disagree on a pair are refused
 
     out = Path(args.output_dir)
     log.info("comparing %s on %d paired samples; writing to %s", ", ".join(m.label for m in models),
              len(models[0].data["samples"]), out)
     draw_charts(out, models, subtypes, judgements, per_model, tests)
+    written = [SUBTYPE_CHART, OVERALL_CHART, JUDGEMENT_CHART]
     markdown = summary_markdown(models, subtypes, judgements, per_model, tests)
+    if pairs and pairs[0]["overall"]["pairs"]:
+        pair_tests = [pair_mcnemar(pairs[0]["outcomes"], p["outcomes"]) for p in pairs[1:]]
+        draw_pair_chart(out, models, pairs, pair_tests)
+        written.append(PAIR_CHART)
+        markdown += "\n".join(pair_markdown(models, pairs, pair_tests)) + "\n"
+    elif (out / PAIR_CHART).exists():  # an earlier comparison's: it does not belong to these results
+        (out / PAIR_CHART).unlink()
     write_text_atomic(out / SUMMARY_FILE, markdown)
     print(markdown)
-    for name in (SUBTYPE_CHART, OVERALL_CHART, JUDGEMENT_CHART, SUMMARY_FILE):
+    for name in [*written, SUMMARY_FILE]:
         log.info("wrote %s", out / name)
 
 

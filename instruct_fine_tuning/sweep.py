@@ -72,14 +72,9 @@ PYTHON = sys.executable
 log = logging.getLogger("sweep")
 
 
-def steps_per_epoch(recipe: Recipe, train_samples: int) -> int:
-    per_step = recipe.batch_size * recipe.gradient_accumulation_steps
-    return max(1, -(-train_samples // per_step))
-
-
 def train(recipe: Recipe, args, folder: Path, train_samples: int) -> tuple[float, int]:
     """Train through the launcher with a checkpoint every 1/evals_per_epoch epoch; (seconds, save_steps)."""
-    per_epoch = steps_per_epoch(recipe, train_samples)
+    per_epoch = recipe.steps_per_epoch(train_samples)
     save_steps = max(1, round(per_epoch / args.evals_per_epoch))
     max_steps = max(save_steps, round(per_epoch * args.epochs))
     env = os.environ | recipe.launcher_env() | {
@@ -92,7 +87,8 @@ def train(recipe: Recipe, args, folder: Path, train_samples: int) -> tuple[float
     log.info("%s: training %d steps (%.2g epochs), a checkpoint every %d: %s", recipe.name, max_steps, args.epochs,
              save_steps, " ".join(command[1:]))
     started = time.perf_counter()
-    with atomic_open(folder.parent / "train.log") as handle:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / "train.log", "w", encoding="utf-8") as handle:  # readable while it trains
         result = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
@@ -120,7 +116,7 @@ def run_recipe(recipe: Recipe, args, train_samples: int) -> dict:
         return json.loads(done.read_text(encoding="utf-8"))
     train_dir = root / "train"
     seconds, save_steps = train(recipe, args, train_dir, train_samples)
-    per_epoch = steps_per_epoch(recipe, train_samples)
+    per_epoch = recipe.steps_per_epoch(train_samples)
     curve = []
     for checkpoint in list_checkpoints(train_dir):
         step = checkpoint_step(checkpoint)
@@ -216,15 +212,15 @@ def main() -> None:
         raise InputError(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}", field="recipes")
     if args.epochs <= 0 or args.evals_per_epoch < 1:
         raise InputError("epochs must be > 0 and evals_per_epoch at least 1")
-    train_samples = len(read_records(args.train_data))
+    pair_ids = [r.pair_id for r in read_records(args.train_data)]
     dev = read_records(args.eval_data)
     judgements = [r.judgement for r in dev]
     reference = {"majority": max(judgements.count(j) for j in set(judgements)) / len(judgements),
                  "baseline": baseline_on_dev(args) if args.baseline else None}
-    results = [run_recipe(RECIPES[name], args, train_samples) for name in args.recipes]
+    results = [run_recipe(RECIPES[name], args, RECIPES[name].training_items(pair_ids)) for name in args.recipes]
     output_dir = Path(args.output_dir)
     summary = {"model_path": str(args.model_path), "train_data": str(args.train_data),
-               "eval_data": str(args.eval_data), "train_samples": train_samples, "dev_samples": len(dev),
+               "eval_data": str(args.eval_data), "train_samples": len(pair_ids), "dev_samples": len(dev),
                "reference": reference, "recipes": results}
     write_json_atomic(output_dir / "sweep_results.json", summary)
     table = sweep_table(results, reference)

@@ -39,7 +39,7 @@ from defect_judge.modeling import (BEST_CHECKPOINT_FILE, check_model_folder, che
 from defect_judge.resume import file_sha256
 from defect_judge.schema import read_records
 from defect_judge.training import (ACCURACY_THEN_LOSS, CheckpointCompleteCallback, PaddingCollator, PairedDataset,
-                                   SupervisedDataset,
+                                   SupervisedDataset, judgement_only,
                                    WeightedLossTrainer, find_resume_checkpoint, fit_samples, length_stats,
                                    checkpoint_step, limit_heap_fragmentation, list_checkpoints, mark_trained_text,
                                    remove_checkpoints)
@@ -66,6 +66,8 @@ LOSS_CHUNK_SIZE = 1024              # trained tokens per lm_head chunk: bounds t
 EARLY_STOPPING_PATIENCE = 10
 EVAL_MAX_SAMPLES = 0                # evaluate on at most this many samples of EVAL_DATA (0: all of it)
 PAIR_BATCHES = False                # twins (same pair_id) in the same micro-batch
+TRAIN_ON = "answer"                 # answer (判断 + 原因, key-token weighted) | judgement (判断:{judgement} only)
+TRAINABLE_LAYERS = 0                # train only the top N transformer layers (LoRA or full); 0: all of them
 # The checkpoint kept as the best: eval_loss (the document's choice) or accuracy_then_loss (judgement accuracy
 # under teacher forcing, ties broken by the lower eval_loss; what a judge is for, and what users ask for).
 METRIC_FOR_BEST_MODEL = "eval_loss"
@@ -103,6 +105,10 @@ class DataArguments:
                                                                   "the end of its event cut, never the answer."})
     eval_max_samples: int = field(default=EVAL_MAX_SAMPLES, metadata={
         "help": "Evaluate on at most this many samples drawn from --eval_data (0: all)."})
+    train_on: str = field(default=TRAIN_ON, metadata={
+        "choices": ["answer", "judgement"],
+        "help": "answer: the whole answer (judgement and reason, the judgement weighted by --key_token_weight); "
+                "judgement: only 判断:{judgement}, the reason cut from the sequence (cheaper; no reason is taught)."})
     pair_batches: bool = field(default=PAIR_BATCHES, metadata={
         "help": "Keep twins (training records sharing a pair_id) in the same micro-batch, so each gradient "
                 "sees a defective sample next to its fix; --per_device_train_batch_size then counts pairs."})
@@ -117,6 +123,9 @@ class LoraArguments:
     lora_dropout: float = field(default=LORA_DROPOUT, metadata={"help": "Dropout on the LoRA input."})
     lora_target_modules: str = field(default=LORA_TARGET_MODULES, metadata={
         "help": "'all-linear' or a comma-separated list of module names."})
+    trainable_layers: int = field(default=TRAINABLE_LAYERS, metadata={
+        "help": "Train only the top N transformer layers (LoRA adapters there, or those layers' weights in full "
+                "fine-tuning); the backward pass then stops below them. 0: every layer."})
 
 
 @dataclass
@@ -293,6 +302,8 @@ def load_data(tokenizer, data_args: DataArguments, train_args: FineTuningArgumen
     train_records = read_records(data_args.train_data)
     train_samples = fit_samples(tokenizer, train_records, data_args.max_length, path=data_args.train_data,
                                 progress=main)
+    if data_args.train_on == "judgement":
+        train_samples = [judgement_only(s) for s in train_samples]
     eval_samples = []
     if _evaluates(train_args):
         eval_records = read_records(data_args.eval_data)
@@ -301,6 +312,8 @@ def load_data(tokenizer, data_args: DataArguments, train_args: FineTuningArgumen
             eval_records = [eval_records[i] for i in sorted(keep)]
         eval_samples = fit_samples(tokenizer, eval_records, data_args.max_length, path=data_args.eval_data,
                                    progress=main)
+        if data_args.train_on == "judgement":
+            eval_samples = [judgement_only(s) for s in eval_samples]
     if main:
         report_data(tokenizer, train_samples, eval_samples, data_args)
     return train_dataset(train_samples, data_args, main), (SupervisedDataset(eval_samples) if eval_samples else None)
@@ -350,14 +363,21 @@ def load_model(model_args: ModelArguments, lora_args: LoraArguments, train_args:
         set_seed(train_args.seed)  # the adapters' initialisation
         targets = lora_args.lora_target_modules
         targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+        layers = top_layers(model, lora_args.trainable_layers)
+        if layers and targets == "all-linear":
+            targets = layer_linear_names(model)  # peft takes a layer subset only with named modules
         config = LoraConfig(task_type="CAUSAL_LM", r=lora_args.lora_rank, lora_alpha=lora_args.lora_alpha,
-                            lora_dropout=lora_args.lora_dropout, target_modules=targets)
+                            lora_dropout=lora_args.lora_dropout, target_modules=targets,
+                            layers_to_transform=layers, layers_pattern="layers" if layers else None)
         try:
             model = get_peft_model(model, config)
         except ValueError as error:
             raise InputError(f"--lora_target_modules {lora_args.lora_target_modules!r}: {error}") from None
         if train_args.activation_checkpointing:
             model.enable_input_require_grads()  # checkpointed layers need an input that requires grad
+    elif lora_args.trainable_layers:
+        freeze_below(model, top_layers(model, lora_args.trainable_layers))
+
     def numel(param) -> int:
         return getattr(param, "ds_numel", param.numel())  # ZeRO-3 partitions hold 0 elements locally
 
@@ -366,6 +386,32 @@ def load_model(model_args: ModelArguments, lora_args: LoraArguments, train_args:
     log.info("model %s (%s, %s): %s trainable of %s parameters (%.2f%%)", model_path, lora_args.finetuning_type,
              str(dtype).replace("torch.", ""), f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     return model
+
+
+def top_layers(model, count: int) -> list[int] | None:
+    """Indices of the top ``count`` transformer layers (None: all of them)."""
+    total = model.config.num_hidden_layers
+    if count <= 0:
+        return None
+    if count > total:
+        raise InputError(f"--trainable_layers {count}: the model has only {total} layers")
+    return list(range(total - count, total))
+
+
+def layer_linear_names(model) -> list[str]:
+    """The names of the linear modules inside the transformer layers (what peft's all-linear adapts)."""
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and ".layers." in name})
+
+
+def freeze_below(model, layers: list[int]) -> None:
+    """Full fine-tuning of the top layers only: everything else (embeddings, the layers below, the tied
+    output layer) is frozen, so autograd never goes below the lowest trained layer."""
+    keep = tuple(f"layers.{i}." for i in layers)
+    final_norm = model.get_decoder().norm if hasattr(model.get_decoder(), "norm") else None
+    kept = {id(p) for p in final_norm.parameters()} if final_norm is not None else set()
+    for name, param in model.named_parameters():
+        param.requires_grad_(any(part in name for part in keep) or id(param) in kept)
 
 
 class WandbConfigCallback(TrainerCallback):

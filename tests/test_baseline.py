@@ -67,10 +67,14 @@ def test_labels_written_into_the_code_sound_the_leak_alarm(tmp_path, caplog):
     assert "may give the answer away" in caplog.text
 
 
-def test_without_a_dev_split_c_is_chosen_by_cross_validation(shipped_split, tmp_path):
+def test_without_a_dev_split_c_is_chosen_by_cross_validation_over_whole_pairs(shipped_split, tmp_path):
+    """The shipped data are twins: a fold that held out a sample while fitting its twin (the same code,
+    the other label) would score far below chance (0.15-0.18 measured); folds keep pairs whole."""
     run_script(SCRIPT, "--train_dataset_path", shipped_split["train_file"], "--dev_dataset_path", "",
                "--test_dataset_path", shipped_split["test_file"], "--output_dir", tmp_path, check=True)
-    assert load_results(tmp_path / "evaluation_results.json")["settings"]["chosen_on"] == "5-fold cross-validation on train"
+    settings = load_results(tmp_path / "evaluation_results.json")["settings"]
+    assert settings["chosen_on"] == "5-fold cross-validation on train"
+    assert max(t["accuracy"] for t in settings["trials"]) > 0.5
 
 
 def test_bad_inputs_are_one_clear_line(shipped_split, tmp_path):
@@ -86,3 +90,23 @@ def test_bad_inputs_are_one_clear_line(shipped_split, tmp_path):
     assert_clean_failure(bad, str(no_judgement), f"sample {rows[2]['id']}", "field 'text'", "no judgement")
     assert not (tmp_path / "out").exists()
     assert run_script(SCRIPT, "--help", check=True).stdout.count("--c_grid") >= 1
+
+
+def test_twin_pairs_scores_and_charts(tmp_path):
+    """The baseline's probabilities give ROC-AUC, VD-S and roc_curve.png; twin pairs in the test split give
+    pair outcomes and pair_outcomes.png (the schema and charts of eval/model_evaluation.py)."""
+    rows = make_records(48)
+    test = [r | {"pair_id": f"twin-{i // 2}"} for i, r in enumerate(rows[40:])]  # (是, 否) of one subtype in turn
+    files = {name: write_records(tmp_path / f"{name}.jsonl", part)
+             for name, part in (("train", rows[:32]), ("dev", rows[32:40]), ("test", test))}
+    baseline.main(["--train_dataset_path", str(files["train"]), "--dev_dataset_path", str(files["dev"]),
+                   "--test_dataset_path", str(files["test"]), "--output_dir", str(tmp_path / "out"),
+                   "--vds_fpr", "0.25"])
+    results = load_results(tmp_path / "out" / "evaluation_results.json")
+    assert [s["pair_id"] for s in results["samples"]] == [r["pair_id"] for r in test]
+    assert results["pairs"]["overall"]["pairs"] == 4 and set(results["pairs"]["outcomes"]) == {
+        "twin-0", "twin-1", "twin-2", "twin-3"}
+    assert [level["fpr_target"] for level in results["vd_s"]] == [0.005, 0.25]
+    assert results["decision"]["headline"] == "argmax" and results["overall"]["mcc"] is not None
+    for chart in ("subtype_accuracy.png", "pair_outcomes.png", "roc_curve.png"):
+        assert (tmp_path / "out" / chart).is_file(), chart

@@ -24,27 +24,38 @@ def few_samples(folder: Path, per_file: int = 6) -> Path:
 
 def test_demo_pipeline_runs_every_stage(tmp_path, tiny_model_dir):
     run_dir = tmp_path / "demo"
-    env = {"DEMO_MODEL": str(tiny_model_dir), "DEMO_INPUT_DIR": str(few_samples(tmp_path / "raw")),
-           "RUN_DIR": str(run_dir), "DEMO_MAX_STEPS": "2", "DEMO_SAVE_STEPS": "1", "DEMO_MAX_NEW_TOKENS": "8",
+    env = {"DEMO_MODEL": str(tiny_model_dir), "DEMO_INPUT_DIR": str(few_samples(tmp_path / "raw", per_file=10)),
+           "RUN_DIR": str(run_dir), "DEMO_MAX_STEPS": "2", "DEMO_MAX_NEW_TOKENS": "8",
            "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     result = run_script(REPO_ROOT / "tools" / "run_demo.sh", env=env, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    for stage in ("1/5", "2/5", "3/5", "4/5", "5/5"):
+    for stage in ("1/6", "2/6", "3/6", "4/6", "5/6", "6/6"):
         assert f"] {stage} " in result.stdout
 
+    data = run_dir / "data"
+    test_ids = {json.loads(line)["id"] for line in (data / "test.jsonl").read_text().splitlines()}
+    dev_ids = {json.loads(line)["id"] for line in (data / "dev.jsonl").read_text().splitlines()}
+    assert dev_ids and not dev_ids & test_ids
     best = json.loads((run_dir / "train" / "best_checkpoint.json").read_text(encoding="utf-8"))
     assert (run_dir / "train" / best["best_checkpoint"] / "adapter_model.safetensors").is_file()
-    for name in ("eval_base", "eval_tuned"):
+    # chosen on dev by the recipe's metric, never on test
+    assert best["eval_data"] == str((data / "dev.jsonl").resolve()) and best["eval_is_test_data"] is False
+    assert best["metric"] == "accuracy_then_loss"
+    for name in ("eval_base", "eval_tfidf", "eval_tuned"):
         results = json.loads((run_dir / name / "evaluation_results.json").read_text(encoding="utf-8"))
-        assert results["overall"]["total"] == len((run_dir / "data" / "test.jsonl").read_text().splitlines())
+        assert {s["id"] for s in results["samples"]} == test_ids
     tuned = json.loads((run_dir / "eval_tuned" / "evaluation_results.json").read_text(encoding="utf-8"))
     assert tuned["model_kind"].startswith("output_dir")  # followed best_checkpoint.json
-    for image in ("model_comparison.png", "overall_accuracy_comparison.png", "type_accuracy_comparison.png"):
-        with Image.open(run_dir / "comparison" / image) as png:
+    for image in [run_dir / "comparison" / name for name in
+                  ("model_comparison.png", "overall_accuracy_comparison.png", "type_accuracy_comparison.png")] + \
+                 [run_dir / "train" / "learning_curve.png"]:
+        with Image.open(image) as png:
             assert png.width >= 600 and png.height >= 300
 
     summary = (run_dir / "summary.md").read_text(encoding="utf-8")
-    assert "| base `" in summary and "| LoRA `" in summary
-    assert "McNemar" in summary and "3 LoRA training" in summary
+    assert "| majority class (always" in summary and "| TF-IDF + logistic regression |" in summary
+    assert "| base `" in summary and "| fine-tuned `" in summary
+    assert "exact binomial" in summary and "McNemar" in summary and "4 fine-tuning" in summary
+    assert "chosen on" in summary and "the dev split" in summary and "learning_curve.png" in summary
     offline_runs = list((run_dir / "train" / "wandb").glob("offline-run-*"))
     assert offline_runs and f"wandb sync {offline_runs[0]}" in summary

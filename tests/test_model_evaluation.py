@@ -618,3 +618,71 @@ def test_benchmark_runs_and_accounts_for_its_time(tiny_model_dir, shipped_split,
     assert 1 <= bounds["naive_mean_new_tokens"] <= 3
     assert 0 <= result["agreement"]["generate_vs_naive_judgement"] <= 1
     assert result["samples"] == 4 and set(result["targets_met"]) == set(result["targets"])
+
+
+# ------------------------------------------------- pairs and the dev threshold
+
+def twin_split(tmp_path: Path) -> tuple[Path, Path]:
+    """A test and a dev file of twin pairs (make_records gives a 是 and a 否 sample of a subtype in turn)."""
+    from helpers_training import make_records, write_records
+
+    def twins(rows: list[dict], prefix: str) -> list[dict]:
+        return [r | {"pair_id": f"{prefix}-{i // 2}"} for i, r in enumerate(rows)]
+
+    return (write_records(tmp_path / "test.jsonl", twins(make_records(16), "t")),
+            write_records(tmp_path / "dev.jsonl", twins(make_records(16, start=100), "d")))
+
+
+def test_score_mode_over_pairs_with_a_threshold_chosen_on_dev(tiny_model_dir, tmp_path):
+    """The real script on a tiny model: pair outcomes, VD-S, ROC chart; the dev JSONL is scored first and its
+    threshold decides the test predictions; the dev results file gives the same threshold again."""
+    from PIL import Image
+
+    test_file, dev_file = twin_split(tmp_path)
+    common = ["--model_path", tiny_model_dir, "--test_dataset_path", test_file, "--mode", "score"]
+    out = tmp_path / "out"
+    result = evaluate(*common, "--output_dir", out, "--threshold_from", dev_file, "--vds_fpr", "0.1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("loaded in") == 1  # one model for both splits
+    dev_results = load_results(out / "threshold_dev" / "evaluation_results.json")
+    assert [s["id"] for s in dev_results["samples"]] == [r.id for r in read_records(dev_file)]
+    results = load_results(out / "evaluation_results.json")
+    decision = results["decision"]
+    assert decision["headline"] == "threshold" and decision["chosen_on"]["test_dataset_path"] == str(dev_file)
+    threshold = decision["threshold"]
+    for sample, record in zip(results["samples"], read_records(test_file)):
+        assert sample["pair_id"] == record.pair_id
+        assert sample["argmax_prediction"] == max(sample["probabilities"], key=sample["probabilities"].get)
+        assert sample["prediction"] == sample["threshold_prediction"] == \
+            ("是" if sample["probabilities"]["是"] >= threshold else "否")
+    assert results["pairs"]["overall"]["pairs"] == 8 and results["pairs"]["unpaired"]["samples"] == 0
+    assert sum(results["pairs"]["overall"][o]["count"] for o in ("P-C", "P-V", "P-B", "P-R")) == 8
+    assert [level["fpr_target"] for level in results["vd_s"]] == [0.005, 0.1]
+    assert results["vd_s"][0]["note"] and "(8 < 200)" in results["vd_s"][0]["note"]
+    assert results["overall"]["balanced_accuracy"] is not None and results["overall"]["mcc"] is not None
+    for chart in ("subtype_accuracy.png", "pair_outcomes.png", "roc_curve.png"):
+        with Image.open(out / chart) as png:
+            assert png.format == "PNG" and png.width >= 900
+    for line in ("pairs (PrimeVul", "VD-S (miss rate at FPR <= 0.5%)", "decision: P(是) >= ", "balanced accuracy"):
+        assert line in result.stdout, line
+
+    again = evaluate(*common, "--output_dir", tmp_path / "again", "--threshold_from", out / "threshold_dev")
+    assert again.returncode == 0, again.stderr[-3000:]
+    second = load_results(tmp_path / "again" / "evaluation_results.json")
+    assert second["decision"]["threshold"] == threshold
+    assert [s["prediction"] for s in second["samples"]] == [s["prediction"] for s in results["samples"]]
+    assert not (tmp_path / "again" / "threshold_dev").exists()
+
+    # a threshold is never chosen on the test split itself, nor applied to generated answers
+    assert_clean_error(evaluate(*common, "--output_dir", tmp_path / "x", "--threshold_from", out),
+                       "16 of its samples are in the test split too", "field 'threshold_from'")
+    assert_clean_error(evaluate(*common, "--output_dir", tmp_path / "x", "--threshold_from", test_file),
+                       "names the test split itself")
+    assert_clean_error(evaluate(*common[:-2], "--output_dir", tmp_path / "x", "--threshold_from", dev_file),
+                       "--threshold_from needs --mode score")
+    other = json.loads((out / "threshold_dev" / "evaluation_results.json").read_text(encoding="utf-8"))
+    other["model"]["weights_path"] = str(tmp_path / "another-model")
+    (tmp_path / "other.json").write_text(json.dumps(other, ensure_ascii=False), encoding="utf-8")
+    assert_clean_error(evaluate(*common, "--output_dir", tmp_path / "x", "--threshold_from", tmp_path / "other.json"),
+                       "other.json", "results of another model", "field 'model'")
+    assert not (tmp_path / "x").exists()

@@ -210,3 +210,87 @@ def test_default_labels_grow_until_different_model_paths_differ(monkeypatch):
     assert script.model_labels(models, []) == [
         "Qwen2.5-Coder-7B-Instruct", "x/ft/final_model #1", "y/ft/final_model", "x/ft/final_model #2",
         "run_0401/checkpoint-140"]
+
+
+# ------------------------------------------------------------ twin pairs
+
+PAIR_CHART = "pair_outcomes_comparison.png"
+# Ten twin pairs: p0-p5 空指针解引用, p6-p9 资源泄漏. Calls (defective twin, clean twin) per outcome.
+CALLS = {"P-C": ("是", "否"), "P-V": ("是", "是"), "P-B": ("否", "否"), "P-R": ("否", "是")}
+BASE_OUTCOMES = ["P-C", "P-C", "P-V", "P-V", "P-V", "P-B", "P-R", "P-C", "P-V", "P-B"]
+TUNED_OUTCOMES = ["P-C", "P-V", "P-C", "P-C", "P-C", "P-C", "P-C", "P-C", "P-C", "P-B"]
+
+
+def write_pair_results(path: Path, model_path: str, outcomes: list[str], *, v1: bool = False) -> Path:
+    """An evaluation_results.json over twin pairs, made by the real results code; ``v1``: as the v1 code
+    wrote it (no pair_id, no pairs section)."""
+    from defect_judge.results import SCHEMA_V1, results_document
+
+    samples = []
+    for index, outcome in enumerate(outcomes):
+        subtype = "空指针解引用" if index < 6 else "资源泄漏"
+        for reference, prediction in zip(("是", "否"), CALLS[outcome]):
+            samples.append({"id": f"p{index}-{reference}", "subtype": subtype, "pair_id": f"p{index}",
+                            "reference": reference, "prediction": prediction, "correct": prediction == reference})
+    if v1:
+        samples = [{k: v for k, v in s.items() if k != "pair_id"} for s in samples]
+    data = results_document(model_path=model_path, model_kind="lora", test_dataset_path="dataset/test.jsonl",
+                            mode="generate", settings={}, judgements=["否", "是"], samples=samples)
+    if v1:
+        data = {k: v for k, v in data.items() if k not in ("pairs", "decision", "vd_s", "average_precision")}
+        data["schema"] = SCHEMA_V1
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("base_is_v1", [False, True])
+def test_pair_outcomes_side_by_side_with_mcnemar_over_pairs(tmp_path: Path, base_is_v1: bool):
+    """A v1 baseline (no pair_ids) on the same test set takes its pairs from the other file."""
+    base = write_pair_results(tmp_path / "base.json", BASE_MODEL, BASE_OUTCOMES, v1=base_is_v1)
+    tuned = write_pair_results(tmp_path / "tuned.json", TUNED_MODEL, TUNED_OUTCOMES)
+    out = tmp_path / "comparison"
+    result = run_script(SCRIPT, "--results", base, tuned, "--labels", "基线", "LoRA", "--output_dir", out, timeout=120)
+    assert_clean_exit(result)
+    for chart in (*CHARTS, PAIR_CHART):
+        assert_chart(out / chart)
+    markdown = (out / "comparison_summary.md").read_text(encoding="utf-8")
+    assert "## Pair outcomes (PrimeVul)" in markdown and "10 twin pairs" in markdown
+    # base: P-C 3, P-V 4, P-B 2, P-R 1; tuned: P-C 8, P-V 1, P-B 1, P-R 0
+    assert "| 基线 | 10 | 3 (30%) | 4 (40%) | 2 (20%) | 1 (10%) |" in markdown
+    assert "| LoRA | 10 | 8 (80%) | 1 (10%) | 1 (10%) | 0 (0%) |" in markdown and "| +50.0 pp |" in markdown
+    # fixed p2, p3, p4, p5, p6, p8; broken p1: exact p = 2 * (C(7,0) + C(7,1)) / 2^7 = 0.125
+    assert "- LoRA: P-C fixed 6, broken 1 of 10 pairs, p = 0.125 (exact binomial)" in markdown
+    # P-C per subtype, most pairs first: 空指针解引用 base p0, p1 of 6; tuned p0, p2-p5 of 6
+    assert "| 空指针解引用 | 6 | 2 (33%) | 5 (83%) |" in markdown and "| 资源泄漏 | 4 | 1 (25%) | 3 (75%) |" in markdown
+    assert markdown in result.stdout
+
+
+def test_results_without_pairs_keep_the_three_charts_and_drop_a_stale_pair_chart(tmp_path: Path, two_results):
+    out = tmp_path / "comparison"
+    out.mkdir()
+    (out / PAIR_CHART).write_bytes(b"an earlier comparison's chart")
+    result = run_script(SCRIPT, "--results", *two_results, "--output_dir", out, timeout=120)
+    assert_clean_exit(result)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*CHARTS, "comparison_summary.md"])
+    assert "Pair outcomes" not in (out / "comparison_summary.md").read_text(encoding="utf-8")
+
+
+def test_v1_results_files_still_compare(tmp_path: Path):
+    base = write_pair_results(tmp_path / "base.json", BASE_MODEL, BASE_OUTCOMES, v1=True)
+    tuned = write_pair_results(tmp_path / "tuned.json", TUNED_MODEL, TUNED_OUTCOMES, v1=True)
+    out = tmp_path / "comparison"
+    result = run_script(SCRIPT, "--results", base, tuned, "--output_dir", out, timeout=120)
+    assert_clean_exit(result)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*CHARTS, "comparison_summary.md"])
+    # 20 samples: base right on 2 * 3 (P-C) + 4 (P-V: the defective twin) + 2 (P-B: the clean) = 12
+    assert "| 12 / 20 |" in (out / "comparison_summary.md").read_text(encoding="utf-8")
+
+
+def test_files_that_disagree_on_a_pair_id_are_refused(tmp_path: Path):
+    base = write_pair_results(tmp_path / "base.json", BASE_MODEL, BASE_OUTCOMES)
+    tuned = write_pair_results(tmp_path / "tuned.json", TUNED_MODEL, TUNED_OUTCOMES)
+    data = json.loads(tuned.read_text(encoding="utf-8"))
+    data["samples"][3]["pair_id"] = "p9"
+    tuned.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    result = run_script(SCRIPT, "--results", base, tuned, "--output_dir", tmp_path / "out", timeout=60)
+    assert_refused(result, "disagree on sample 'p1-否': pair_id 'p1' vs 'p9'")

@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # make demo: the whole pipeline on the embedded SmolLM2-135M-Instruct and the shipped sample data, on a CPU.
-#   1 convert + split   2 baseline evaluation   3 LoRA fine-tuning (DeepSpeed launcher, wandb offline)
-#   4 evaluation of the best checkpoint          5 comparison plots          -> runs/demo/<time>/summary.md
-# Only environment overrides and passed-through flags change the training script's defaults.
-# Knobs (environment): DEMO_MAX_STEPS, DEMO_SAVE_STEPS, DEMO_LR, DEMO_EVAL_MODE, DEMO_MAX_NEW_TOKENS, RUN_DIR,
-# DEMO_MODEL and DEMO_INPUT_DIR (the end-to-end test runs the same pipeline on a tiny model and a few samples).
+#   1 convert + split (train/dev/test)   2 TF-IDF baseline   3 base model evaluation
+#   4 fine-tuning with a named recipe (defect_judge/recipes.py), checkpoints chosen on dev
+#   5 evaluation of the chosen checkpoint on test   6 comparison plots   -> runs/demo/<time>/summary.md
+# The test split is read only by stages 2, 3 and 5, and never for a choice.
+# Knobs (environment): DEMO_RECIPE (demo; `make learn` uses learn), DEMO_MAX_STEPS (cut training short),
+# DEMO_EVAL_MODE (generate/score), DEMO_MAX_NEW_TOKENS, RUN_DIR, DEMO_MODEL and DEMO_INPUT_DIR (the
+# end-to-end test runs the same pipeline on a tiny model and a few samples).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=.venv/bin/python
 MODEL="${DEMO_MODEL:-models/SmolLM2-135M-Instruct}"
 INPUT_DIR="${DEMO_INPUT_DIR:-dataset/output}"
 RUN_DIR="${RUN_DIR:-runs/demo/$(date +%Y%m%d-%H%M%S)}"
-MAX_STEPS="${DEMO_MAX_STEPS:-48}"
-SAVE_STEPS="${DEMO_SAVE_STEPS:-16}"
-LR="${DEMO_LR:-2e-4}"
+RECIPE="${DEMO_RECIPE:-demo}"
+MAX_STEPS="${DEMO_MAX_STEPS:-}"
 EVAL_MODE="${DEMO_EVAL_MODE:-generate}"
 MAX_NEW_TOKENS="${DEMO_MAX_NEW_TOKENS:-64}"
 
@@ -21,41 +22,50 @@ MAX_NEW_TOKENS="${DEMO_MAX_NEW_TOKENS:-64}"
 mkdir -p "$RUN_DIR"
 ln -sfn "$(basename "$RUN_DIR")" "$(dirname "$RUN_DIR")/latest" 2>/dev/null || true
 export WANDB_MODE="${WANDB_MODE:-offline}" TOKENIZERS_PARALLELISM=false
+DATA="$RUN_DIR/data"
 stage() { printf '\n==== [%s] %s ====\n' "$(date +%H:%M:%S)" "$*"; }
-evaluate() {  # evaluate MODEL OUTPUT_DIR: the same settings for the baseline and the fine-tuned model
-    $PY eval/model_evaluation.py --model_path "$1" --test_dataset_path "$RUN_DIR/data/test.jsonl" \
+evaluate() {  # evaluate MODEL OUTPUT_DIR: the same settings for the base and the fine-tuned model
+    $PY eval/model_evaluation.py --model_path "$1" --test_dataset_path "$DATA/test.jsonl" \
         --output_dir "$2" --mode "$EVAL_MODE" --max_new_tokens "$MAX_NEW_TOKENS"
 }
 seconds() { date +%s; }
 T0=$(seconds)
 
-stage "1/5 convert and split $INPUT_DIR -> $RUN_DIR/data"
-$PY dataset/convert_and_split.py --input_dir "$INPUT_DIR" --converted_file "$RUN_DIR/data/converted_data.jsonl" \
-    --train_file "$RUN_DIR/data/train.jsonl" --test_file "$RUN_DIR/data/test.jsonl"
+stage "1/6 convert and split $INPUT_DIR -> $DATA (train / dev / test)"
+$PY dataset/convert_and_split.py --input_dir "$INPUT_DIR" --converted_file "$DATA/converted_data.jsonl" \
+    --train_file "$DATA/train.jsonl" --dev_file "$DATA/dev.jsonl" --test_file "$DATA/test.jsonl"
 T1=$(seconds)
 
-stage "2/5 baseline: evaluate $MODEL"
-evaluate "$MODEL" "$RUN_DIR/eval_base"
+stage "2/6 TF-IDF + logistic regression baseline (C chosen on dev)"
+$PY eval/baseline.py --train_dataset_path "$DATA/train.jsonl" --dev_dataset_path "$DATA/dev.jsonl" \
+    --test_dataset_path "$DATA/test.jsonl" --output_dir "$RUN_DIR/eval_tfidf"
 T2=$(seconds)
 
-stage "3/5 LoRA fine-tuning through instruct_fine_tuning/run_training_lora.sh ($MAX_STEPS steps)"
-MODEL_PATH="$MODEL" TRAIN_DATA="$RUN_DIR/data/train.jsonl" TEST_DATA="$RUN_DIR/data/test.jsonl" \
-OUTPUT_DIR="$RUN_DIR/train" LEARNING_RATE="$LR" MAX_LENGTH=1024 SAVE_STEPS="$SAVE_STEPS" \
-GRADIENT_ACCUMULATION_STEPS=4 NUM_GPUS=1 \
-    ./instruct_fine_tuning/run_training_lora.sh --max_steps "$MAX_STEPS" --warmup_steps 4 --logging_steps 4 \
-    --eval_max_samples 32 --seed 42 --cpu_heap_mmap_threshold_mb 0
+stage "3/6 evaluate the base model $MODEL"
+evaluate "$MODEL" "$RUN_DIR/eval_base"
 T3=$(seconds)
 
-stage "4/5 evaluate the best checkpoint ($RUN_DIR/train/best_checkpoint.json)"
-evaluate "$RUN_DIR/train" "$RUN_DIR/eval_tuned"
+stage "4/6 fine-tuning, recipe '$RECIPE', through instruct_fine_tuning/run_training_lora.sh (best checkpoint chosen on dev)"
+eval "$($PY -m defect_judge.recipes "$RECIPE" --train_data "$DATA/train.jsonl")"  # LEARNING_RATE=... TRAIN_ARGS=(...)
+export LEARNING_RATE SCHEDULER LORA_RANK LORA_ALPHA PER_DEVICE_TRAIN_BATCH_SIZE GRADIENT_ACCUMULATION_STEPS \
+    MAX_LENGTH MAX_EPOCHS SAVE_STEPS
+if [[ -n "$MAX_STEPS" ]]; then TRAIN_ARGS+=(--max_steps "$MAX_STEPS"); fi
+MODEL_PATH="$MODEL" TRAIN_DATA="$DATA/train.jsonl" EVAL_DATA="$DATA/dev.jsonl" TEST_DATA="$DATA/test.jsonl" \
+OUTPUT_DIR="$RUN_DIR/train" NUM_GPUS=1 \
+    ./instruct_fine_tuning/run_training_lora.sh "${TRAIN_ARGS[@]}" --logging_steps 4 --seed 42 \
+    --cpu_heap_mmap_threshold_mb 0
 T4=$(seconds)
 
-stage "5/5 compare baseline and fine-tuned"
-$PY eval/plot_subtype_acc.py --result1_path "$RUN_DIR/eval_base/evaluation_results.json" \
-    --result2_path "$RUN_DIR/eval_tuned/evaluation_results.json" --labels "SmolLM2-135M (base)" "SmolLM2-135M + LoRA" \
-    --output_dir "$RUN_DIR/comparison"
+stage "5/6 evaluate the chosen checkpoint ($RUN_DIR/train/best_checkpoint.json) on test"
+evaluate "$RUN_DIR/train" "$RUN_DIR/eval_tuned"
 T5=$(seconds)
 
-$PY tools/demo_summary.py --run_dir "$RUN_DIR" \
-    --timings "convert=$((T1 - T0))" "baseline_eval=$((T2 - T1))" "training=$((T3 - T2))" \
-              "tuned_eval=$((T4 - T3))" "plots=$((T5 - T4))"
+stage "6/6 compare base, TF-IDF baseline and fine-tuned"
+$PY eval/plot_subtype_acc.py --results "$RUN_DIR/eval_base/evaluation_results.json" \
+    "$RUN_DIR/eval_tfidf/evaluation_results.json" "$RUN_DIR/eval_tuned/evaluation_results.json" \
+    --labels "$(basename "$MODEL") (base)" "TF-IDF baseline" "$(basename "$MODEL") + $RECIPE" --output_dir "$RUN_DIR/comparison"
+T6=$(seconds)
+
+$PY tools/demo_summary.py --run_dir "$RUN_DIR" --recipe "$RECIPE" \
+    --timings "convert=$((T1 - T0))" "tfidf_baseline=$((T2 - T1))" "base_eval=$((T3 - T2))" \
+              "training=$((T4 - T3))" "tuned_eval=$((T5 - T4))" "plots=$((T6 - T5))"
