@@ -10,7 +10,7 @@ MODEL_DIR := models/SmolLM2-135M-Instruct
 STAMP := $(VENV)/.setup-done
 CJK_FONT_PACKAGE := fonts-wqy-microhei
 
-.PHONY: setup test test-slow demo bench fonts help
+.PHONY: setup test test-slow demo bench gpu-check fonts help
 
 help:
 	@echo "make setup      create .venv (CPU torch), install requirements, export the embedded model"
@@ -18,6 +18,7 @@ help:
 	@echo "make test-slow  run the slow load tests too"
 	@echo "make demo       run the whole pipeline on the embedded model and the sample data"
 	@echo "make bench      the training (vs TRL) and evaluation (vs naive generate) benchmarks"
+	@echo "make gpu-check  on one GPU: 7B-shaped training and evaluation figures (README: GPU check)"
 
 setup: $(STAMP) $(MODEL_DIR)/model.safetensors fonts
 
@@ -58,7 +59,16 @@ demo: setup
 
 # Benchmarks print their tables and write JSON under runs/bench/. TRL is a benchmark-only dependency.
 bench: setup
-	$(BIN)/python -m pip install -q "trl>=1.16.0"
+	$(BIN)/python -m pip install -q "trl>=1.16.0" "datasets>=4.8,<5"  # datasets 5.2 cannot pickle in Dataset.from_list on Python 3.11
 	$(BIN)/python dataset/convert_and_split.py
 	$(BIN)/python instruct_fine_tuning/bench_train.py --json runs/bench/bench_train.json
 	$(BIN)/python eval/bench_eval.py --test_dataset_path dataset/test.jsonl --json runs/bench/bench_eval.json
+
+# On one GPU: 7B-shaped training and evaluation figures, a table and runs/gpu_check/gpu_check.json (README,
+# "GPU check"). Set-up is not forced: a GPU box brings its own CUDA build of torch. It runs .venv's Python when
+# there is one, else python3 (GPU_PYTHON=... chooses); GPU_CHECK_ARGS passes flags (--stages, --work_dir, ...).
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+GPU_CHECK_ARGS ?=
+gpu-check:
+	@test -f dataset/train.jsonl -a -f dataset/test.jsonl || $(GPU_PYTHON) dataset/convert_and_split.py
+	$(GPU_PYTHON) tools/gpu_check.py --json runs/gpu_check/gpu_check.json $(GPU_CHECK_ARGS)

@@ -19,7 +19,7 @@ from .fileio import atomic_open
 from .fonts import use_cjk_font
 from .pairs import OUTCOMES
 from .plotting import (COLORS, DPI, ERROR_BAR_COLOR, LABEL_COLUMNS, MAX_BAR_THICKNESS, N_ZERO_TEXT, category_label,
-                       chart_names, drawable_text, model_label, subtype_accuracy_chart)
+                       chart_names, check_series, drawable_text, model_label, subtype_accuracy_chart)
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,7 @@ def _stacked_bar(ax, position: float, summary: dict, thickness: float) -> None:
 def pair_outcome_figure(categories: list[str], series: list[tuple[str, list[dict | None]]], *, title: str,
                         note: str | None = None):
     """Stacked horizontal bars of the pair outcomes: one per model in each category (a matplotlib Figure)."""
-    if not categories or not series:
-        raise ValueError("pair_outcome_chart: nothing to draw")
-    for label, summaries in series:
-        if len(summaries) != len(categories):
-            raise ValueError(f"pair_outcome_chart: series {label!r} has {len(summaries)} summaries "
-                             f"for {len(categories)} categories")
+    check_series("pair_outcome_chart", categories, series)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch

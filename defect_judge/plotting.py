@@ -170,18 +170,23 @@ def _add_note(fig, ax, note: str) -> None:
     fig.text(box.x0, box.y0 - 0.015, note, ha="left", va="top", fontsize=9, linespacing=1.5)
 
 
+def check_series(chart: str, categories: Sequence[str], series: Sequence[tuple[str, Sequence]]) -> None:
+    """A chart needs categories, series, and one summary per category in every series."""
+    if not categories:
+        raise ValueError(f"{chart}: no categories to draw")
+    if not series:
+        raise ValueError(f"{chart}: no series to draw")
+    for label, summaries in series:
+        if len(summaries) != len(categories):
+            raise ValueError(f"{chart}: series {label!r} has {len(summaries)} summaries "
+                             f"for {len(categories)} categories")
+
+
 def accuracy_figure(categories: list[str], series: list[tuple[str, list[dict]]], *, title: str,
                     reference_lines: list[tuple[str, float]] | None = None, note: str | None = None,
                     horizontal: bool | None = None):
     """The chart of ``accuracy_bar_chart`` as a matplotlib ``Figure`` (Agg canvas), not yet saved."""
-    if not categories:
-        raise ValueError("accuracy_bar_chart: no categories to draw")
-    if not series:
-        raise ValueError("accuracy_bar_chart: no series to draw")
-    for label, summaries in series:
-        if len(summaries) != len(categories):
-            raise ValueError(f"accuracy_bar_chart: series {label!r} has {len(summaries)} summaries "
-                             f"for {len(categories)} categories")
+    check_series("accuracy_bar_chart", categories, series)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, PercentFormatter

@@ -442,6 +442,20 @@ class CheckpointCompleteCallback(TrainerCallback):
                                   {"step": state.global_step, "world_size": args.world_size})
 
 
+class PeakGpuMemoryCallback(TrainerCallback):
+    """Adds ``torch.cuda.max_memory_allocated()`` (this process's peak since it started, loading included) to
+    the final training log entry, so ``trainer_state.json`` holds it as ``train_peak_gpu_memory_bytes``.
+
+    transformers' own memory metrics (``--skip_memory_metrics false``) poll the process's RSS in a busy
+    thread, which would slow the very steps being measured; this reads one counter once.
+    """
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available() and state.log_history and "train_runtime" in state.log_history[-1]:
+            state.log_history[-1]["train_peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated()
+            log.info("peak GPU memory allocated: %.2f GiB", torch.cuda.max_memory_allocated() / 2 ** 30)
+
+
 # ------------------------------------------------------------------- memory
 
 M_MMAP_THRESHOLD = -3            # glibc's mallopt parameter number

@@ -57,15 +57,19 @@ MAX_NEW_TOKENS = 64  # for both generation paths
 BATCH_SIZE = 32  # model_evaluation.py's default
 THREADS = 0  # torch CPU threads (0: torch's default); on a CPU shared with other jobs 1 can be many times faster
 REPEATS = 3  # each measurement is the best of this many (other jobs on a shared machine only add time)
+# Time the naive loop on every k-th sample of each length-sorted chunk only (1: all). Its figure is a mean per
+# sample, so a sample of the prompts estimates it; on a 7B model 256 tokens one sample at a time take seconds.
+NAIVE_EVERY = 1
 JSON = ""  # write the figures here too
 # ----------------------------------------------------------------------------
 DEFAULTS = {"model_path": MODEL_PATH, "test_dataset_path": TEST_DATASET_PATH, "num_samples": NUM_SAMPLES,
             "max_new_tokens": MAX_NEW_TOKENS, "batch_size": BATCH_SIZE, "threads": THREADS, "repeats": REPEATS,
-            "json": JSON}
+            "naive_every": NAIVE_EVERY, "json": JSON}
 HELP = {"model_path": "model folder", "test_dataset_path": "test JSONL (the shipped split)",
         "num_samples": "how many samples from the start of the test file", "max_new_tokens": "answer length limit",
         "batch_size": "samples per batch of the batched modes",
         "threads": "torch CPU threads (0: default)", "repeats": "best of this many timings per unit of work",
+        "naive_every": "time the naive loop on every k-th sample only (1: all)",
         "json": "also write the results to this JSON file"}
 TARGETS = {"generate_speedup": 5.0, "generate_judgement_agreement": 0.95, "score_speedup": 12.0}
 
@@ -106,8 +110,8 @@ def prefill_chunk(model, tokenizer, records, batched: bool) -> dict:
 def generate_chunk(model, tokenizer, records, vocabulary, max_new_tokens, stop_ids) -> dict[str, dict]:
     prompts = [inference.encode_prompt(tokenizer, render_prompt(tokenizer, r.prompt_messages)) for r in records]
     answers = inference.generate_batch(model, tokenizer, prompts, max_new_tokens=max_new_tokens, stop_ids=stop_ids)
-    return {r.id: {"response": a["response"], "prediction": parse_answer(a["response"], vocabulary).judgement}
-            for r, a in zip(records, answers)}
+    return {r.id: {"response": a["response"], "prediction": parse_answer(a["response"], vocabulary).judgement,
+                   "new_tokens": a["generated_tokens"]} for r, a in zip(records, answers)}
 
 
 def score_chunk(model, tokenizer, records, vocabulary) -> dict[str, dict]:
@@ -118,22 +122,28 @@ def score_chunk(model, tokenizer, records, vocabulary) -> dict[str, dict]:
             for r, values in zip(records, logprobs)}
 
 
-def measure(model, tokenizer, ordered, vocabulary, args, stop_ids) -> tuple[dict, dict]:
-    """Best-of-REPEATS seconds per unit of work (a sample for naive, a chunk for the batched modes).
+def measure(model, tokenizer, ordered, vocabulary, args, stop_ids) -> tuple[dict, dict, dict]:
+    """Best-of-REPEATS seconds per unit of work (a sample for naive, a chunk for the batched modes), the
+    answers, and the first pass's seconds.
 
     On a shared machine other jobs only ever add time, so the minimum over
     repeats is the estimate least disturbed by them; the methods take turns
-    on every chunk so a burst of load cannot favour one of them.
+    on every chunk so a burst of load cannot favour one of them. The first
+    pass is kept too: on a GPU it includes what a short evaluation pays once
+    (transformers compiles generate's forward pass for each new cache shape).
     """
     config = inference.greedy_config(model, max_new_tokens=args.max_new_tokens, stop_ids=stop_ids,
                                      pad_id=tokenizer.pad_token_id)
     best: dict[tuple, float] = {}  # (method, unit) -> fastest seconds seen
+    first: dict[tuple, float] = {}  # (method, unit) -> seconds of the first pass
     answers: dict[str, dict] = {"naive": {}, "generate": {}, "score": {}, "prefill": {}, "naive_prefill": {}}
 
     def record_time(method: str, unit, run) -> dict:
         began = time.perf_counter()
         value = run()
-        best[method, unit] = min(best.get((method, unit), float("inf")), time.perf_counter() - began)
+        seconds = time.perf_counter() - began
+        best[method, unit] = min(best.get((method, unit), float("inf")), seconds)
+        first.setdefault((method, unit), seconds)
         return value
 
     for repeat in range(args.repeats):
@@ -141,7 +151,8 @@ def measure(model, tokenizer, ordered, vocabulary, args, stop_ids) -> tuple[dict
             chunk = ordered[start:start + args.batch_size]
             runs = {
                 "naive": lambda: {r.id: record_time("naive", r.id, lambda: naive_one(model, tokenizer, r, vocabulary,
-                                                                                     config)) for r in chunk},
+                                                                                     config))
+                                    for r in chunk[min(args.naive_every // 2, len(chunk) - 1)::args.naive_every]},
                 "generate": lambda: record_time("generate", start, lambda: generate_chunk(
                     model, tokenizer, chunk, vocabulary, args.max_new_tokens, stop_ids)),
                 "score": lambda: record_time("score", start, lambda: score_chunk(model, tokenizer, chunk, vocabulary)),
@@ -153,8 +164,113 @@ def measure(model, tokenizer, ordered, vocabulary, args, stop_ids) -> tuple[dict
             for name in order:
                 answers[name] |= runs[name]()
             log.info("repeat %d, samples %d-%d done", repeat + 1, start, start + len(chunk) - 1)
-    totals = {name: sum(value for (method, _), value in best.items() if method == name) for name in answers}
-    return totals, answers
+
+    def totals(seconds: dict[tuple, float]) -> dict[str, float]:
+        return {name: sum(value for (method, _), value in seconds.items() if method == name) for name in answers}
+
+    return totals(best), answers, totals(first)
+
+
+def read_samples(path, num_samples: int) -> tuple[list, list[str]]:
+    """The first ``num_samples`` samples with a reference judgement, and the judgement vocabulary of the file."""
+    records = read_records(path)
+    vocabulary = sorted({r.judgement for r in records if r.judgement})
+    records = [r for r in records if r.judgement][:num_samples]
+    if not records:
+        raise InputError("no sample with a reference judgement", path=path)
+    return records, vocabulary
+
+
+def benchmark(model, tokenizer, records, vocabulary: list[str], args) -> dict:
+    """Times every method on ``records`` with a loaded model; returns the figures main() prints and writes.
+
+    ``args`` holds max_new_tokens, batch_size, repeats, naive_every, model_path and test_dataset_path
+    (tools/gpu_check.py calls this with the model it built in memory).
+    """
+    import torch
+
+    stop_ids = inference.stop_token_ids(tokenizer, model)
+    lengths = {r.id: len(inference.encode_prompt(tokenizer, render_prompt(tokenizer, r.prompt_messages)))
+               for r in records}
+    ordered = sorted(records, key=lambda r: -lengths[r.id])
+    generate_chunk(model, tokenizer, ordered[:2], vocabulary, 2, stop_ids)  # warm-up: first calls allocate
+
+    load_before = os.getloadavg()
+    seconds, answers, first_pass = measure(model, tokenizer, ordered, vocabulary, args, stop_ids)
+
+    n = len(records)
+    ids = [r.id for r in records]
+    naive_ids = [i for i in ids if i in answers["naive"]]  # all of them unless naive_every > 1
+    def per_sample_of(totals: dict[str, float]) -> dict[str, float]:
+        return {name: value / (len(naive_ids) if name == "naive" else n) for name, value in totals.items()}
+
+    per_sample, first_per_sample = per_sample_of(seconds), per_sample_of(first_pass)
+    methods = ("naive", "generate", "score")
+
+    def share(test, over: list[str]) -> float:
+        return sum(map(test, over)) / len(over)
+
+    def agree(a: str, b: str, key: str) -> float:
+        return share(lambda i: answers[a][i][key] == answers[b][i][key], naive_ids)
+
+    reference = {r.id: r.judgement for r in records}
+    accuracy = {name: share(lambda i: answers[name][i]["prediction"] == reference[i],
+                            naive_ids if name == "naive" else ids) for name in methods}
+    naive_new_tokens = sum(answers["naive"][i]["new_tokens"] for i in naive_ids) / len(naive_ids)
+    device = next(model.parameters()).device.type
+    result = {
+        "model_path": str(args.model_path), "test_dataset_path": str(args.test_dataset_path), "samples": n,
+        "naive_samples": len(naive_ids),
+        "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "repeats": args.repeats, "device": device,
+        "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+        "load_average_before_after": [load_before[0], os.getloadavg()[0]],
+        "seconds_total": seconds, "seconds_per_sample": per_sample, "first_pass_seconds_per_sample": first_per_sample,
+        "speedup": {"generate_vs_naive": per_sample["naive"] / per_sample["generate"],
+                    "score_vs_naive": per_sample["naive"] / per_sample["score"]},
+        # Where the time goes: the naive loop is one prefill plus a decode step per new token; score mode is
+        # one batched prefill, so naive / prefill is the most any method that reads every prompt can gain.
+        "bounds": {"prefill_s_per_sample": per_sample["prefill"],
+                   "naive_prefill_s_per_sample": per_sample["naive_prefill"],
+                   "naive_mean_new_tokens": naive_new_tokens,
+                   "naive_decode_step_s":
+                       (per_sample["naive"] - per_sample["naive_prefill"]) / max(naive_new_tokens, 1),
+                   "generate_mean_new_tokens": sum(answers["generate"][i]["new_tokens"] for i in ids) / n,
+                   "generate_decode_s_per_sample": per_sample["generate"] - per_sample["prefill"],
+                   "score_vs_prefill": per_sample["score"] / per_sample["prefill"],
+                   "max_speedup_reading_every_prompt": per_sample["naive"] / per_sample["prefill"]},
+        "agreement": {"generate_vs_naive_judgement": agree("generate", "naive", "prediction"),
+                      "generate_vs_naive_response": agree("generate", "naive", "response"),
+                      "score_vs_naive_judgement": agree("score", "naive", "prediction")},
+        "accuracy": accuracy,
+        "invalid_format_rate": {name: share(lambda i: answers[name][i]["prediction"] is None,
+                                            naive_ids if name == "naive" else ids) for name in ("naive", "generate")},
+        "targets": TARGETS,
+    }
+    result["targets_met"] = {
+        "generate_speedup": result["speedup"]["generate_vs_naive"] >= TARGETS["generate_speedup"],
+        "generate_judgement_agreement":
+            result["agreement"]["generate_vs_naive_judgement"] >= TARGETS["generate_judgement_agreement"],
+        "score_speedup": result["speedup"]["score_vs_naive"] >= TARGETS["score_speedup"]}
+    return result
+
+
+def print_report(result: dict) -> None:
+    per_sample, accuracy, bounds = result["seconds_per_sample"], result["accuracy"], result["bounds"]
+    naive_note = "" if result["naive_samples"] == result["samples"] else f" (naive timed on {result['naive_samples']})"
+    print(f"\n{result['samples']} samples{naive_note}, max_new_tokens {result['max_new_tokens']}, "
+          f"batch {result['batch_size']}, {result['device']}, {result['torch_threads']} threads")
+    print(f"{'method':<10}{'s/sample':>10}{'speed-up':>10}{'accuracy':>10}")
+    for name in ("naive", "generate", "score"):
+        print(f"{name:<10}{per_sample[name]:>10.3f}{per_sample['naive'] / per_sample[name]:>9.1f}x"
+              f"{accuracy[name]:>10.1%}")
+    print(f"prefill of every prompt, batched: {bounds['prefill_s_per_sample']:.3f} s/sample "
+          f"(one at a time: {bounds['naive_prefill_s_per_sample']:.3f}); naive decode: "
+          f"{bounds['naive_mean_new_tokens']:.1f} tokens x {bounds['naive_decode_step_s'] * 1000:.1f} ms\n"
+          f"score mode costs {bounds['score_vs_prefill']:.2f}x that prefill; no method that reads every prompt "
+          f"this way can beat naive by more than {bounds['max_speedup_reading_every_prompt']:.1f}x here")
+    print(f"judgement agreement naive vs generate: {result['agreement']['generate_vs_naive_judgement']:.1%} "
+          f"(identical responses {result['agreement']['generate_vs_naive_response']:.1%}); "
+          f"naive vs score: {result['agreement']['score_vs_naive_judgement']:.1%}")
 
 
 def main() -> None:
@@ -165,79 +281,14 @@ def main() -> None:
                            path_names=("model_path", "test_dataset_path", "json"))
     if args.threads:
         torch.set_num_threads(args.threads)
-    records = read_records(args.test_dataset_path)
-    vocabulary = sorted({r.judgement for r in records if r.judgement})
-    records = [r for r in records if r.judgement][:args.num_samples]
-    if not records:
-        raise InputError("no sample with a reference judgement", path=args.test_dataset_path)
+    records, vocabulary = read_samples(args.test_dataset_path, args.num_samples)
     resolved = inference.resolve_model(args.model_path)
     tokenizer_dir = inference.resolve_tokenizer_path(resolved, "", explicit=False)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = inference.load_model_and_tokenizer(resolved, tokenizer_dir, dtype=pick_dtype(device),
                                                           device=device)
-    stop_ids = inference.stop_token_ids(tokenizer, model)
-    lengths = {r.id: len(inference.encode_prompt(tokenizer, render_prompt(tokenizer, r.prompt_messages)))
-               for r in records}
-    ordered = sorted(records, key=lambda r: -lengths[r.id])
-    generate_chunk(model, tokenizer, ordered[:2], vocabulary, 2, stop_ids)  # warm-up: first calls allocate
-
-    load_before = os.getloadavg()
-    seconds, answers = measure(model, tokenizer, ordered, vocabulary, args, stop_ids)
-
-    n = len(records)
-    per_sample = {name: value / n for name, value in seconds.items()}
-    methods = ("naive", "generate", "score")
-    ids = [r.id for r in records]
-    agree = lambda a, b, key: sum(answers[a][i][key] == answers[b][i][key] for i in ids) / n  # noqa: E731
-    reference = {r.id: r.judgement for r in records}
-    accuracy = {name: sum(answers[name][i]["prediction"] == reference[i] for i in ids) / n for name in methods}
-    naive_new_tokens = sum(answers["naive"][i]["new_tokens"] for i in ids) / n
-    result = {
-        "model_path": str(args.model_path), "test_dataset_path": str(args.test_dataset_path), "samples": n,
-        "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "repeats": args.repeats, "device": device,
-        "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-        "load_average_before_after": [load_before[0], os.getloadavg()[0]],
-        "seconds_total": seconds, "seconds_per_sample": per_sample,
-        "speedup": {"generate_vs_naive": per_sample["naive"] / per_sample["generate"],
-                    "score_vs_naive": per_sample["naive"] / per_sample["score"]},
-        # Where the time goes: the naive loop is one prefill plus a decode step per new token; score mode is
-        # one batched prefill, so naive / prefill is the most any method that reads every prompt can gain.
-        "bounds": {"prefill_s_per_sample": per_sample["prefill"],
-                   "naive_prefill_s_per_sample": per_sample["naive_prefill"],
-                   "naive_mean_new_tokens": naive_new_tokens,
-                   "naive_decode_step_s":
-                       (per_sample["naive"] - per_sample["naive_prefill"]) / max(naive_new_tokens, 1),
-                   "generate_decode_s_per_sample": per_sample["generate"] - per_sample["prefill"],
-                   "score_vs_prefill": per_sample["score"] / per_sample["prefill"],
-                   "max_speedup_reading_every_prompt": per_sample["naive"] / per_sample["prefill"]},
-        "agreement": {"generate_vs_naive_judgement": agree("generate", "naive", "prediction"),
-                      "generate_vs_naive_response": agree("generate", "naive", "response"),
-                      "score_vs_naive_judgement": agree("score", "naive", "prediction")},
-        "accuracy": accuracy,
-        "invalid_format_rate": {name: sum(answers[name][i]["prediction"] is None for i in ids) / n
-                                for name in ("naive", "generate")},
-        "targets": TARGETS,
-    }
-    result["targets_met"] = {
-        "generate_speedup": result["speedup"]["generate_vs_naive"] >= TARGETS["generate_speedup"],
-        "generate_judgement_agreement":
-            result["agreement"]["generate_vs_naive_judgement"] >= TARGETS["generate_judgement_agreement"],
-        "score_speedup": result["speedup"]["score_vs_naive"] >= TARGETS["score_speedup"]}
-    print(f"\n{n} samples, max_new_tokens {args.max_new_tokens}, batch {args.batch_size}, {device}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"{'method':<10}{'s/sample':>10}{'speed-up':>10}{'accuracy':>10}")
-    for name in methods:
-        print(f"{name:<10}{per_sample[name]:>10.3f}{per_sample['naive'] / per_sample[name]:>9.1f}x"
-              f"{accuracy[name]:>10.1%}")
-    bounds = result["bounds"]
-    print(f"prefill of every prompt, batched: {bounds['prefill_s_per_sample']:.3f} s/sample "
-          f"(one at a time: {bounds['naive_prefill_s_per_sample']:.3f}); naive decode: "
-          f"{bounds['naive_mean_new_tokens']:.1f} tokens x {bounds['naive_decode_step_s'] * 1000:.1f} ms\n"
-          f"score mode costs {bounds['score_vs_prefill']:.2f}x that prefill; no method that reads every prompt "
-          f"this way can beat naive by more than {bounds['max_speedup_reading_every_prompt']:.1f}x here")
-    print(f"judgement agreement naive vs generate: {result['agreement']['generate_vs_naive_judgement']:.1%} "
-          f"(identical responses {result['agreement']['generate_vs_naive_response']:.1%}); "
-          f"naive vs score: {result['agreement']['score_vs_naive_judgement']:.1%}")
+    result = benchmark(model, tokenizer, records, vocabulary, args)
+    print_report(result)
     if args.json:
         write_json_atomic(args.json, result)
         log.info("wrote %s", args.json)

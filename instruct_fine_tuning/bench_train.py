@@ -48,6 +48,7 @@ lora_alpha = 32
 learning_rate = 3e-5
 gradient_checkpointing = False  # for both tools (the toolkit's default is off, TRL's on)
 toolkit_args = ""  # extra train_lora.py flags, e.g. --toolkit_args="--cpu_heap_mmap_threshold_mb 0"
+deepspeed = ""  # a DeepSpeed config: train_lora.py runs under the deepspeed launcher on one rank (empty: one process)
 json_path = ""  # write the results here (the flag is --json)
 work_dir = ""  # sequences and run outputs (default: a temporary folder)
 # ----------------------------------------------------------------------------
@@ -57,9 +58,10 @@ HELP = {
     "rounds": "toolkit/TRL run pairs, alternating", "lora_rank": "LoRA rank", "lora_alpha": "LoRA alpha",
     "learning_rate": "learning rate", "gradient_checkpointing": "activation checkpointing in both tools",
     "toolkit_args": "extra flags for train_lora.py (write --toolkit_args=\"--flag value\")",
+    "deepspeed": "run train_lora.py under the deepspeed launcher with this config, as run_training_lora.sh does",
     "json": "write the results as JSON here", "work_dir": "folder for sequences and run outputs",
 }
-PATHS = ("model_path", "data", "json", "work_dir")
+PATHS = ("model_path", "data", "json", "work_dir", "deepspeed")
 TARGETS = {"tokens_per_second_ratio": 1.0, "peak_rss_ratio": 0.8}  # >= and <=
 SCRIPT = Path(__file__).resolve().parent / "train_lora.py"
 
@@ -68,7 +70,8 @@ def parse_args():
     return parse_constants({"model_path": model_path, "data": data, "seq_length": seq_length, "steps": steps,
                             "rounds": rounds, "lora_rank": lora_rank, "lora_alpha": lora_alpha,
                             "learning_rate": learning_rate, "gradient_checkpointing": gradient_checkpointing,
-                            "toolkit_args": toolkit_args, "json": json_path, "work_dir": work_dir},
+                            "toolkit_args": toolkit_args, "deepspeed": deepspeed, "json": json_path,
+                            "work_dir": work_dir},
                            help=HELP, description=__doc__.split("\n\n")[0], path_names=PATHS)
 
 
@@ -117,8 +120,20 @@ def build_sequences(cfg, folder: Path) -> tuple[Path, Path, int]:
     return toolkit_file, trl_file, tokens
 
 
+def free_port() -> int:
+    """A free TCP port for the deepspeed launcher's rendezvous (another run may hold its default 29500)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def toolkit_command(cfg, sequences: Path, output_dir: Path) -> list[str]:
-    command = [sys.executable, str(SCRIPT), "--model_path", cfg.model_path, "--train_data", str(sequences),
+    # `python -m deepspeed.launcher.runner` is the `deepspeed` command, found without PATH (a --target install).
+    launcher = ([sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "1", "--master_port",
+                 str(free_port())] if cfg.deepspeed else [sys.executable])
+    command = launcher + [str(SCRIPT), "--model_path", cfg.model_path, "--train_data", str(sequences),
                "--output_dir", str(output_dir), "--max_length", str(cfg.seq_length), "--max_steps", str(cfg.steps),
                "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1",
                "--lora_rank", str(cfg.lora_rank), "--lora_alpha", str(cfg.lora_alpha),
@@ -127,6 +142,8 @@ def toolkit_command(cfg, sequences: Path, output_dir: Path) -> list[str]:
                "--seed", "42"]
     if cfg.gradient_checkpointing:
         command += ["--gradient_checkpointing", "true"]
+    if cfg.deepspeed:
+        command += ["--deepspeed", str(cfg.deepspeed)]
     return command + shlex.split(cfg.toolkit_args)
 
 
@@ -138,17 +155,19 @@ def trl_worker(config_path: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
+    from defect_judge.modeling import pick_dtype
+
     cfg = json.loads(Path(config_path).read_text())
     rows = [json.loads(line) for line in Path(cfg["sequences"]).read_text(encoding="utf-8").splitlines()]
     expected = [row.pop("input_ids_expected") for row in rows]
     tokenizer = AutoTokenizer.from_pretrained(cfg["model_path"])
-    # Loaded as the toolkit loads it: float32 on a CPU.
-    model = AutoModelForCausalLM.from_pretrained(cfg["model_path"], dtype=torch.float32)
+    dtype = pick_dtype()  # as the toolkit loads it: float32 on a CPU, bf16 (mixed precision) on a GPU
+    model = AutoModelForCausalLM.from_pretrained(cfg["model_path"], dtype=dtype)
     args = SFTConfig(output_dir=cfg["output_dir"], max_steps=cfg["steps"], per_device_train_batch_size=1,
                      gradient_accumulation_steps=1, learning_rate=cfg["learning_rate"], lr_scheduler_type="linear",
                      logging_steps=1, save_strategy="no", report_to="none", max_length=cfg["seq_length"],
-                     bf16=False, gradient_checkpointing=cfg["gradient_checkpointing"], disable_tqdm=True, seed=42,
-                     use_cpu=not torch.cuda.is_available())
+                     bf16=dtype == torch.bfloat16, gradient_checkpointing=cfg["gradient_checkpointing"],
+                     disable_tqdm=True, seed=42, use_cpu=not torch.cuda.is_available())
     lora = LoraConfig(task_type="CAUSAL_LM", r=cfg["lora_rank"], lora_alpha=cfg["lora_alpha"], lora_dropout=0.0,
                       target_modules="all-linear")
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
@@ -157,7 +176,10 @@ def trl_worker(config_path: str) -> None:
     metrics = trainer.train().metrics
     write_json_atomic(Path(cfg["output_dir"]) / "bench_metrics.json",
                       {"train_runtime": metrics["train_runtime"], "tokens": sum(map(len, processed)),
-                       "same_tokens_as_toolkit": sorted(processed) == sorted(expected)})
+                       "same_tokens_as_toolkit": sorted(processed) == sorted(expected),
+                       # what train_lora.py records (training.PeakGpuMemoryCallback): the process's peak
+                       "peak_gpu_memory_bytes": (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
+                                                 else None)})
 
 
 def measure(command: list[str], log_file: Path) -> tuple[float, int]:
@@ -179,9 +201,10 @@ def run_toolkit(cfg, sequences: Path, tokens: int, folder: Path, index: int) -> 
     output_dir = folder / f"toolkit-{index}"
     wall, rss = measure(toolkit_command(cfg, sequences, output_dir), folder / f"toolkit-{index}.log")
     history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
-    runtime = next(entry["train_runtime"] for entry in history if "train_runtime" in entry)
+    final = next(entry for entry in history if "train_runtime" in entry)
+    runtime = final["train_runtime"]
     return {"tool": "toolkit", "train_runtime_s": runtime, "tokens": tokens, "tokens_per_second": tokens / runtime,
-            "peak_rss_bytes": rss, "wall_s": wall}
+            "peak_rss_bytes": rss, "peak_gpu_memory_bytes": final.get("train_peak_gpu_memory_bytes"), "wall_s": wall}
 
 
 def run_trl(cfg, sequences: Path, folder: Path, index: int) -> dict:
@@ -198,7 +221,8 @@ def run_trl(cfg, sequences: Path, folder: Path, index: int) -> dict:
         raise InputError("TRL tokenized the sequences differently from the toolkit: the comparison would be unfair",
                          path=output_dir)
     return {"tool": "trl", "train_runtime_s": metrics["train_runtime"], "tokens": metrics["tokens"],
-            "tokens_per_second": metrics["tokens"] / metrics["train_runtime"], "peak_rss_bytes": rss, "wall_s": wall}
+            "tokens_per_second": metrics["tokens"] / metrics["train_runtime"], "peak_rss_bytes": rss,
+            "peak_gpu_memory_bytes": metrics.get("peak_gpu_memory_bytes"), "wall_s": wall}
 
 
 def summarize(runs: list[dict], cfg, trl_version: str) -> dict:

@@ -38,11 +38,11 @@ from defect_judge.modeling import (BEST_CHECKPOINT_FILE, check_model_folder, che
                                    load_causal_lm, load_tokenizer, pick_dtype)
 from defect_judge.resume import file_sha256
 from defect_judge.schema import read_records
-from defect_judge.training import (ACCURACY_THEN_LOSS, CheckpointCompleteCallback, PaddingCollator, PairedDataset,
-                                   SupervisedDataset, judgement_only,
-                                   WeightedLossTrainer, find_resume_checkpoint, fit_samples, length_stats,
-                                   checkpoint_step, limit_heap_fragmentation, list_checkpoints, mark_trained_text,
-                                   remove_checkpoints)
+from defect_judge.training import (ACCURACY_THEN_LOSS, checkpoint_step, CheckpointCompleteCallback,
+                                   find_resume_checkpoint, fit_samples, judgement_only, length_stats,
+                                   limit_heap_fragmentation, list_checkpoints, mark_trained_text, PaddingCollator,
+                                   PairedDataset, PeakGpuMemoryCallback, remove_checkpoints, SupervisedDataset,
+                                   WeightedLossTrainer)
 
 # -----------------------------------------------------------------------------
 # Defaults. run_training_lora.sh passes the document's values explicitly; each is a flag of the same name.
@@ -421,7 +421,7 @@ class WandbConfigCallback(TrainerCallback):
         self.config = config
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
+        if state.is_world_process_zero and "wandb" in (args.report_to or []):  # --report_to none: wandb may be absent
             import wandb
 
             if wandb.run is not None:
@@ -430,7 +430,7 @@ class WandbConfigCallback(TrainerCallback):
 
 def build_trainer(model, tokenizer, train_dataset, eval_dataset, model_args, data_args, lora_args,
                   train_args: FineTuningArguments) -> WeightedLossTrainer:
-    callbacks = [CheckpointCompleteCallback(),
+    callbacks = [CheckpointCompleteCallback(), PeakGpuMemoryCallback(),
                  WandbConfigCallback({**asdict(model_args), **asdict(data_args), **asdict(lora_args)})]
     if train_args.early_stopping_patience > 0 and train_args.load_best_model_at_end:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=train_args.early_stopping_patience))

@@ -232,6 +232,15 @@ def make_records(specs):
     return records, judgements
 
 
+def distinct_event_specs(counts: list[tuple[int, int]]) -> list[tuple[str, str, int]]:
+    """(subtype, judgement, event number) specs: subtype s gets counts[s] = (是, 否) samples, every event distinct."""
+    specs = []
+    for s, (yes, no) in enumerate(counts):
+        for judgement, count in (("是", yes), ("否", no)):
+            specs += [(f"类型{s}", judgement, len(specs) + k) for k in range(count)]
+    return specs
+
+
 @settings(max_examples=150, deadline=None)
 @given(specs=records_strategy(), ratio=st.floats(0.05, 0.95), seed=st.integers(0, 2**31))
 def test_split_invariants(specs, ratio, seed):
@@ -254,13 +263,7 @@ def test_split_invariants(specs, ratio, seed):
 @given(counts=st.lists(st.tuples(st.integers(1, 60), st.integers(0, 60)), min_size=1, max_size=6),
        ratio=st.floats(0.05, 0.95), seed=st.integers(0, 1000))
 def test_split_follows_ratio_without_duplicate_events(counts, ratio, seed):
-    specs, n = [], 0
-    for s, (yes, no) in enumerate(counts):
-        for judgement, count in (("是", yes), ("否", no)):
-            for _ in range(count):
-                specs.append((f"类型{s}", judgement, n))  # all events distinct
-                n += 1
-    records, judgements = make_records(specs)
+    records, judgements = make_records(distinct_event_specs(counts))
     _, test = cas.split_samples(records, judgements, ratio, seed)
     per_subtype = Counter(r.subtype for r in records)
     test_subtype = Counter(r.subtype for r in test)
@@ -298,13 +301,7 @@ def test_three_way_split_invariants(specs, test_ratio, dev_ratio, seed):
 @given(counts=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), min_size=1, max_size=6),
        test_ratio=st.floats(0.05, 0.6), dev_ratio=st.floats(0.01, 0.35), seed=st.integers(0, 1000))
 def test_three_way_split_gives_every_subtype_of_three_a_dev_and_a_test_sample(counts, test_ratio, dev_ratio, seed):
-    specs, n = [], 0
-    for s, (yes, no) in enumerate(counts):
-        for judgement, count in (("是", yes), ("否", no)):
-            for _ in range(count):
-                specs.append((f"类型{s}", judgement, n))  # all events distinct
-                n += 1
-    records, judgements = make_records(specs)
+    records, judgements = make_records(distinct_event_specs(counts))
     train, dev, test = cas.split_three_ways(records, judgements, test_ratio, dev_ratio, seed)
     for subtype, total in Counter(r.subtype for r in records).items():
         in_split = [sum(r.subtype == subtype for r in part) for part in (train, dev, test)]

@@ -11,20 +11,20 @@ from PIL import Image
 from conftest import REPO_ROOT, run_script
 
 
-def few_samples(folder: Path, per_file: int = 6) -> Path:
-    """The first samples of two shipped subtype files (both judgements)."""
+def few_samples(folder: Path, pairs_per_file: int = 5) -> Path:
+    """The first twin pairs of two shipped subtype files (both judgements, whole pairs)."""
     folder.mkdir()
     for name in ("null_pointer_dereference.json", "division_by_zero.json"):
         samples = json.loads((REPO_ROOT / "dataset" / "output" / name).read_text(encoding="utf-8"))
-        chosen = [s for s in samples if s["output"]["judgement"] == "是"][:per_file // 2] + \
-                 [s for s in samples if s["output"]["judgement"] == "否"][:per_file // 2]
+        pairs = sorted({s["pair_id"] for s in samples})[:pairs_per_file]
+        chosen = [s for s in samples if s["pair_id"] in pairs]
         (folder / name).write_text(json.dumps(chosen, ensure_ascii=False), encoding="utf-8")
     return folder
 
 
 def test_demo_pipeline_runs_every_stage(tmp_path, tiny_model_dir):
     run_dir = tmp_path / "demo"
-    env = {"DEMO_MODEL": str(tiny_model_dir), "DEMO_INPUT_DIR": str(few_samples(tmp_path / "raw", per_file=10)),
+    env = {"DEMO_MODEL": str(tiny_model_dir), "DEMO_INPUT_DIR": str(few_samples(tmp_path / "raw")),
            "RUN_DIR": str(run_dir), "DEMO_MAX_STEPS": "2", "DEMO_MAX_NEW_TOKENS": "8",
            "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     result = run_script(REPO_ROOT / "tools" / "run_demo.sh", env=env, timeout=900)
@@ -57,5 +57,11 @@ def test_demo_pipeline_runs_every_stage(tmp_path, tiny_model_dir):
     assert "| base `" in summary and "| fine-tuned `" in summary
     assert "exact binomial" in summary and "McNemar" in summary and "4 fine-tuning" in summary
     assert "chosen on" in summary and "the dev split" in summary and "learning_curve.png" in summary
+    assert "## Twin pairs" in summary and "| fine-tuned | " in summary and "P-C" in summary
+    assert "VD-S at FPR ≤ 0.5%" in summary and "ROC-AUC" in summary
+    scored = json.loads((run_dir / "eval_tuned_score" / "evaluation_results.json").read_text(encoding="utf-8"))
+    assert scored["decision"]["headline"] == "threshold" and scored["pairs"]["overall"]["pairs"] >= 1
+    with Image.open(run_dir / "eval_tuned_score" / "roc_curve.png") as png:
+        assert png.width >= 600
     offline_runs = list((run_dir / "train" / "wandb").glob("offline-run-*"))
     assert offline_runs and f"wandb sync {offline_runs[0]}" in summary

@@ -20,7 +20,7 @@ from conftest import REPO_ROOT, run_script
 from defect_judge.errors import InputError
 from defect_judge.schema import Record
 from defect_judge.training import (CHECKPOINT_COMPLETE_FILE, IGNORE_INDEX, TRUNCATION_MARK, PaddingCollator,
-                                   accuracy_then_loss,
+                                   PairedDataset, accuracy_then_loss, judgement_only, sample_features,
                                    SupervisedDataset, WeightedLossTrainer, final_hidden_states,
                                    find_resume_checkpoint, fit_sample, fit_samples, length_stats,
                                    mark_trained_text, weighted_token_loss)
@@ -364,3 +364,77 @@ def test_accuracy_wins_where_loss_and_accuracy_disagree(train_lora, tmp_path):
                                   str(tmp_path), "--metric_for_best_model", "accuracy_then_loss", "--report_to",
                                   "none"])[3]
     assert args.greater_is_better is True and args.metric_for_best_model == "accuracy_then_loss"
+
+
+# ------------------------------------------------------ cheaper and paired training
+
+def test_judgement_only_cuts_the_reason_and_keeps_the_judgement_loss(tiny_model, embedded_tokenizer):
+    """--train_on judgement: the sequence ends with the judgement; its loss is exactly the loss the full
+    sequence gives when only 判断:{judgement} is trained (a causal model never sees what follows)."""
+    fitted = fit_samples(embedded_tokenizer, records(3), 4096)
+    cut = [judgement_only(s) for s in fitted]
+    for full, short in zip(fitted, cut):
+        last_key = max(i for i, k in enumerate(full.encoded.key) if k)
+        assert short.encoded.input_ids == full.encoded.input_ids[:last_key + 1]
+        assert short.encoded.key[-1] and sum(short.encoded.key) == sum(full.encoded.key)
+        text = embedded_tokenizer.decode(short.encoded.input_ids)
+        assert text.rstrip().endswith(("判断:是", "判断:否")) and "原因" not in text.split("assistant")[-1]
+    short_batch = PaddingCollator(embedded_tokenizer.pad_token_id)([sample_features(s) for s in cut])
+    full_batch = PaddingCollator(embedded_tokenizer.pad_token_id)([sample_features(s) for s in fitted])
+    # the full sequences, trained on the same tokens (the answer up to its judgement) only
+    trained_upto = torch.zeros_like(full_batch["labels"], dtype=torch.bool)
+    for row, sample in enumerate(cut):
+        trained_upto[row, :len(sample.encoded.input_ids)] = True
+    full_batch["labels"] = torch.where(trained_upto, full_batch["labels"], IGNORE_INDEX)
+    with torch.no_grad():
+        short_loss = reference_loss(tiny_model, short_batch, 5.0)
+        full_loss = reference_loss(tiny_model, full_batch, 5.0)
+    torch.testing.assert_close(short_loss, full_loss, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("finetuning_type", ["lora", "full"])
+def test_trainable_layers_train_the_top_layers_only(train_lora, tiny_model_dir, embedded_tokenizer, finetuning_type):
+    """--trainable_layers 1 on the 2-layer tiny model: gradients reach layer 1 (and the final norm in full
+    fine-tuning), nothing below it, and autograd never builds the graph through layer 0."""
+    model_args = train_lora.ModelArguments(model_path=str(tiny_model_dir))
+    lora_args = train_lora.LoraArguments(finetuning_type=finetuning_type, lora_rank=4, trainable_layers=1)
+    train_args = SimpleNamespace(seed=0, deepspeed=None, activation_checkpointing=False)
+    model = train_lora.load_model(model_args, lora_args, train_args, embedded_tokenizer)
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and all(".layers.1." in n or n.endswith("model.norm.weight") for n in trained), trained
+    assert any(".layers.1." in n for n in trained)
+    batch = batch_of(embedded_tokenizer, records(2))
+    parts = weighted_token_loss(final_hidden_states(model, batch), batch["labels"], batch["key_mask"],
+                                model.get_output_embeddings(), 5.0)
+    (parts.weighted_sum / parts.weight_sum).backward()
+    assert all(p.grad is None for n, p in model.named_parameters() if ".layers.0." in n or "embed" in n)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters()
+               if ".layers.1." in n)
+    with pytest.raises(InputError, match="only 2 layers"):
+        train_lora.load_model(model_args, train_lora.LoraArguments(trainable_layers=3), train_args,
+                              embedded_tokenizer)
+
+
+def test_pair_batches_keep_twins_in_one_micro_batch(tmp_path, tiny_model, embedded_tokenizer):
+    """--pair_batches: an item is a pair; shuffled by the Trainer's own sampler, every micro-batch holds
+    whole pairs (and a lone sample alone), and the collator pads them into one batch."""
+    from transformers import TrainingArguments
+
+    rows = records(7)
+    twins = [Record(r.id, r.subtype, r.text, pair_id=None if i == 6 else f"p{i // 2}") for i, r in enumerate(rows)]
+    dataset = PairedDataset(fit_samples(embedded_tokenizer, twins, 4096))
+    assert len(dataset) == 4 and dataset.pairs == 3
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", remove_unused_columns=False,
+                             per_device_train_batch_size=1)
+    trainer = WeightedLossTrainer(model=copy.deepcopy(tiny_model), args=args, train_dataset=dataset,
+                                  data_collator=PaddingCollator(embedded_tokenizer.pad_token_id))
+    ids = {tuple(f["input_ids"]): s.pair_id for s, f in zip(twins, SupervisedDataset(
+        fit_samples(embedded_tokenizer, twins, 4096)).features)}
+    sizes = []
+    for batch in trainer.get_train_dataloader():
+        rows_in_batch = [tuple(row[mask.bool()].tolist()) for row, mask in zip(batch["input_ids"],
+                                                                                batch["attention_mask"])]
+        pair_ids = {ids[row] for row in rows_in_batch}
+        assert len(pair_ids) == 1  # one pair (or one lone sample) per micro-batch
+        sizes.append(len(rows_in_batch))
+    assert sorted(sizes) == [1, 2, 2, 2]

@@ -68,6 +68,39 @@ def target_lines(tuned: dict, tfidf: dict) -> list[str]:
     return [f"- {'✅' if ok else '❌'} {text}" for ok, text in checks]
 
 
+def pair_lines(models: list[tuple[str, dict]]) -> list[str]:
+    """P-C / P-V / P-B / P-R of each model over the test split's twin pairs."""
+    rows = [(label, r["pairs"]["overall"]) for label, r in models if r.get("pairs")]
+    if not rows:
+        return ["The test split has no twin pairs (no pair_id).", ""]
+    lines = [f"{rows[0][1]['pairs']} pairs: P-C both right, P-V both called defective, P-B both called clean, "
+             f"P-R both reversed. An invalid answer counts as the wrong call, so a pair with one is never P-C "
+             f"(last column).", "", "| model | P-C | P-V | P-B | P-R | pairs with an invalid answer |",
+             "|---|---|---|---|---|---|"]
+    for label, overall in rows:
+        lines.append(f"| {label} | " + " | ".join(f"{overall[o]['count']} ({overall[o]['share']:.0%})"
+                                                   for o in ("P-C", "P-V", "P-B", "P-R"))
+                     + f" | {overall['with_invalid']} |")
+    return lines + [""]
+
+
+def score_lines(scored: dict, folder: Path) -> list[str]:
+    """The fine-tuned model's scores: ROC-AUC, VD-S and the decision threshold chosen on dev."""
+    lines = ["## Scores of the fine-tuned model (score mode)", ""]
+    auc = "n/a" if scored.get("roc_auc") is None else f"{scored['roc_auc']:.3f}"
+    decision = scored["decision"]
+    chosen = decision.get("chosen_on") or {}
+    lines.append(f"ROC-AUC {auc}; accuracy {scored['overall']['accuracy']:.1%} ({decision['headline']} decision"
+                 + (f": P(defective) ≥ {decision['threshold']:.3f}, the threshold with the highest balanced accuracy "
+                    f"({chosen.get('balanced_accuracy', float('nan')):.2f}) on `{chosen.get('test_dataset_path')}`"
+                    if decision.get("threshold") is not None else "") + ").")
+    for level in scored.get("vd_s") or []:
+        note = f" ({level['note']})" if level.get("note") else ""
+        lines.append(f"- VD-S at FPR ≤ {level['fpr_target']:.1%}: miss rate {level['fnr']:.1%}{note}")
+    lines += ["", f"ROC and precision–recall curves: `{folder / 'roc_curve.png'}`", ""]
+    return lines
+
+
 def summary_markdown(run_dir: Path, timings: dict[str, int], recipe: str) -> str:
     base = load_results(run_dir / "eval_base" / "evaluation_results.json")
     tfidf = load_results(run_dir / "eval_tfidf" / "evaluation_results.json")
@@ -84,7 +117,12 @@ def summary_markdown(run_dir: Path, timings: dict[str, int], recipe: str) -> str
              overall_row("TF-IDF + logistic regression", tfidf),
              overall_row(f"base `{base['model_path']}`", base),
              overall_row(f"fine-tuned `{tuned['model_path']}` ({best['best_checkpoint']})", tuned), "",
-             "## Does it judge better?", "", *target_lines(tuned, tfidf), ""]
+             "## Does it judge better?", "", *target_lines(tuned, tfidf), "",
+             "## Twin pairs (PrimeVul's pair-wise outcomes)", "",
+             *pair_lines([("TF-IDF + logistic regression", tfidf), ("base", base), ("fine-tuned", tuned)])]
+    scored_path = run_dir / "eval_tuned_score" / "evaluation_results.json"
+    if scored_path.is_file():
+        lines += score_lines(load_results(scored_path), run_dir / "eval_tuned_score")
     comparison_md = comparison / "comparison_summary.md"
     if comparison_md.is_file():
         text = comparison_md.read_text(encoding="utf-8").strip()
@@ -102,6 +140,7 @@ def summary_markdown(run_dir: Path, timings: dict[str, int], recipe: str) -> str
     for image in ["model_comparison.png", "overall_accuracy_comparison.png", "type_accuracy_comparison.png"]:
         lines.append(f"- `{comparison / image}`")
     lines += [f"- `{run_dir / name / 'subtype_accuracy.png'}`" for name in ("eval_tfidf", "eval_base", "eval_tuned")]
+    lines += [f"- `{path}`" for path in sorted(run_dir.glob("*/pair_outcomes*.png")) + sorted(run_dir.glob("*/roc_curve.png"))]
     lines.append(f"- `{train_dir / LEARNING_CURVE_FILE}`")
     runs = sorted(train_dir.glob("wandb/offline-run-*")) + sorted(train_dir.glob("wandb/run-*"))
     lines += ["", "## wandb", ""]

@@ -2,7 +2,8 @@
 # make demo: the whole pipeline on the embedded SmolLM2-135M-Instruct and the shipped sample data, on a CPU.
 #   1 convert + split (train/dev/test)   2 TF-IDF baseline   3 base model evaluation
 #   4 fine-tuning with a named recipe (defect_judge/recipes.py), checkpoints chosen on dev
-#   5 evaluation of the chosen checkpoint on test   6 comparison plots   -> runs/demo/<time>/summary.md
+#   5 evaluation of the chosen checkpoint on test (answers, and scores: ROC, VD-S, dev threshold)
+#   6 comparison plots   -> runs/demo/<time>/summary.md
 # The test split is read only by stages 2, 3 and 5, and never for a choice.
 # Knobs (environment): DEMO_RECIPE (demo; `make learn` uses learn), DEMO_MAX_STEPS (cut training short),
 # DEMO_EVAL_MODE (generate/score), DEMO_MAX_NEW_TOKENS, RUN_DIR, DEMO_MODEL and DEMO_INPUT_DIR (the
@@ -56,8 +57,11 @@ OUTPUT_DIR="$RUN_DIR/train" NUM_GPUS=1 \
     --cpu_heap_mmap_threshold_mb 0
 T4=$(seconds)
 
-stage "5/6 evaluate the chosen checkpoint ($RUN_DIR/train/best_checkpoint.json) on test"
+stage "5/6 evaluate the chosen checkpoint ($RUN_DIR/train/best_checkpoint.json) on test, and score it (ROC, VD-S)"
 evaluate "$RUN_DIR/train" "$RUN_DIR/eval_tuned"
+# Score mode gives every sample a probability: ROC, VD-S, and a decision threshold chosen on dev.
+$PY eval/model_evaluation.py --model_path "$RUN_DIR/train" --test_dataset_path "$DATA/test.jsonl" \
+    --output_dir "$RUN_DIR/eval_tuned_score" --mode score --threshold_from "$DATA/dev.jsonl"
 T5=$(seconds)
 
 stage "6/6 compare base, TF-IDF baseline and fine-tuned"

@@ -1,0 +1,32 @@
+"""tools/probe_features.py: a real linear probe of a (tiny) frozen model's hidden states."""
+from __future__ import annotations
+
+import json
+
+from conftest import REPO_ROOT, assert_clean_failure, run_script
+from helpers_training import make_records, write_records
+from test_sweep import twin_split
+
+SCRIPT = REPO_ROOT / "tools" / "probe_features.py"
+
+
+def test_probe_scores_every_layer_and_pooling_on_test(tmp_path, tiny_model_dir):
+    data = twin_split(tmp_path, pairs_per_file=8)
+    out = tmp_path / "probe.json"
+    result = run_script(SCRIPT, "--model_path", tiny_model_dir, "--train_dataset_path", data / "train.jsonl",
+                        "--test_dataset_path", data / "test.jsonl", "--layers", "0.5", "1.0", "--json", out,
+                        check=True)
+    rows = json.loads(out.read_text(encoding="utf-8"))["rows"]
+    assert [(r["layer"], r["pooling"]) for r in rows] == [(1, "mean"), (1, "last"), (2, "mean"), (2, "last")]
+    for row in rows:
+        assert 0 <= row["accuracy"] <= 1 and 0 <= row["cv_accuracy"] <= 1 and row["C"] in (0.01, 0.1, 1.0)
+        assert row["roc_auc"] is None or 0 <= row["roc_auc"] <= 1
+    assert "pooling" in result.stdout and "mean" in result.stdout
+
+
+def test_one_judgement_only_is_one_clear_line(tmp_path, tiny_model_dir):
+    rows = [r for r in make_records(8) if "判断:是" in r["text"][1]["content"]]
+    one_class = write_records(tmp_path / "train.jsonl", rows)
+    result = run_script(SCRIPT, "--model_path", tiny_model_dir, "--train_dataset_path", one_class,
+                        "--test_dataset_path", one_class)
+    assert_clean_failure(result, str(one_class), "needs two judgements")
