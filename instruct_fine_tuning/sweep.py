@@ -40,7 +40,7 @@ from defect_judge.fileio import atomic_open, write_json_atomic, write_text_atomi
 from defect_judge.recipes import RECIPES, Recipe
 from defect_judge.results import RESULTS_FILE, load_results
 from defect_judge.schema import read_records
-from defect_judge.training import checkpoint_step, list_checkpoints
+from defect_judge.training import checkpoint_step, list_checkpoints, remove_checkpoints
 
 # ----------------------------------------------------------------------------
 MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # the embedded model
@@ -51,16 +51,18 @@ RECIPES_TO_RUN = ["demo"]  # names from defect_judge/recipes.py (--list shows th
 EPOCHS = 2.0  # training length of every recipe, in epochs of TRAIN_DATA
 EVALS_PER_EPOCH = 2  # checkpoints scored on dev per epoch
 BASELINE = True  # also fit the TF-IDF baseline (eval/baseline.py) on train, chosen and scored on dev
+KEEP_CHECKPOINTS = False  # keep every recipe's checkpoints after they are scored (full fine-tuning: a model each)
 LIST = False  # print the recipes and exit
 # ----------------------------------------------------------------------------
 DEFAULTS = {"model_path": MODEL_PATH, "train_data": TRAIN_DATA, "eval_data": EVAL_DATA, "output_dir": OUTPUT_DIR,
             "recipes": RECIPES_TO_RUN, "epochs": EPOCHS, "evals_per_epoch": EVALS_PER_EPOCH, "baseline": BASELINE,
-            "list": LIST}
+            "keep_checkpoints": KEEP_CHECKPOINTS, "list": LIST}
 HELP = {"model_path": "base model folder", "train_data": "training split (chat JSONL)",
         "eval_data": "dev split (chat JSONL): every checkpoint is scored on it",
         "output_dir": "the sweep's folder (one subfolder per recipe)",
         "recipes": "recipes to run, by name (--list shows them)", "epochs": "epochs of training per recipe",
         "evals_per_epoch": "checkpoints scored on dev per epoch", "baseline": "also run the TF-IDF baseline on dev",
+        "keep_checkpoints": "keep the checkpoints once scored (else only their dev results and the training logs stay)",
         "list": "print the recipes and exit"}
 PATHS = ("model_path", "train_data", "eval_data", "output_dir")
 REPO = Path(__file__).resolve().parents[1]
@@ -77,6 +79,7 @@ def train(recipe: Recipe, args, folder: Path, train_samples: int) -> tuple[float
     per_epoch = recipe.steps_per_epoch(train_samples)
     save_steps = max(1, round(per_epoch / args.evals_per_epoch))
     max_steps = max(save_steps, round(per_epoch * args.epochs))
+    # TEST_DATA is the dev split too: the launcher checks that it exists, and a sweep never reads the test split.
     env = os.environ | recipe.launcher_env() | {
         "MODEL_PATH": str(args.model_path), "TRAIN_DATA": str(args.train_data), "EVAL_DATA": str(args.eval_data),
         "TEST_DATA": str(args.eval_data), "OUTPUT_DIR": str(folder), "SAVE_STEPS": str(save_steps),
@@ -99,9 +102,11 @@ def train(recipe: Recipe, args, folder: Path, train_samples: int) -> tuple[float
 def score_on_dev(checkpoint: Path, args, folder: Path) -> dict:
     """Score-mode accuracy and ROC-AUC of one checkpoint on the dev split."""
     if not (folder / RESULTS_FILE).is_file():
-        subprocess.run([PYTHON, str(EVALUATE), "--model_path", str(checkpoint), "--test_dataset_path",
-                        str(args.eval_data), "--output_dir", str(folder), "--mode", "score",
-                        "--tokenizer_path", ""], check=True, stdout=subprocess.DEVNULL)
+        scored = subprocess.run([PYTHON, str(EVALUATE), "--model_path", str(checkpoint), "--test_dataset_path",
+                                 str(args.eval_data), "--output_dir", str(folder), "--mode", "score",
+                                 "--tokenizer_path", ""], stdout=subprocess.DEVNULL)
+        if scored.returncode != 0:
+            raise InputError(f"scoring {checkpoint} on dev failed (exit {scored.returncode}; its error is above)")
     results = load_results(folder / RESULTS_FILE)
     per = results["per_judgement"]
     return {"accuracy": results["overall"]["accuracy"], "roc_auc": results["roc_auc"],
@@ -128,6 +133,8 @@ def run_recipe(recipe: Recipe, args, train_samples: int) -> dict:
               "train_seconds": round(seconds, 1), "steps_per_epoch": per_epoch, "save_steps": save_steps,
               "curve": curve}
     write_json_atomic(done, result)
+    if not args.keep_checkpoints:
+        remove_checkpoints(list_checkpoints(train_dir))
     return result
 
 

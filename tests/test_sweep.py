@@ -77,6 +77,7 @@ def test_tiny_sweep_trains_scores_every_checkpoint_on_dev_and_resumes(tmp_path, 
     with Image.open(out / "sweep_curves.png") as png:
         assert png.width >= 800
     assert (out / "judgement_pairs" / "train" / "learning_curve.png").is_file()
+    assert not list((out / "judgement_pairs" / "train").glob("checkpoint-*"))  # scored, then removed
     # a second run finds the recipe done and trains nothing
     again = run_script(*args, check=True)
     assert "already done" in again.stderr
