@@ -1,6 +1,6 @@
 """Named training recipes: the settings of run_training_lora.sh and train_lora.py that one experiment uses.
 
-One place for them, so the demo, ``make learn`` and the recipe sweep
+One place for them, so the demo and the recipe sweep
 (``instruct_fine_tuning/sweep.py``) train with exactly the settings the sweep
 measured. A recipe says what differs from the launcher's defaults; everything
 else (the document's values) stays as run_training_lora.sh sets it.

@@ -5,7 +5,7 @@
 #   5 evaluation of the chosen checkpoint on test (answers, and scores: ROC, VD-S, dev threshold)
 #   6 comparison plots   -> runs/demo/<time>/summary.md
 # The test split is read only by stages 2, 3 and 5, and never for a choice.
-# Knobs (environment): DEMO_RECIPE (demo; `make learn` uses learn), DEMO_MAX_STEPS (cut training short),
+# Knobs (environment): DEMO_RECIPE (a name from defect_judge/recipes.py; default demo), DEMO_MAX_STEPS (cut training short),
 # DEMO_EVAL_MODE (generate/score), DEMO_MAX_NEW_TOKENS, RUN_DIR, DEMO_MODEL and DEMO_INPUT_DIR (the
 # end-to-end test runs the same pipeline on a tiny model and a few samples).
 set -euo pipefail
