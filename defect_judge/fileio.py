@@ -63,3 +63,20 @@ def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> int:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+def read_json_object(path: str | os.PathLike, *, missing: str = "file not found",
+                     not_object: str = "must be a JSON object") -> dict:
+    """A JSON file that must hold one object; anything else is one InputError naming the file (and line)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(missing, path=path) from None
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text", path=path) from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"invalid JSON: {error.msg}", path=path, line=error.lineno) from None
+    if not isinstance(data, dict):
+        raise InputError(not_object, path=path)
+    return data

@@ -1,60 +1,21 @@
-"""Inference for evaluation: which model a path names, batched greedy generation,
-and scoring candidate judgements by log-probability.
+"""Inference for evaluation: batched greedy generation, and scoring candidate judgements by
+log-probability. Which model a path names, and loading it, is ``model_paths.py``.
 
 ``eval/model_evaluation.py`` and ``eval/bench_eval.py`` both run through here,
 so the benchmark measures exactly what the evaluation does.
-
-A model path is one of (checked in this order):
-
-* a training ``OUTPUT_DIR``: it holds ``best_checkpoint.json``; the model is
-  ``OUTPUT_DIR/<best_checkpoint>`` when that folder still exists, else the best
-  model training saved in ``OUTPUT_DIR`` itself; either may be an adapter or a
-  full model;
-* a LoRA adapter folder (``adapter_config.json``, e.g. ``checkpoint-140``): it
-  is loaded onto its base model and merged (``merge_and_unload``) so inference
-  runs at the plain model's speed;
-* a full model folder: ``full_model`` when training wrote it (a
-  ``trainer_state.json`` inside, or a ``best_checkpoint.json`` beside it),
-  otherwise ``base_model``, the baseline with no fine-tuning.
-
-The base model of an adapter is the first that exists of: ``--base_model_path``
-(the user's word wins), the adapter's ``base_model_name_or_path``, the
-``base_model_path`` in ``best_checkpoint.json``, and ``tokenizer_path`` when it
-is a model folder (the document keeps the base model's tokenizer there).
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import pickle
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Sequence
 
-from . import REPO_ROOT
 from .errors import InputError
-from .modeling import (ADAPTER_CONFIG_FILE, BEST_CHECKPOINT_FILE, check_model_folder, check_tokenizer_matches,
-                       load_causal_lm, load_tokenizer, read_best_checkpoint, weights_error_message)
 from .templates import JUDGEMENT_PREFIX
 
 log = logging.getLogger(__name__)
 
-BASE_MODEL = "base_model"
-FULL_MODEL = "full_model"
-LORA_ADAPTER = "lora_adapter"
-OUTPUT_DIR_PREFIX = "output_dir/"  # + the kind of the model the OUTPUT_DIR points at
-KIND_DESCRIPTIONS = {
-    BASE_MODEL: "base model with no fine-tuning (the baseline)",
-    FULL_MODEL: "fully fine-tuned model",
-    LORA_ADAPTER: "LoRA adapter, merged into its base model before inference",
-}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_PICKLE_WEIGHTS = "adapter_model.bin"  # loaded only with allow_pickle
-WEIGHT_SUFFIXES = (".safetensors", ".bin")  # what the resume fingerprint covers
-TRAINER_STATE_FILE = "trainer_state.json"
 # End-of-turn markers of common chat templates; used as extra stop tokens when the
 # template writes one and the tokenizer has it as a single token.
 END_OF_TURN_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
@@ -67,213 +28,6 @@ PREFILL_MAX_TOKENS_CPU = 2048
 # The tokens every prompt of a batch starts with (system prompt, chat markup, the task's opening words) run
 # once per batch instead of once per sample when there are at least this many (0: never).
 SHARED_PREFIX_MIN_TOKENS = 16
-
-
-# ----------------------------------------------------------------- model paths
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    """What a model path turned out to be, and the folders to load."""
-    path: Path                      # as given
-    kind: str                       # BASE_MODEL | FULL_MODEL | LORA_ADAPTER, prefixed by OUTPUT_DIR_PREFIX
-    weights_path: Path              # the folder whose weights are evaluated (model or adapter)
-    base_model_path: Path | None = None   # the base an adapter is merged into
-    best_checkpoint: dict | None = None   # best_checkpoint.json of an OUTPUT_DIR
-    base_model_source: str | None = None  # where the base path came from
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def is_adapter(self) -> bool:
-        return self.kind.endswith(LORA_ADAPTER)
-
-    def describe(self) -> str:
-        inner = self.kind.removeprefix(OUTPUT_DIR_PREFIX)
-        text = KIND_DESCRIPTIONS[inner]
-        if self.kind.startswith(OUTPUT_DIR_PREFIX):
-            info = self.best_checkpoint or {}
-            metric = (f" ({info['metric']} = {info['value']:.6g})"
-                      if info.get("metric") and isinstance(info.get("value"), (int, float)) else "")
-            text = (f"training OUTPUT_DIR, best checkpoint {info.get('best_checkpoint')}{metric} "
-                    f"at {self.weights_path}: {text}")
-        if self.base_model_path is not None:
-            text += f"; base model {self.base_model_path} (from {self.base_model_source})"
-        return text
-
-    def to_json(self) -> dict:
-        return {"kind": self.kind, "description": self.describe(), "path": str(self.path),
-                "weights_path": str(self.weights_path),
-                "base_model_path": str(self.base_model_path) if self.base_model_path else None,
-                "best_checkpoint": self.best_checkpoint}
-
-    def weight_folders(self) -> list[Path]:
-        return [p for p in (self.weights_path, self.base_model_path) if p is not None]
-
-
-def _read_json_object(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise InputError(f"invalid JSON: {error.msg}", path=path, line=error.lineno) from None
-    if not isinstance(data, dict):
-        raise InputError("must be a JSON object", path=path)
-    return data
-
-
-def _local_folder(value: str | None) -> Path | None:
-    """An existing folder for ``value`` (as given, else relative to the repo root), or None."""
-    if not value:
-        return None
-    for candidate in (Path(value), REPO_ROOT / value):
-        if candidate.is_dir():
-            return candidate
-    return None
-
-
-def _find_base_model(adapter: Path, *, base_model_path: str, tokenizer_path: str,
-                     best_checkpoint: dict | None, allow_pickle: bool) -> tuple[Path, str]:
-    if base_model_path:
-        folder = Path(base_model_path)
-        if not folder.exists():
-            raise InputError("--base_model_path does not exist", path=folder)
-        return check_model_folder(folder, allow_pickle=allow_pickle), "--base_model_path"
-    config = _read_json_object(adapter / ADAPTER_CONFIG_FILE)
-    tried = []
-    candidates = [(config.get("base_model_name_or_path"), f"{ADAPTER_CONFIG_FILE} base_model_name_or_path"),
-                  ((best_checkpoint or {}).get("base_model_path"), f"{BEST_CHECKPOINT_FILE} base_model_path"),
-                  (tokenizer_path, "tokenizer_path")]
-    for value, source in candidates:
-        if not value:
-            continue
-        folder = _local_folder(str(value))
-        if folder is not None and (folder / "config.json").is_file():
-            return check_model_folder(folder, allow_pickle=allow_pickle), source
-        tried.append(f"{value} ({source})")
-    tried_text = "; tried " + ", ".join(tried) if tried else ""
-    raise InputError(f"cannot find the base model of this LoRA adapter{tried_text}; "
-                     f"pass --base_model_path pointing to the base model folder", path=adapter)
-
-
-def _check_adapter_weights(adapter: Path, *, allow_pickle: bool) -> None:
-    if (adapter / ADAPTER_WEIGHTS).is_file():
-        return
-    if allow_pickle and (adapter / ADAPTER_PICKLE_WEIGHTS).is_file():
-        return
-    if any(adapter.glob("adapter_model.*")):
-        raise InputError("the adapter weights are not in safetensors format (refusing pickle files, which can run "
-                         "code); save the adapter with safe_serialization=True, or pass --allow_pickle for a "
-                         "folder you trust", path=adapter)
-    raise InputError(f"LoRA adapter folder without {ADAPTER_WEIGHTS}", path=adapter)
-
-
-def _resolve_folder(folder: Path, *, base_model_path: str, tokenizer_path: str, best_checkpoint: dict | None,
-                    trained: bool, allow_pickle: bool) -> ResolvedModel:
-    if (folder / ADAPTER_CONFIG_FILE).is_file():
-        _check_adapter_weights(folder, allow_pickle=allow_pickle)
-        base, source = _find_base_model(folder, base_model_path=base_model_path, tokenizer_path=tokenizer_path,
-                                        best_checkpoint=best_checkpoint, allow_pickle=allow_pickle)
-        return ResolvedModel(folder, LORA_ADAPTER, folder, base, best_checkpoint, source)
-    check_model_folder(folder, allow_pickle=allow_pickle)
-    trained = trained or (folder / TRAINER_STATE_FILE).is_file() or (folder.parent / BEST_CHECKPOINT_FILE).is_file()
-    return ResolvedModel(folder, FULL_MODEL if trained else BASE_MODEL, folder, None, best_checkpoint)
-
-
-def resolve_model(model_path: str | os.PathLike, *, base_model_path: str = "", tokenizer_path: str = "",
-                  allow_pickle: bool = False) -> ResolvedModel:
-    """Find out what ``model_path`` is (see the module docstring) and check that it can be loaded.
-
-    Folders whose only weights are pickle files are refused unless ``allow_pickle``.
-    """
-    path = Path(model_path)
-    if not path.exists():
-        raise InputError("model path does not exist (set --model_path)", path=path)
-    if not path.is_dir():
-        raise InputError("model path is not a folder", path=path)
-    if (path / BEST_CHECKPOINT_FILE).is_file():
-        info = read_best_checkpoint(path)
-        name = info["best_checkpoint"]
-        checkpoint = (path / name).resolve()
-        if checkpoint.parent != path.resolve():
-            raise InputError(f"best_checkpoint must name a folder inside OUTPUT_DIR, got {name!r}",
-                             path=path / BEST_CHECKPOINT_FILE, field="best_checkpoint")
-        notes = ()
-        target = path / name
-        if not target.is_dir():
-            target = path
-            notes = (f"{name} no longer exists; using the best model saved in {path} itself",)
-        inner = _resolve_folder(target, base_model_path=base_model_path, tokenizer_path=tokenizer_path,
-                                best_checkpoint=info, trained=True, allow_pickle=allow_pickle)
-        return ResolvedModel(path, OUTPUT_DIR_PREFIX + inner.kind, inner.weights_path, inner.base_model_path, info,
-                             inner.base_model_source, notes)
-    return _resolve_folder(path, base_model_path=base_model_path, tokenizer_path=tokenizer_path, best_checkpoint=None,
-                           trained=False, allow_pickle=allow_pickle)
-
-
-def has_tokenizer(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in TOKENIZER_FILES)
-
-
-def resolve_tokenizer_path(resolved: ResolvedModel, tokenizer_path: str, *, explicit: bool) -> Path:
-    """The tokenizer to use.
-
-    ``tokenizer_path`` when it exists. When it is empty, or it is the script's
-    default and does not exist on this machine, the model's own tokenizer: the
-    first of the evaluated folder, the adapter's base model and the OUTPUT_DIR
-    that holds tokenizer files. A path the user gave that does not exist is an error.
-    """
-    if tokenizer_path:
-        folder = Path(tokenizer_path)
-        if folder.exists():
-            return folder
-        if explicit:
-            raise InputError("tokenizer path does not exist (--tokenizer_path)", path=folder)
-        log.warning("the default tokenizer_path %s does not exist on this machine: using the model's own tokenizer",
-                    folder)
-    for folder in (resolved.weights_path, resolved.base_model_path, resolved.path):
-        if folder is not None and has_tokenizer(folder):
-            return folder
-    raise InputError("no tokenizer files next to the model; pass --tokenizer_path", path=resolved.weights_path)
-
-
-def weights_fingerprint(resolved: ResolvedModel) -> list[dict]:
-    """Name, size and modification time of every file that decides the weights (for resume checks)."""
-    rows = []
-    for folder in resolved.weight_folders():
-        for file in sorted(folder.iterdir()):
-            if file.is_file() and (file.suffix in WEIGHT_SUFFIXES or file.name.endswith(".index.json")
-                                   or file.name in ("config.json", ADAPTER_CONFIG_FILE)):
-                stat = file.stat()
-                rows.append({"file": str(file.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
-    return rows
-
-
-def load_model(resolved: ResolvedModel, *, dtype, device: str, trust_remote_code: bool = False,
-               allow_pickle: bool = False):
-    """The model ready for inference (eval mode, on ``device``); an adapter is merged into its base."""
-    if not resolved.is_adapter:
-        model = load_causal_lm(resolved.weights_path, dtype=dtype, trust_remote_code=trust_remote_code,
-                               allow_pickle=allow_pickle)
-    else:
-        from peft import PeftModel
-
-        base = load_causal_lm(resolved.base_model_path, dtype=dtype, trust_remote_code=trust_remote_code,
-                              allow_pickle=allow_pickle)
-        try:
-            model = PeftModel.from_pretrained(base, resolved.weights_path).merge_and_unload()
-        except pickle.UnpicklingError as error:
-            raise InputError(weights_error_message(error), path=resolved.weights_path) from None
-        except (RuntimeError, ValueError, KeyError) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise InputError(f"the adapter does not fit the base model {resolved.base_model_path} ({first_line})",
-                             path=resolved.weights_path) from None
-    return model.to(device).eval()
-
-
-def load_model_and_tokenizer(resolved: ResolvedModel, tokenizer_dir: Path, *, dtype, device: str,
-                             trust_remote_code: bool = False):
-    tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code=trust_remote_code)
-    model = load_model(resolved, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    check_tokenizer_matches(model, tokenizer, resolved.weights_path, tokenizer_dir)
-    return model, tokenizer
 
 
 # -------------------------------------------------------------------- prompts

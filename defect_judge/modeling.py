@@ -14,7 +14,6 @@ from .errors import InputError
 
 log = logging.getLogger(__name__)
 
-BEST_CHECKPOINT_FILE = "best_checkpoint.json"  # written by training into OUTPUT_DIR
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -115,17 +114,3 @@ def check_tokenizer_matches(model, tokenizer, model_path: str | Path, tokenizer_
     if any(i is not None and i >= rows for i in ids):
         raise InputError(f"the tokenizer at {tokenizer_path} ({len(tokenizer)} tokens) does not match the model at "
                          f"{model_path} ({rows} embedding rows); use the model's own tokenizer", path=tokenizer_path)
-
-
-def read_best_checkpoint(output_dir: str | Path) -> dict:
-    """The ``best_checkpoint.json`` a training run left in its OUTPUT_DIR."""
-    path = Path(output_dir) / BEST_CHECKPOINT_FILE
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("file not found", path=path) from None
-    except json.JSONDecodeError as error:
-        raise InputError(f"invalid JSON: {error.msg}", path=path, line=error.lineno) from None
-    if not isinstance(info, dict) or not isinstance(info.get("best_checkpoint"), str):
-        raise InputError("must be an object with a string 'best_checkpoint'", path=path, field="best_checkpoint")
-    return info

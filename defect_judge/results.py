@@ -46,7 +46,6 @@ absent (null), so old results still print and plot.
 from __future__ import annotations
 
 import datetime
-import json
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -54,6 +53,7 @@ from typing import Iterable, Sequence
 from .decisions import (DEFAULT_VDS_FPR, PRIMEVUL_FPR, apply_threshold, both_classes, positive_scores,
                         vd_s_levels)
 from .errors import InputError
+from .fileio import read_json_object
 from .pairs import has_pairs, pair_results
 from .stats import binomial_p_above, wilson_interval
 
@@ -391,16 +391,7 @@ def _footnotes(results: dict) -> list[str]:
 def load_results(path: str | Path) -> dict:
     """Read and check an ``evaluation_results.json``; errors name the file and field."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("results file not found", path=path) from None
-    except UnicodeDecodeError:
-        raise InputError("not UTF-8 text", path=path) from None
-    except json.JSONDecodeError as error:
-        raise InputError(f"invalid JSON: {error.msg}", path=path, line=error.lineno) from None
-    if not isinstance(data, dict):
-        raise InputError("not an evaluation results object", path=path)
+    data = read_json_object(path, missing="results file not found", not_object="not an evaluation results object")
     if data.get("schema") not in READABLE_SCHEMAS:
         raise InputError(f"not an evaluation_results.json of this toolkit (schema {data.get('schema')!r}, "
                          f"expected {SCHEMA!r})", path=path, field="schema")

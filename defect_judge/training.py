@@ -1,7 +1,7 @@
 """Training pieces shared by ``instruct_fine_tuning/train_lora.py``, its tests and
 its benchmark: samples → token ids and label masks (with truncation of the
 event), padding, the key-token-weighted chunked loss, the Trainer that uses it,
-and complete-checkpoint bookkeeping for resuming.
+and its callbacks (the complete-checkpoint marker of ``checkpoints.py``, peak GPU memory).
 
 Loss: every trained token (the assistant's answer and the end-of-turn token
 after it) has weight 1, the tokens of the judgement value weight
@@ -11,14 +11,11 @@ gradient accumulation and the number of ranks do not change its value.
 """
 from __future__ import annotations
 
-import bisect
 import ctypes
 import dataclasses
 import logging
 import math
 import os
-import re
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +29,8 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import EvalLoopOutput
 
 from .chat import EncodedConversation, encode_conversation
+from .checkpoints import mark_complete
 from .errors import InputError
-from .fileio import write_json_atomic
 from .schema import Record
 from .templates import event_char_span
 
@@ -41,8 +38,6 @@ log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100            # label of a position that is not trained (PyTorch's default ignore_index)
 TRUNCATION_MARK = "\n……"       # put where an event was cut, so the model can tell a cut event from a short one
-CHECKPOINT_COMPLETE_FILE = "checkpoint_complete.json"  # written last into a checkpoint: it is complete
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 # Metric name (after "eval_") of judgement accuracy with ties broken by eval_loss: see accuracy_then_loss().
 ACCURACY_THEN_LOSS = "accuracy_then_loss"
 
@@ -438,8 +433,7 @@ class CheckpointCompleteCallback(TrainerCallback):
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
-                write_json_atomic(folder / CHECKPOINT_COMPLETE_FILE,
-                                  {"step": state.global_step, "world_size": args.world_size})
+                mark_complete(folder, state.global_step, args.world_size)
 
 
 class PeakGpuMemoryCallback(TrainerCallback):
@@ -477,43 +471,3 @@ def limit_heap_fragmentation(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
         return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, int(threshold)))
     except (OSError, AttributeError):  # not glibc
         return False
-
-
-# -------------------------------------------------------------- checkpoints
-
-def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """``checkpoint-N`` folders of ``output_dir``, oldest step first."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := CHECKPOINT_RE.match(p.name))]
-    return [p for _, p in sorted(found)]
-
-
-def checkpoint_step(name: str | os.PathLike) -> int:
-    """The step of ``checkpoint-N`` (a name or a path)."""
-    match = CHECKPOINT_RE.match(Path(name).name)
-    if match is None:
-        raise ValueError(f"not a checkpoint folder name: {Path(name).name!r}")
-    return int(match.group(1))
-
-
-def is_complete_checkpoint(path: str | os.PathLike) -> bool:
-    return (Path(path) / CHECKPOINT_COMPLETE_FILE).is_file()
-
-
-def find_resume_checkpoint(output_dir: str | os.PathLike) -> tuple[Path | None, list[Path]]:
-    """(newest complete checkpoint or None, the incomplete checkpoints newer than it)."""
-    checkpoints = list_checkpoints(output_dir)
-    steps = [int(CHECKPOINT_RE.match(p.name).group(1)) for p in checkpoints]
-    complete = [p for p in checkpoints if is_complete_checkpoint(p)]
-    if not complete:
-        return None, checkpoints
-    newest = complete[-1]
-    after = bisect.bisect_right(steps, int(CHECKPOINT_RE.match(newest.name).group(1)))
-    return newest, [p for p in checkpoints[after:] if not is_complete_checkpoint(p)]
-
-
-def remove_checkpoints(paths: Sequence[Path]) -> None:
-    for path in paths:
-        shutil.rmtree(path, ignore_errors=True)

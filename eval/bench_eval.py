@@ -41,6 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
 from defect_judge import inference
+from defect_judge import model_paths
 from defect_judge.chat import render_prompt
 from defect_judge.cli import parse_constants
 from defect_judge.errors import InputError, run_main
@@ -282,10 +283,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     records, vocabulary = read_samples(args.test_dataset_path, args.num_samples)
-    resolved = inference.resolve_model(args.model_path)
-    tokenizer_dir = inference.resolve_tokenizer_path(resolved, "", explicit=False)
+    resolved = model_paths.resolve_model(args.model_path)
+    tokenizer_dir = model_paths.resolve_tokenizer_path(resolved, "", explicit=False)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tokenizer = inference.load_model_and_tokenizer(resolved, tokenizer_dir, dtype=pick_dtype(device),
+    model, tokenizer = model_paths.load_model_and_tokenizer(resolved, tokenizer_dir, dtype=pick_dtype(device),
                                                           device=device)
     result = benchmark(model, tokenizer, records, vocabulary, args)
     print_report(result)

@@ -62,6 +62,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
 from defect_judge import inference
+from defect_judge import model_paths
 from defect_judge.charts import result_charts
 from defect_judge.chat import render_prompt
 from defect_judge.cli import parse_constants
@@ -227,21 +228,21 @@ def read_test_set(path: str, limit: int, skip_unlabelled: bool = False) -> tuple
     return records, vocabulary, [r.id for r in unlabelled]
 
 
-def resolve(args) -> tuple[inference.ResolvedModel, Path]:
-    resolved = inference.resolve_model(args.model_path, base_model_path=args.base_model_path,
+def resolve(args) -> tuple[model_paths.ResolvedModel, Path]:
+    resolved = model_paths.resolve_model(args.model_path, base_model_path=args.base_model_path,
                                        tokenizer_path=args.tokenizer_path, allow_pickle=args.allow_pickle)
     log.info("model %s: %s", args.model_path, resolved.describe())
     for note in resolved.notes:
         log.warning(note)
-    tokenizer_dir = inference.resolve_tokenizer_path(resolved, args.tokenizer_path, explicit=args.tokenizer_explicit)
+    tokenizer_dir = model_paths.resolve_tokenizer_path(resolved, args.tokenizer_path, explicit=args.tokenizer_explicit)
     log.info("tokenizer %s", tokenizer_dir)
     return resolved, tokenizer_dir
 
 
-def fingerprint_of(args, resolved: inference.ResolvedModel, tokenizer_dir: Path, dtype) -> dict:
+def fingerprint_of(args, resolved: model_paths.ResolvedModel, tokenizer_dir: Path, dtype) -> dict:
     """The settings that change answers; partial results are only reused under the same ones."""
     return {"model_path": str(Path(args.model_path).resolve()), "model_kind": resolved.kind,
-            "weights": inference.weights_fingerprint(resolved), "tokenizer_path": str(tokenizer_dir.resolve()),
+            "weights": model_paths.weights_fingerprint(resolved), "tokenizer_path": str(tokenizer_dir.resolve()),
             "test_dataset_sha256": file_sha256(args.test_dataset_path), "mode": args.mode,
             "max_new_tokens": args.max_new_tokens if args.mode == "generate" else None,
             "limit": args.limit, "dtype": str(dtype).removeprefix("torch.")}
@@ -268,10 +269,10 @@ def prepare_items(tokenizer, records: list[Record]) -> list[Item]:
     return sorted(items, key=lambda item: -len(item.prompt_ids))
 
 
-def load_model(args, resolved: inference.ResolvedModel, tokenizer, tokenizer_dir: Path, ranks: Ranks, dtype):
+def evaluation_model(args, resolved: model_paths.ResolvedModel, tokenizer, tokenizer_dir: Path, ranks: Ranks, dtype):
     started = time.perf_counter()
-    model = inference.load_model(resolved, dtype=dtype, device=ranks.device, trust_remote_code=args.trust_remote_code,
-                                 allow_pickle=args.allow_pickle)
+    model = model_paths.inference_model(resolved, dtype=dtype, device=ranks.device,
+                                        trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
     check_tokenizer_matches(model, tokenizer, resolved.weights_path, tokenizer_dir)
     log.info("loaded in %.1f s on %s (%s)", time.perf_counter() - started, ranks.device, dtype)
     return model
@@ -319,7 +320,7 @@ def evaluate_share(model, tokenizer, share: list[Item], args, vocabulary: list[s
             bar.update(len(batch))
 
 
-def build_results(args, resolved: inference.ResolvedModel, tokenizer_dir: Path, records: list[Record],
+def build_results(args, resolved: model_paths.ResolvedModel, tokenizer_dir: Path, records: list[Record],
                   vocabulary: list[str], finished: dict[str, dict], skipped: list[str], ranks: Ranks, dtype,
                   threshold: dict | None = None) -> dict:
     missing = [r.id for r in records if r.id not in finished]
@@ -351,7 +352,7 @@ class Session:
     """The resolved model, its tokenizer and (once needed) the loaded model: loaded once, whether one
     split is evaluated or the dev split first (--threshold_from dev.jsonl) and then the test split."""
 
-    def __init__(self, args, resolved: inference.ResolvedModel, tokenizer_dir: Path, ranks: Ranks, dtype):
+    def __init__(self, args, resolved: model_paths.ResolvedModel, tokenizer_dir: Path, ranks: Ranks, dtype):
         self.args, self.resolved, self.tokenizer_dir = args, resolved, tokenizer_dir
         self.ranks, self.dtype = ranks, dtype
         self._tokenizer = self._model = None
@@ -365,7 +366,7 @@ class Session:
     @property
     def model(self):
         if self._model is None:
-            self._model = load_model(self.args, self.resolved, self.tokenizer, self.tokenizer_dir, self.ranks,
+            self._model = evaluation_model(self.args, self.resolved, self.tokenizer, self.tokenizer_dir, self.ranks,
                                      self.dtype)
         return self._model
 
@@ -458,7 +459,7 @@ def check_dev_results(path: Path, results: dict, args, test_ids: set[str], vocab
     check_dev_split(path, [s["id"] for s in results["samples"]], test_ids, list(results.get("judgements") or []),
                     vocabulary)
     theirs = (results.get("model") or {}).get("weights_path")
-    ours = inference.resolve_model(args.model_path, base_model_path=args.base_model_path,
+    ours = model_paths.resolve_model(args.model_path, base_model_path=args.base_model_path,
                                    tokenizer_path=args.tokenizer_path, allow_pickle=args.allow_pickle).weights_path
     if theirs is None or Path(theirs).resolve() != Path(ours).resolve():
         raise InputError(f"results of another model ({theirs or results['model_path']}), not of {ours}: a threshold "

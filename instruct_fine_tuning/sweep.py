@@ -9,17 +9,21 @@ and ROC-AUC at every half epoch, next to the majority class and the TF-IDF
 baseline on the same split. The test split is never read.
 
 Writes into OUTPUT_DIR:
-  <recipe>/train/              the training run (checkpoints, learning_curve.png, wandb offline)
+  <recipe>/train/              the training run (learning_curve.png, wandb offline; its checkpoints
+                               are deleted once scored unless --keep_checkpoints)
   <recipe>/dev-<step>/         the score-mode evaluation of each checkpoint on dev
   sweep_results.json           every recipe's settings, training seconds and dev curve
   sweep.md                     one table: recipe x half epoch, dev accuracy / AUC, and the best of each
   sweep_curves.png             dev accuracy and AUC against epochs, a line per recipe
 
+Each training runs on one rank (one GPU, or one CPU rank) unless the environment's NUM_GPUS asks
+for more (run_training_lora.sh alone would take every visible GPU).
+
 A recipe whose results are already in OUTPUT_DIR is skipped, so a sweep can be stopped
 and started again. Run it once per data/model; it takes hours on a 2-core CPU.
 
 Examples:
-  python instruct_fine_tuning/sweep.py --recipes demo lora_kw50 --epochs 2
+  python instruct_fine_tuning/sweep.py --recipes demo judgement_single --epochs 2
   python instruct_fine_tuning/sweep.py --list
 """
 from __future__ import annotations
@@ -34,13 +38,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
+from defect_judge.checkpoints import checkpoint_step, list_checkpoints, remove_checkpoints
 from defect_judge.cli import parse_constants
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import atomic_open, write_json_atomic, write_text_atomic
 from defect_judge.recipes import RECIPES, Recipe
 from defect_judge.results import RESULTS_FILE, load_results
 from defect_judge.schema import read_records
-from defect_judge.training import checkpoint_step, list_checkpoints, remove_checkpoints
 
 # ----------------------------------------------------------------------------
 MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # the embedded model
@@ -74,16 +78,25 @@ PYTHON = sys.executable
 log = logging.getLogger("sweep")
 
 
+def ranks() -> int:
+    """Data-parallel ranks of each training: NUM_GPUS when set (the launcher's variable), else one. An
+    epoch's optimizer steps shrink with them."""
+    value = os.environ.get("NUM_GPUS", "1")
+    if not value.isdigit():
+        raise InputError(f"NUM_GPUS must be a whole number, got {value!r}")
+    return max(1, int(value))
+
+
 def train(recipe: Recipe, args, folder: Path, train_samples: int) -> tuple[float, int]:
     """Train through the launcher with a checkpoint every 1/evals_per_epoch epoch; (seconds, save_steps)."""
-    per_epoch = recipe.steps_per_epoch(train_samples)
+    per_epoch = recipe.steps_per_epoch(train_samples, ranks())
     save_steps = max(1, round(per_epoch / args.evals_per_epoch))
     max_steps = max(save_steps, round(per_epoch * args.epochs))
     # TEST_DATA is the dev split too: the launcher checks that it exists, and a sweep never reads the test split.
     env = os.environ | recipe.launcher_env() | {
         "MODEL_PATH": str(args.model_path), "TRAIN_DATA": str(args.train_data), "EVAL_DATA": str(args.eval_data),
         "TEST_DATA": str(args.eval_data), "OUTPUT_DIR": str(folder), "SAVE_STEPS": str(save_steps),
-        "NUM_GPUS": os.environ.get("NUM_GPUS", "1"), "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+        "NUM_GPUS": str(ranks()), "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
     command = [str(LAUNCHER), *recipe.train_args(), "--max_steps", str(max_steps), "--save_total_limit", "1000",
                "--early_stopping_patience", "0", "--load_best_model_at_end", "false", "--logging_steps",
                str(max(1, save_steps // 4))]
@@ -121,7 +134,7 @@ def run_recipe(recipe: Recipe, args, train_samples: int) -> dict:
         return json.loads(done.read_text(encoding="utf-8"))
     train_dir = root / "train"
     seconds, save_steps = train(recipe, args, train_dir, train_samples)
-    per_epoch = recipe.steps_per_epoch(train_samples)
+    per_epoch = recipe.steps_per_epoch(train_samples, ranks())
     curve = []
     for checkpoint in list_checkpoints(train_dir):
         step = checkpoint_step(checkpoint)
@@ -219,6 +232,7 @@ def main() -> None:
         raise InputError(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}", field="recipes")
     if args.epochs <= 0 or args.evals_per_epoch < 1:
         raise InputError("epochs must be > 0 and evals_per_epoch at least 1")
+    log.info("training on %d rank(s) (NUM_GPUS)", ranks())
     pair_ids = [r.pair_id for r in read_records(args.train_data)]
     dev = read_records(args.eval_data)
     judgements = [r.judgement for r in dev]

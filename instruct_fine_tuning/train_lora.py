@@ -31,18 +31,17 @@ from urllib.parse import urlparse
 import torch
 from transformers import EarlyStoppingCallback, HfArgumentParser, TrainerCallback, TrainingArguments, set_seed
 
+from defect_judge.checkpoints import (BEST_CHECKPOINT_FILE, best_checkpoint_info, find_resume_checkpoint,
+                                      list_checkpoints, remove_checkpoints, write_best_checkpoint)
 from defect_judge.errors import EXIT_INPUT_ERROR, InputError, run_main
-from defect_judge.fileio import check_output_dir, write_json_atomic
+from defect_judge.fileio import check_output_dir
 from defect_judge.curves import LEARNING_CURVE_FILE, learning_curve_chart
-from defect_judge.modeling import (BEST_CHECKPOINT_FILE, check_model_folder, check_tokenizer_matches,
-                                   load_causal_lm, load_tokenizer, pick_dtype)
-from defect_judge.resume import file_sha256
+from defect_judge.modeling import (check_model_folder, check_tokenizer_matches, load_causal_lm, load_tokenizer,
+                                   pick_dtype)
 from defect_judge.schema import read_records
-from defect_judge.training import (ACCURACY_THEN_LOSS, checkpoint_step, CheckpointCompleteCallback,
-                                   find_resume_checkpoint, fit_samples, judgement_only, length_stats,
-                                   limit_heap_fragmentation, list_checkpoints, mark_trained_text, PaddingCollator,
-                                   PairedDataset, PeakGpuMemoryCallback, remove_checkpoints, SupervisedDataset,
-                                   WeightedLossTrainer)
+from defect_judge.training import (ACCURACY_THEN_LOSS, CheckpointCompleteCallback, fit_samples, judgement_only,
+                                   length_stats, limit_heap_fragmentation, mark_trained_text, PaddingCollator,
+                                   PairedDataset, PeakGpuMemoryCallback, SupervisedDataset, WeightedLossTrainer)
 
 # -----------------------------------------------------------------------------
 # Defaults. run_training_lora.sh passes the document's values explicitly; each is a flag of the same name.
@@ -348,7 +347,7 @@ def report_data(tokenizer, train_samples, eval_samples, data_args: DataArguments
                  stats["median"], stats["p95"], stats["max"], answers["median"], data_args.max_length, truncated)
 
 
-def load_model(model_args: ModelArguments, lora_args: LoraArguments, train_args: FineTuningArguments, tokenizer):
+def training_model(model_args: ModelArguments, lora_args: LoraArguments, train_args: FineTuningArguments, tokenizer):
     model_path = Path(model_args.model_path).resolve()
     # LoRA trains fp32 adapters over a bf16 base; full fine-tuning keeps fp32 master weights unless
     # DeepSpeed does (it holds its own fp32 copy of a bf16 model).
@@ -448,31 +447,22 @@ def save_best_model(trainer: WeightedLossTrainer, model_args, data_args, lora_ar
     trainer.save_model(str(output_dir))  # every rank: DeepSpeed gathers the weights collectively
     trainer.save_state()
     state = trainer.state
-    if state.best_model_checkpoint:
-        best = Path(state.best_model_checkpoint).name
-        info = {"best_checkpoint": best, "step": checkpoint_step(best), "metric": train_args.metric_for_best_model,
-                "value": state.best_metric, "greater_is_better": bool(train_args.greater_is_better)}
-    else:
+    if state.best_model_checkpoint:  # chosen on the eval file by the metric
+        info = best_checkpoint_info(Path(state.best_model_checkpoint).name, metric=train_args.metric_for_best_model,
+                                    value=state.best_metric, greater_is_better=bool(train_args.greater_is_better),
+                                    finetuning_type=lora_args.finetuning_type, base_model_path=model_args.model_path,
+                                    eval_data=data_args.eval_data, eval_samples=len(trainer.eval_dataset),
+                                    test_data=data_args.test_data)
+    else:  # no evaluation: the last checkpoint
         checkpoints = list_checkpoints(output_dir)
         if not checkpoints:
             return {}
-        info = {"best_checkpoint": checkpoints[-1].name, "step": checkpoint_step(checkpoints[-1].name),
-                "metric": None, "value": None, "greater_is_better": None}
-    info |= {"finetuning_type": lora_args.finetuning_type,
-             "base_model_path": str(Path(model_args.model_path).resolve())}
-    if info["metric"] is not None:
-        eval_data = Path(data_args.eval_data).resolve()
-        info |= {"eval_data": str(eval_data), "eval_data_sha256": file_sha256(eval_data),
-                 "eval_samples": len(trainer.eval_dataset), "eval_is_test_data": _same_file(eval_data,
-                                                                                          data_args.test_data)}
+        info = best_checkpoint_info(checkpoints[-1].name, metric=None, value=None, greater_is_better=None,
+                                    finetuning_type=lora_args.finetuning_type, base_model_path=model_args.model_path)
     if trainer.is_world_process_zero():
-        write_json_atomic(output_dir / BEST_CHECKPOINT_FILE, info)
+        write_best_checkpoint(output_dir, info)
         draw_learning_curve(output_dir, state.log_history, info)
     return info
-
-
-def _same_file(path: Path, other: str | None) -> bool:
-    return bool(other) and Path(other).exists() and path.samefile(other)
 
 
 def draw_learning_curve(output_dir: Path, log_history: list[dict], info: dict) -> None:
@@ -526,7 +516,7 @@ def main() -> None:
 
         # ZeRO-3 partitions the weights while they load; on CPU ranks DeepSpeed must join the gloo group first.
         deepspeed.init_distributed(dist_backend="gloo")
-    model = load_model(model_args, lora_args, train_args, tokenizer)
+    model = training_model(model_args, lora_args, train_args, tokenizer)
     trainer = build_trainer(model, tokenizer, train_dataset, eval_dataset, model_args, data_args, lora_args,
                             train_args)
     trainer.train(resume_from_checkpoint=resume)

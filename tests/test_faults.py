@@ -23,7 +23,7 @@ import pytest
 
 from conftest import PYTHON, REPO_ROOT, assert_clean_failure, free_port, run_script
 from defect_judge.resume import partial_files
-from defect_judge.training import CHECKPOINT_COMPLETE_FILE, list_checkpoints
+from defect_judge.checkpoints import CHECKPOINT_COMPLETE_FILE, list_checkpoints
 from helpers_training import make_records, write_records
 
 LAUNCHER = REPO_ROOT / "instruct_fine_tuning" / "run_training_lora.sh"

@@ -1,4 +1,4 @@
-"""eval/model_evaluation.py and defect_judge/inference.py, on real models and the shipped samples.
+"""eval/model_evaluation.py, defect_judge/inference.py and model_paths.py, on real models and the shipped samples.
 
 The embedded SmolLM2 runs where real answers matter (both modes end to end,
 batched vs unbatched); a tiny random Llama carries the plumbing tests (resume
@@ -20,6 +20,7 @@ import pytest
 from conftest import PYTHON, REPO_ROOT, build_tiny_model, free_port, run_script
 
 from defect_judge import inference
+from defect_judge import model_paths
 from defect_judge.chat import render_prompt
 from defect_judge.errors import InputError
 from defect_judge.results import SCHEMA, load_results, metrics, positive_judgement, roc_auc, summary
@@ -73,14 +74,14 @@ def six_samples(shipped_split, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def embedded(embedded_model_dir):
     """The embedded model and tokenizer, loaded once as the evaluation loads them."""
-    resolved = inference.resolve_model(embedded_model_dir)
-    return inference.load_model_and_tokenizer(resolved, embedded_model_dir, dtype=None, device="cpu")
+    resolved = model_paths.resolve_model(embedded_model_dir)
+    return model_paths.load_model_and_tokenizer(resolved, embedded_model_dir, dtype=None, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    resolved = inference.resolve_model(tiny_model_dir)
-    return inference.load_model_and_tokenizer(resolved, tiny_model_dir, dtype=None, device="cpu")
+    resolved = model_paths.resolve_model(tiny_model_dir)
+    return model_paths.load_model_and_tokenizer(resolved, tiny_model_dir, dtype=None, device="cpu")
 
 
 def prompts_of(tokenizer, path: Path) -> list[tuple[str, list[int]]]:
@@ -452,30 +453,30 @@ def training_output_dir(tiny_model_dir, tmp_path_factory, embedded_tokenizer) ->
 def test_model_path_kinds(training_output_dir, tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    resolved = inference.resolve_model(tiny_model_dir)
+    resolved = model_paths.resolve_model(tiny_model_dir)
     assert resolved.kind == "base_model" and not resolved.is_adapter
-    adapter = inference.resolve_model(training_output_dir / "checkpoint-2")
+    adapter = model_paths.resolve_model(training_output_dir / "checkpoint-2")
     assert adapter.kind == "lora_adapter" and adapter.base_model_path == tiny_model_dir
     assert "adapter_config.json" in adapter.base_model_source
-    best = inference.resolve_model(training_output_dir)
+    best = model_paths.resolve_model(training_output_dir)
     assert best.kind == "output_dir/lora_adapter"
     assert best.weights_path == training_output_dir / "checkpoint-4"
     assert "checkpoint-4" in best.describe() and "eval_loss" in best.describe()
-    assert inference.resolve_tokenizer_path(best, "", explicit=False) == training_output_dir / "checkpoint-4"
-    assert inference.resolve_tokenizer_path(best, "/nonexistent/default", explicit=False) == best.weights_path
+    assert model_paths.resolve_tokenizer_path(best, "", explicit=False) == training_output_dir / "checkpoint-4"
+    assert model_paths.resolve_tokenizer_path(best, "/nonexistent/default", explicit=False) == best.weights_path
     with pytest.raises(InputError, match="tokenizer path does not exist"):
-        inference.resolve_tokenizer_path(best, "/nonexistent/given", explicit=True)
+        model_paths.resolve_tokenizer_path(best, "/nonexistent/given", explicit=True)
 
     full = tmp_path / "full"
     build_tiny_model(full, AutoTokenizer.from_pretrained(tiny_model_dir))
     (full / "trainer_state.json").write_text("{}")
-    assert inference.resolve_model(full).kind == "full_model"
+    assert model_paths.resolve_model(full).kind == "full_model"
 
 
 def test_output_dir_without_the_best_checkpoint_folder_uses_its_own_model(training_output_dir, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(training_output_dir, run, ignore=shutil.ignore_patterns("checkpoint-4"))
-    resolved = inference.resolve_model(run)
+    resolved = model_paths.resolve_model(run)
     assert resolved.kind == "output_dir/lora_adapter" and resolved.weights_path == run
     assert resolved.notes and "checkpoint-4 no longer exists" in resolved.notes[0]
 
@@ -487,12 +488,12 @@ def test_adapter_base_model_lookup(training_output_dir, tiny_model_dir, tmp_path
     config["base_model_name_or_path"] = "/data/Qwen2.5-Coder-7B-Instruct"
     (moved / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(InputError, match="cannot find the base model.*--base_model_path"):
-        inference.resolve_model(moved)
-    assert inference.resolve_model(moved, base_model_path=str(tiny_model_dir)).base_model_path == tiny_model_dir
-    via_tokenizer = inference.resolve_model(moved, tokenizer_path=str(tiny_model_dir))
+        model_paths.resolve_model(moved)
+    assert model_paths.resolve_model(moved, base_model_path=str(tiny_model_dir)).base_model_path == tiny_model_dir
+    via_tokenizer = model_paths.resolve_model(moved, tokenizer_path=str(tiny_model_dir))
     assert via_tokenizer.base_model_path == tiny_model_dir and via_tokenizer.base_model_source == "tokenizer_path"
     with pytest.raises(InputError, match="--base_model_path does not exist"):
-        inference.resolve_model(moved, base_model_path=str(tmp_path / "nowhere"))
+        model_paths.resolve_model(moved, base_model_path=str(tmp_path / "nowhere"))
 
 
 def test_evaluating_an_output_dir_scores_the_merged_best_checkpoint(training_output_dir, six_samples, tmp_path):

@@ -42,7 +42,7 @@ def test_recipe_as_shell_assignments_and_training_items(tmp_path):
     assert values["LEARNING_RATE"] == "0.0005" and "--pair_batches true" in values["TRAIN_ARGS"]
     assert "--train_on judgement" in values["TRAIN_ARGS"]
     # the assignments are valid bash: TRAIN_ARGS becomes an array
-    echoed = subprocess.run(["bash", "-c", f'eval "$1"; printf "%s|" "${{TRAIN_ARGS[@]}}"', "_", printed],
+    echoed = subprocess.run(["bash", "-c", 'eval "$1"; printf "%s|" "${TRAIN_ARGS[@]}"', "_", printed],
                             capture_output=True, text=True, check=True).stdout
     assert echoed.split("|")[:2] == ["--finetuning_type", "lora"]
 
@@ -51,6 +51,16 @@ def test_save_steps_follow_the_evaluations_per_epoch():
     recipe = Recipe("r", "test", batch_size=1, gradient_accumulation_steps=4, evals_per_epoch=2)
     assert recipe.steps_per_epoch(224) == 56 and recipe.save_steps(224) == 28
     assert recipe.steps_per_epoch(3) == 1 and recipe.save_steps(3) == 1
+
+
+def test_ranks_shorten_the_epoch_and_a_bad_num_gpus_is_one_line(tmp_path):
+    recipe = Recipe("r", "test", batch_size=1, gradient_accumulation_steps=4)
+    assert recipe.steps_per_epoch(224, ranks=8) == 7 and recipe.save_steps(224, ranks=8) == 4
+    out = tmp_path / "sweep"
+    bad = run_script(SWEEP, "--output_dir", out, "--recipes", "demo", env={"NUM_GPUS": "two"})
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith("NUM_GPUS must be a whole number, "
+                                                                              "got 'two'")
+    assert not out.exists()
 
 
 def test_tiny_sweep_trains_scores_every_checkpoint_on_dev_and_resumes(tmp_path, tiny_model_dir):

@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 from conftest import REPO_ROOT, run_script
 from defect_judge.errors import InputError
 from defect_judge.schema import Record
-from defect_judge.training import (CHECKPOINT_COMPLETE_FILE, IGNORE_INDEX, TRUNCATION_MARK, PaddingCollator,
-                                   PairedDataset, accuracy_then_loss, judgement_only, sample_features,
-                                   SupervisedDataset, WeightedLossTrainer, final_hidden_states,
-                                   find_resume_checkpoint, fit_sample, fit_samples, length_stats,
-                                   mark_trained_text, weighted_token_loss)
+from defect_judge.checkpoints import CHECKPOINT_COMPLETE_FILE, find_resume_checkpoint
+from defect_judge.training import (IGNORE_INDEX, TRUNCATION_MARK, PaddingCollator, PairedDataset, accuracy_then_loss,
+                                   judgement_only, sample_features, SupervisedDataset, WeightedLossTrainer,
+                                   final_hidden_states, fit_sample, fit_samples, length_stats, mark_trained_text,
+                                   weighted_token_loss)
 from defect_judge.templates import event_char_span
 from helpers_training import SAMPLES, make_records, write_records
 
@@ -399,7 +399,7 @@ def test_trainable_layers_train_the_top_layers_only(train_lora, tiny_model_dir, 
     model_args = train_lora.ModelArguments(model_path=str(tiny_model_dir))
     lora_args = train_lora.LoraArguments(finetuning_type=finetuning_type, lora_rank=4, trainable_layers=1)
     train_args = SimpleNamespace(seed=0, deepspeed=None, activation_checkpointing=False)
-    model = train_lora.load_model(model_args, lora_args, train_args, embedded_tokenizer)
+    model = train_lora.training_model(model_args, lora_args, train_args, embedded_tokenizer)
     trained = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trained and all(".layers.1." in n or n.endswith("model.norm.weight") for n in trained), trained
     assert any(".layers.1." in n for n in trained)
@@ -411,7 +411,7 @@ def test_trainable_layers_train_the_top_layers_only(train_lora, tiny_model_dir, 
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters()
                if ".layers.1." in n)
     with pytest.raises(InputError, match="only 2 layers"):
-        train_lora.load_model(model_args, train_lora.LoraArguments(trainable_layers=3), train_args,
+        train_lora.training_model(model_args, train_lora.LoraArguments(trainable_layers=3), train_args,
                               embedded_tokenizer)
 
 

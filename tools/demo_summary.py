@@ -15,10 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
+from defect_judge.checkpoints import read_best_checkpoint
 from defect_judge.curves import LEARNING_CURVE_FILE
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_text_atomic
-from defect_judge.modeling import read_best_checkpoint
 from defect_judge.results import load_results
 from defect_judge.stats import mcnemar
 

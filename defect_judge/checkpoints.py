@@ -1,0 +1,108 @@
+"""The training run folder (OUTPUT_DIR): its checkpoints and ``best_checkpoint.json``.
+
+One module writes and reads it; training, evaluation, the sweep and the demo summary call it.
+
+    OUTPUT_DIR/
+      checkpoint-N/                    what the Trainer saves every SAVE_STEPS
+        checkpoint_complete.json       written last, once every rank has saved: the checkpoint is whole
+      best_checkpoint.json             which checkpoint is the best, on what metric and which eval file
+      (the best model itself, learning_curve.png, trainer_state.json, wandb/)
+"""
+from __future__ import annotations
+
+import bisect
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+from .errors import InputError
+from .fileio import read_json_object, write_json_atomic
+from .resume import file_sha256
+
+BEST_CHECKPOINT_FILE = "best_checkpoint.json"
+CHECKPOINT_COMPLETE_FILE = "checkpoint_complete.json"  # written last into a checkpoint: it is complete
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoint_step(name: str | os.PathLike) -> int:
+    """The step of ``checkpoint-N`` (a name or a path)."""
+    match = CHECKPOINT_RE.match(Path(name).name)
+    if match is None:
+        raise ValueError(f"not a checkpoint folder name: {Path(name).name!r}")
+    return int(match.group(1))
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """``checkpoint-N`` folders of ``output_dir``, oldest step first."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.is_dir() and CHECKPOINT_RE.match(p.name)), key=checkpoint_step)
+
+
+def mark_complete(checkpoint: str | os.PathLike, step: int, world_size: int) -> None:
+    write_json_atomic(Path(checkpoint) / CHECKPOINT_COMPLETE_FILE, {"step": step, "world_size": world_size})
+
+
+def is_complete_checkpoint(path: str | os.PathLike) -> bool:
+    return (Path(path) / CHECKPOINT_COMPLETE_FILE).is_file()
+
+
+def find_resume_checkpoint(output_dir: str | os.PathLike) -> tuple[Path | None, list[Path]]:
+    """(newest complete checkpoint or None, the incomplete checkpoints newer than it)."""
+    checkpoints = list_checkpoints(output_dir)
+    complete = [p for p in checkpoints if is_complete_checkpoint(p)]
+    if not complete:
+        return None, checkpoints
+    newest = complete[-1]
+    after = bisect.bisect_right([checkpoint_step(p) for p in checkpoints], checkpoint_step(newest))
+    return newest, [p for p in checkpoints[after:] if not is_complete_checkpoint(p)]
+
+
+def remove_checkpoints(paths: Sequence[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def best_checkpoint_info(checkpoint: str, *, metric: str | None, value: float | None,
+                         greater_is_better: bool | None, finetuning_type: str, base_model_path: str | os.PathLike,
+                         eval_data: str | os.PathLike | None = None, eval_samples: int | None = None,
+                         test_data: str | os.PathLike | None = None) -> dict:
+    """The content of ``best_checkpoint.json``. With a metric, also the file the choice was made on (path,
+    sha256, samples) and whether that file is the test split (then a test accuracy is optimistic)."""
+    info = {"best_checkpoint": checkpoint, "step": checkpoint_step(checkpoint), "metric": metric, "value": value,
+            "greater_is_better": greater_is_better, "finetuning_type": finetuning_type,
+            "base_model_path": str(Path(base_model_path).resolve())}
+    if metric is not None and eval_data is not None:
+        chosen_on = Path(eval_data).resolve()
+        info |= {"eval_data": str(chosen_on), "eval_data_sha256": file_sha256(chosen_on), "eval_samples": eval_samples,
+                 "eval_is_test_data": bool(test_data) and Path(test_data).exists() and chosen_on.samefile(test_data)}
+    return info
+
+
+def write_best_checkpoint(output_dir: str | os.PathLike, info: dict) -> Path:
+    path = Path(output_dir) / BEST_CHECKPOINT_FILE
+    write_json_atomic(path, info)
+    return path
+
+
+def read_best_checkpoint(output_dir: str | os.PathLike) -> dict:
+    """The ``best_checkpoint.json`` a training run left in its OUTPUT_DIR."""
+    path = Path(output_dir) / BEST_CHECKPOINT_FILE
+    info = read_json_object(path, not_object="must be an object with a string 'best_checkpoint'")
+    if not isinstance(info.get("best_checkpoint"), str):
+        raise InputError("must be an object with a string 'best_checkpoint'", path=path, field="best_checkpoint")
+    return info
+
+
+def best_model_folder(output_dir: str | os.PathLike, info: dict) -> Path:
+    """The folder ``best_checkpoint.json`` names (it may since have been deleted), which must be a folder
+    directly inside OUTPUT_DIR: the file never points elsewhere."""
+    output_dir = Path(output_dir)
+    name = info["best_checkpoint"]
+    if (output_dir / name).resolve().parent != output_dir.resolve():
+        raise InputError(f"best_checkpoint must name a folder inside OUTPUT_DIR, got {name!r}",
+                         path=output_dir / BEST_CHECKPOINT_FILE, field="best_checkpoint")
+    return output_dir / name
