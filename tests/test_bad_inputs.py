@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, assert_clean_failure, load_script, run_script
+from helpers import (BASELINE, CONVERT, EVALUATE, LAUNCHER, PLOT, REPO_ROOT, TRAIN, assert_clean_failure,
+                    load_script, run_script)
+
 
 CORPUS = REPO_ROOT / "tests" / "data" / "bad_inputs"
 RAW_CASES = json.loads((CORPUS / "raw" / "manifest.json").read_text(encoding="utf-8"))
 JSONL_CASES = json.loads((CORPUS / "jsonl" / "manifest.json").read_text(encoding="utf-8"))
-CONVERT = REPO_ROOT / "dataset" / "convert_and_split.py"
 
 
 def convert(tmp_path: Path, input_dir: Path):
@@ -70,14 +71,12 @@ def test_failed_conversion_keeps_the_previous_good_split(tmp_path):
 
 # ------------------------------------------- chat JSONL through training and evaluation
 
-TRAIN = REPO_ROOT / "instruct_fine_tuning" / "train_lora.py"
-EVALUATE = REPO_ROOT / "eval" / "model_evaluation.py"
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
 def good_jsonl(tmp_path_factory) -> Path:
-    from helpers_training import make_records, write_records
+    from helpers import make_records, write_records
 
     return write_records(tmp_path_factory.mktemp("good-jsonl") / "good.jsonl", make_records(4))
 
@@ -217,9 +216,6 @@ def test_a_5_mb_event_trains_cut_to_max_length_and_says_so(tiny_model_dir, tmp_p
 
 # ------------------------------------- misuse a new user meets (issue 16), one test a row
 
-LAUNCHER = REPO_ROOT / "instruct_fine_tuning" / "run_training_lora.sh"
-BASELINE = REPO_ROOT / "eval" / "baseline.py"
-COMPARE = REPO_ROOT / "eval" / "plot_subtype_acc.py"
 SPLIT_FILES = {"--converted_file": "converted.jsonl", "--train_file": "train.jsonl", "--dev_file": "dev.jsonl",
                "--test_file": "test.jsonl"}
 
@@ -457,7 +453,7 @@ def test_row11_long_and_emoji_subtype_names_are_wrapped_without_glyph_warnings(t
     base = long_subtype_results(tmp_path / "base.json", "runs/base", subtypes, 2)
     tuned = long_subtype_results(tmp_path / "tuned.json", "runs/tuned", subtypes, 3)
     out = tmp_path / "comparison"
-    result = run_script(COMPARE, "--results", base, tuned, "--output_dir", out)
+    result = run_script(PLOT, "--results", base, tuned, "--output_dir", out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Glyph" not in result.stderr and "missing from font" not in result.stderr, result.stderr
     with Image.open(out / "model_comparison.png") as png:
@@ -518,7 +514,7 @@ def test_row13_an_output_dir_that_is_a_file_is_named_as_such(script, a_file, tin
                        "--output_dir", a_file, "--report_to", "none"],
         "baseline": [BASELINE, "--train_dataset_path", good_jsonl, "--test_dataset_path", good_jsonl,
                      "--dev_dataset_path", "", "--output_dir", a_file],
-        "plot_subtype_acc": [COMPARE, "--results", good_jsonl, good_jsonl, "--output_dir", a_file],
+        "plot_subtype_acc": [PLOT, "--results", good_jsonl, good_jsonl, "--output_dir", a_file],
         "run_training_lora.sh": [LAUNCHER],
     }[script]
     if script == "run_training_lora.sh":

@@ -6,12 +6,11 @@ import logging
 
 import pytest
 
-from conftest import REPO_ROOT, assert_clean_failure, load_script, run_script
 from defect_judge.results import load_results
-from helpers_training import make_records, write_records
+from helpers import (BASELINE, PLOT, assert_clean_failure, load_script, make_records, run_script,
+                    write_records)
 
-SCRIPT = REPO_ROOT / "eval" / "baseline.py"
-PLOT = REPO_ROOT / "eval" / "plot_subtype_acc.py"
+SCRIPT = BASELINE
 baseline = load_script("eval/baseline.py")
 
 

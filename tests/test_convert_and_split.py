@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO_ROOT, load_script, run_script
 from defect_judge.errors import InputError
 from defect_judge.schema import read_records
 from defect_judge.templates import event_char_span, format_assistant, format_user
+from helpers import CONVERT, REPO_ROOT, load_script, run_script
 
-SCRIPT = REPO_ROOT / "dataset" / "convert_and_split.py"
+SCRIPT = CONVERT
 cas = load_script("dataset/convert_and_split.py")
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from conftest import REPO_ROOT, run_script
+from helpers import REPO_ROOT, run_script
+
 
 
 def few_samples(folder: Path, pairs_per_file: int = 5) -> Path:

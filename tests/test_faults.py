@@ -21,15 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, REPO_ROOT, assert_clean_failure, free_port, run_script
-from defect_judge.resume import partial_files
 from defect_judge.checkpoints import CHECKPOINT_COMPLETE_FILE, list_checkpoints
-from helpers_training import make_records, write_records
+from defect_judge.resume import partial_files
+from helpers import (CONVERT, EVALUATE, LAUNCHER, PYTHON, REPO_ROOT, TRAIN, assert_clean_failure, free_port,
+                    make_records, run_script, write_records)
 
-LAUNCHER = REPO_ROOT / "instruct_fine_tuning" / "run_training_lora.sh"
-TRAIN = REPO_ROOT / "instruct_fine_tuning" / "train_lora.py"
-EVALUATE = REPO_ROOT / "eval" / "model_evaluation.py"
-CONVERT = REPO_ROOT / "dataset" / "convert_and_split.py"
 # 8 optimizer steps of 2 micro-batches, a checkpoint and an evaluation every 2: the kill lands after
 # checkpoint-2 with steps left to redo.
 TRAIN_ARGS = ("--max_steps", "8", "--save_steps", "2", "--max_length", "256", "--logging_steps", "1",
@@ -171,7 +167,7 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_run(train_data, 
 @pytest.fixture(scope="module")
 def slow_tiny_model(tmp_path_factory, embedded_tokenizer) -> Path:
     """Slow enough that a kill lands mid-run, small enough to load at once."""
-    from conftest import build_tiny_model
+    from helpers import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("fault-slow-tiny"), embedded_tokenizer, seed=3, hidden=128,
                             layers=4)

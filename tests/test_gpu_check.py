@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from conftest import REPO_ROOT, load_script, run_script
+from helpers import REPO_ROOT, load_script, run_script
+
 
 SCRIPT = REPO_ROOT / "tools" / "gpu_check.py"
 CONFIGS = REPO_ROOT / "tools" / "gpu_check_configs"

@@ -10,9 +10,9 @@ import re
 
 import pytest
 
-from conftest import REPO_ROOT, run_script
+from helpers import EVALUATE, run_script
 
-EVALUATE = REPO_ROOT / "eval" / "model_evaluation.py"
+
 SAMPLES = 5000
 # Allowed RSS growth between 1,000 and 4,900 finished samples. A leak of one logits row per sample
 # (49,152 float32) would be ~750 MiB here; the results themselves never stay in memory during the run.

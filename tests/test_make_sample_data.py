@@ -6,7 +6,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from conftest import load_script
+from helpers import load_script
+
 
 gen = load_script("dataset/make_sample_data.py")
 

@@ -17,8 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, REPO_ROOT, build_tiny_model, free_port, run_script
-
 from defect_judge import inference
 from defect_judge import model_paths
 from defect_judge.chat import render_prompt
@@ -28,8 +26,9 @@ from defect_judge.resume import PARTIAL_NAME
 from defect_judge.schema import read_records
 from defect_judge.stats import wilson_interval
 from defect_judge.templates import parse_answer
+from helpers import EVALUATE, PYTHON, REPO_ROOT, build_tiny_model, free_port, run_script
 
-SCRIPT = REPO_ROOT / "eval" / "model_evaluation.py"
+SCRIPT = EVALUATE
 BENCH = REPO_ROOT / "eval" / "bench_eval.py"
 YES_NO = ["否", "是"]
 
@@ -625,7 +624,7 @@ def test_benchmark_runs_and_accounts_for_its_time(tiny_model_dir, shipped_split,
 
 def twin_split(tmp_path: Path) -> tuple[Path, Path]:
     """A test and a dev file of twin pairs (make_records gives a 是 and a 否 sample of a subtype in turn)."""
-    from helpers_training import make_records, write_records
+    from helpers import make_records, write_records
 
     def twins(rows: list[dict], prefix: str) -> list[dict]:
         return [r | {"pair_id": f"{prefix}-{i // 2}"} for i, r in enumerate(rows)]

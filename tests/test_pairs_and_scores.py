@@ -13,7 +13,6 @@ import matplotlib
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, assert_clean_failure, run_script
 from defect_judge.charts import (ALL_PAIRS, PAIR_OUTCOMES_FILE, ROC_FILE, SUBTYPE_ACCURACY_FILE, pair_categories,
                                  pair_outcome_figure, result_charts, roc_figure)
 from defect_judge.decisions import apply_threshold, choose_threshold, vd_s, vd_s_levels
@@ -24,9 +23,8 @@ from defect_judge.results import (SCHEMA, SCHEMA_V1, format_results_table, load_
                                   results_document)
 from defect_judge.schema import read_records
 from defect_judge.stats import wilson_interval
-from helpers_training import make_records, write_records
+from helpers import EVALUATE, assert_clean_failure, make_records, run_script, write_records
 
-EVALUATE = REPO_ROOT / "eval" / "model_evaluation.py"
 YES_NO = ["否", "是"]
 
 

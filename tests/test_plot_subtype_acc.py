@@ -8,11 +8,11 @@ import matplotlib.image
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, run_script
 from defect_judge.results import SCHEMA, metrics
 from defect_judge.stats import mcnemar_exact
+from helpers import PLOT, load_script, run_script
 
-SCRIPT = REPO_ROOT / "eval" / "plot_subtype_acc.py"
+SCRIPT = PLOT
 CHARTS = ("model_comparison.png", "overall_accuracy_comparison.png", "type_accuracy_comparison.png")
 SUBTYPES = {"资源泄漏": 9, "空指针解引用": 12, "除零错误": 3, "数组越界访问与缓冲区溢出": 6}  # 30 samples
 JUDGEMENTS = ["否", "是", "不确定"]  # no sample has 不确定 as reference: an n = 0 category
@@ -196,14 +196,8 @@ def test_debug_shows_the_traceback_and_help_lists_the_flags(tmp_path: Path, two_
         assert flag in usage.stdout
 
 
-def test_default_labels_grow_until_different_model_paths_differ(monkeypatch):
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location("plot_subtype_acc", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "plot_subtype_acc", script)  # dataclasses look their module up
-    spec.loader.exec_module(script)
+def test_default_labels_grow_until_different_model_paths_differ():
+    script = load_script("eval/plot_subtype_acc.py")
     models = [script.Model(Path(f"{i}.json"), {"model_path": p}) for i, p in enumerate(
         ["/data/Qwen2.5-Coder-7B-Instruct/", "/x/ft/final_model", "/y/ft/final_model", "/x/ft/final_model",
          "/data/run_0401/checkpoint-140"])]

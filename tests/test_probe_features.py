@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 
-from conftest import REPO_ROOT, assert_clean_failure, run_script
-from helpers_training import make_records, write_records
 from test_sweep import twin_split
+
+from helpers import REPO_ROOT, assert_clean_failure, make_records, run_script, write_records
 
 SCRIPT = REPO_ROOT / "tools" / "probe_features.py"
 

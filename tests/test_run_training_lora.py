@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import REPO_ROOT, free_port
 from defect_judge.resume import file_sha256
-from helpers_training import make_records, write_records
+from helpers import LAUNCHER, REPO_ROOT, free_port, make_records, write_records
 
-SCRIPT = REPO_ROOT / "instruct_fine_tuning" / "run_training_lora.sh"
+SCRIPT = LAUNCHER
 # Small and quick: 2 training samples (one needs its event cut at 256 tokens), 4 optimizer steps,
 # a checkpoint and an evaluation every 2.
 ARGS = ("--max_steps", "4", "--save_steps", "2", "--max_length", "256", "--logging_steps", "1",

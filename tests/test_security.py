@@ -13,14 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, assert_clean_failure, free_port, run_script
-from helpers_training import make_records, write_records
+from helpers import (CONVERT, EVALUATE, LAUNCHER, PLOT, REPO_ROOT, TRAIN, assert_clean_failure, free_port,
+                    make_records, run_script, write_records)
 
-TRAIN = REPO_ROOT / "instruct_fine_tuning" / "train_lora.py"
-LAUNCHER = REPO_ROOT / "instruct_fine_tuning" / "run_training_lora.sh"
-EVALUATE = REPO_ROOT / "eval" / "model_evaluation.py"
-PLOT = REPO_ROOT / "eval" / "plot_subtype_acc.py"
-CONVERT = REPO_ROOT / "dataset" / "convert_and_split.py"
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 

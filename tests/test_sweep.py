@@ -7,11 +7,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from conftest import PYTHON, REPO_ROOT, run_script
 from defect_judge.recipes import RECIPES, Recipe
+from helpers import CONVERT, PYTHON, REPO_ROOT, run_script
 
 SWEEP = REPO_ROOT / "instruct_fine_tuning" / "sweep.py"
-CONVERT = REPO_ROOT / "dataset" / "convert_and_split.py"
 
 
 def twin_split(folder: Path, pairs_per_file: int = 6) -> Path:

@@ -5,7 +5,6 @@ overfit run, and the script's command line."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,18 +15,17 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO_ROOT, run_script
+from defect_judge.checkpoints import CHECKPOINT_COMPLETE_FILE, find_resume_checkpoint
 from defect_judge.errors import InputError
 from defect_judge.schema import Record
-from defect_judge.checkpoints import CHECKPOINT_COMPLETE_FILE, find_resume_checkpoint
 from defect_judge.training import (IGNORE_INDEX, TRUNCATION_MARK, PaddingCollator, PairedDataset, accuracy_then_loss,
                                    judgement_only, sample_features, SupervisedDataset, WeightedLossTrainer,
                                    final_hidden_states, fit_sample, fit_samples, length_stats, mark_trained_text,
                                    weighted_token_loss)
 from defect_judge.templates import event_char_span
-from helpers_training import SAMPLES, make_records, write_records
+from helpers import SAMPLES, TRAIN, load_script, make_records, run_script, write_records
 
-SCRIPT = REPO_ROOT / "instruct_fine_tuning" / "train_lora.py"
+SCRIPT = TRAIN
 
 # Qwen2.5's ChatML template (tools branch left out): it inserts its own default system prompt.
 QWEN25_TEMPLATE = (
@@ -278,10 +276,7 @@ def test_overfits_a_repeated_tiny_batch(tiny_model, embedded_tokenizer, tmp_path
 
 @pytest.fixture(scope="module")
 def train_lora():
-    spec = importlib.util.spec_from_file_location("train_lora", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("instruct_fine_tuning/train_lora.py")
 
 
 def fake_checkpoint(folder: Path, step: int, complete: bool) -> Path:
