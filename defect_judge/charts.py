@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Sequence
 
 from .decisions import both_classes, positive_scores
-from .fileio import atomic_open
 from .fonts import use_cjk_font
 from .pairs import OUTCOMES
 from .plotting import (COLORS, DPI, ERROR_BAR_COLOR, LABEL_COLUMNS, MAX_BAR_THICKNESS, N_ZERO_TEXT, category_label,
-                       chart_names, check_series, drawable_text, model_label, subtype_accuracy_chart)
+                       chart_names, check_series, drawable_text, model_label, save_png, subtype_accuracy_chart)
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +31,6 @@ OUTCOME_LABELS = {"P-C": "P-C 两者皆对 (both right)", "P-V": "P-V 都判为�
                   "P-B": "P-B 都判为无缺陷 (both clean)", "P-R": "P-R 两者皆反 (both reversed)"}
 MIN_SEGMENT_TEXT = 0.09  # a narrower segment carries no number: it would not fit
 CHANCE_COLOR = "#888888"
-
-
-def _save(fig, path: str | os.PathLike) -> None:
-    with atomic_open(path, "wb") as handle:  # a temp file beside ``path``, renamed over it when complete
-        fig.savefig(handle, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.25)
 
 
 def pair_categories(pairs: dict) -> tuple[list[str], list[dict]]:
@@ -127,7 +121,7 @@ def pair_outcome_chart(path: str | os.PathLike, categories: list[str], series: l
                        *, title: str, note: str | None = None) -> None:
     """Write the pair-outcome chart as a PNG atomically. ``series``: (model label, one PairSummary per
     category, as ``defect_judge.pairs.outcome_summary`` makes them; None or 0 pairs is drawn as n = 0)."""
-    _save(pair_outcome_figure(categories, series, title=title, note=note), path)
+    save_png(pair_outcome_figure(categories, series, title=title, note=note), path)
 
 
 def _operating_point(labels: Sequence[int], scores: Sequence[float], threshold: float) -> tuple[float, float]:
@@ -194,7 +188,7 @@ def roc_figure(labels: Sequence[int], scores: Sequence[float], *, positive: str,
 
 def roc_chart(path: str | os.PathLike, labels: Sequence[int], scores: Sequence[float], **kwargs) -> None:
     """Write the ROC / precision-recall PNG atomically (arguments as ``roc_figure``)."""
-    _save(roc_figure(labels, scores, **kwargs), path)
+    save_png(roc_figure(labels, scores, **kwargs), path)
 
 
 def result_charts(output_dir: str | os.PathLike, results: dict) -> list[Path]:

@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from .fileio import atomic_open
 from .fonts import use_cjk_font
+from .plotting import DPI, save_png
 
 LEARNING_CURVE_FILE = "learning_curve.png"
-DPI = 150
 TRAIN_COLOR, EVAL_COLOR, ACCURACY_COLOR, BEST_COLOR = "#4C72B0", "#DD8452", "#55A868", "#C44E52"
 
 
@@ -63,6 +62,4 @@ def learning_curve_figure(log_history: Sequence[dict], *, best_step: int | None 
 def learning_curve_chart(path: str | os.PathLike, log_history: Sequence[dict], *, best_step: int | None = None,
                          title: str = "") -> None:
     """Write the learning curve PNG atomically."""
-    fig = learning_curve_figure(log_history, best_step=best_step, title=title)
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=DPI, bbox_inches="tight")
+    save_png(learning_curve_figure(log_history, best_step=best_step, title=title), path, pad_inches=0.1)

@@ -260,10 +260,14 @@ def accuracy_bar_chart(path: str | os.PathLike, categories: list[str], series: l
     majority-class rate. ``note``: text under the chart (e.g. significance tests).
     ``horizontal``: None chooses horizontal bars for many categories or long names.
     """
-    fig = accuracy_figure(categories, series, title=title, reference_lines=reference_lines, note=note,
-                          horizontal=horizontal)
-    with atomic_open(path, "wb") as handle:  # a temp file beside ``path``, renamed over it when complete
-        fig.savefig(handle, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.25)
+    save_png(accuracy_figure(categories, series, title=title, reference_lines=reference_lines, note=note,
+                             horizontal=horizontal), path)
+
+
+def save_png(fig, path: str | os.PathLike, *, pad_inches: float = 0.25) -> None:
+    """Write a figure as PNG atomically: a temp file beside ``path``, renamed over it when complete."""
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=DPI, bbox_inches="tight", pad_inches=pad_inches)
 
 
 def model_label(model_path: str) -> str:

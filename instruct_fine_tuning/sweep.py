@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defec
 from defect_judge.checkpoints import checkpoint_step, list_checkpoints, remove_checkpoints
 from defect_judge.cli import parse_constants
 from defect_judge.errors import InputError, run_main
-from defect_judge.fileio import atomic_open, write_json_atomic, write_text_atomic
+from defect_judge.fileio import write_json_atomic, write_text_atomic
 from defect_judge.recipes import RECIPES, Recipe
 from defect_judge.results import RESULTS_FILE, load_results
 from defect_judge.schema import read_records
@@ -193,9 +193,10 @@ def sweep_curves(path: Path, results: list[dict], reference: dict) -> None:
     from matplotlib.figure import Figure
 
     from defect_judge.fonts import use_cjk_font
+    from defect_judge.plotting import DPI, save_png
 
     use_cjk_font()
-    fig = Figure(figsize=(11, 4.5), dpi=150)
+    fig = Figure(figsize=(11, 4.5), dpi=DPI)
     FigureCanvasAgg(fig)
     accuracy_ax, auc_ax = fig.subplots(1, 2, sharex=True)
     for r in results:
@@ -216,8 +217,7 @@ def sweep_curves(path: Path, results: list[dict], reference: dict) -> None:
         ax.grid(alpha=0.3)
     auc_ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8)
     fig.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", bbox_inches="tight")
+    save_png(fig, path, pad_inches=0.1)
 
 
 def main() -> None:

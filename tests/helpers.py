@@ -62,21 +62,6 @@ def write_subset(source: Path, target: Path, n: int) -> Path:
     return target
 
 
-def load_script(relative: str):
-    """Import a repo script (e.g. ``dataset/convert_and_split.py``) as a module, to call its functions."""
-    import importlib.util
-
-    path = REPO_ROOT / relative
-    name = path.stem
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> str:
     """Exit 2, exactly one `prog: error: ...` line holding every fragment, no traceback; returns that line."""
     output = result.stdout + result.stderr

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (BASELINE, CONVERT, EVALUATE, LAUNCHER, PLOT, REPO_ROOT, TRAIN, assert_clean_failure,
-                    load_script, run_script)
+from defect_judge import load_script
+from helpers import BASELINE, CONVERT, EVALUATE, LAUNCHER, PLOT, REPO_ROOT, TRAIN, assert_clean_failure, run_script
 
 
 CORPUS = REPO_ROOT / "tests" / "data" / "bad_inputs"

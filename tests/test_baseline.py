@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
+from defect_judge import load_script
 from defect_judge.results import load_results
-from helpers import (BASELINE, PLOT, assert_clean_failure, load_script, make_records, run_script,
-                    write_records)
+from helpers import BASELINE, PLOT, assert_clean_failure, make_records, run_script, write_records
 
 SCRIPT = BASELINE
 baseline = load_script("eval/baseline.py")

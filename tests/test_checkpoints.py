@@ -25,11 +25,15 @@ def test_checkpoints_are_listed_by_step_not_by_name(tmp_path):
 
 
 def test_resume_takes_the_newest_complete_checkpoint(tmp_path):
-    for step in (2, 4, 6):
+    assert find_resume_checkpoint(tmp_path / "missing") == (None, [])
+    for step in (2, 20, 100, 120):
         (tmp_path / f"checkpoint-{step}").mkdir()
-    mark_complete(tmp_path / "checkpoint-4", 4, world_size=2)
-    assert is_complete_checkpoint(tmp_path / "checkpoint-4") and not is_complete_checkpoint(tmp_path / "checkpoint-6")
-    assert find_resume_checkpoint(tmp_path) == (tmp_path / "checkpoint-4", [tmp_path / "checkpoint-6"])
+    assert find_resume_checkpoint(tmp_path)[0] is None  # none complete yet
+    for step in (20, 100):
+        mark_complete(tmp_path / f"checkpoint-{step}", step, world_size=2)
+    assert is_complete_checkpoint(tmp_path / "checkpoint-100") and not is_complete_checkpoint(tmp_path / "checkpoint-120")
+    # the newest complete one by step (100, not the name-sorted 20), and the incomplete ones after it only
+    assert find_resume_checkpoint(tmp_path) == (tmp_path / "checkpoint-100", [tmp_path / "checkpoint-120"])
 
 
 def test_best_checkpoint_names_the_file_it_was_chosen_on(tmp_path):

@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from defect_judge import load_script
 from defect_judge.errors import InputError
 from defect_judge.schema import read_records
 from defect_judge.templates import event_char_span, format_assistant, format_user
-from helpers import CONVERT, REPO_ROOT, load_script, run_script
+from helpers import CONVERT, REPO_ROOT, run_script
 
 SCRIPT = CONVERT
 cas = load_script("dataset/convert_and_split.py")

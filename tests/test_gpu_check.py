@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from helpers import REPO_ROOT, load_script, run_script
+from defect_judge import load_script
+from helpers import REPO_ROOT, run_script
 
 
 SCRIPT = REPO_ROOT / "tools" / "gpu_check.py"

@@ -6,7 +6,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from helpers import load_script
+from defect_judge import load_script
 
 
 gen = load_script("dataset/make_sample_data.py")

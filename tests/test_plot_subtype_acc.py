@@ -8,9 +8,10 @@ import matplotlib.image
 import pytest
 from PIL import Image
 
+from defect_judge import load_script
 from defect_judge.results import SCHEMA, metrics
 from defect_judge.stats import mcnemar_exact
-from helpers import PLOT, load_script, run_script
+from helpers import PLOT, run_script
 
 SCRIPT = PLOT
 CHARTS = ("model_comparison.png", "overall_accuracy_comparison.png", "type_accuracy_comparison.png")

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from defect_judge.checkpoints import CHECKPOINT_COMPLETE_FILE, find_resume_checkpoint
+from defect_judge import load_script
+from defect_judge.checkpoints import CHECKPOINT_COMPLETE_FILE
 from defect_judge.errors import InputError
 from defect_judge.schema import Record
 from defect_judge.training import (IGNORE_INDEX, TRUNCATION_MARK, PaddingCollator, PairedDataset, accuracy_then_loss,
@@ -23,7 +24,7 @@ from defect_judge.training import (IGNORE_INDEX, TRUNCATION_MARK, PaddingCollato
                                    final_hidden_states, fit_sample, fit_samples, length_stats, mark_trained_text,
                                    weighted_token_loss)
 from defect_judge.templates import event_char_span
-from helpers import SAMPLES, TRAIN, load_script, make_records, run_script, write_records
+from helpers import SAMPLES, TRAIN, make_records, run_script, write_records
 
 SCRIPT = TRAIN
 
@@ -286,14 +287,6 @@ def fake_checkpoint(folder: Path, step: int, complete: bool) -> Path:
     if complete:
         (path / CHECKPOINT_COMPLETE_FILE).write_text(json.dumps({"step": step}))
     return path
-
-
-def test_find_resume_checkpoint_skips_incomplete_ones(tmp_path):
-    assert find_resume_checkpoint(tmp_path / "missing") == (None, [])
-    fake_checkpoint(tmp_path, 20, True)
-    newest = fake_checkpoint(tmp_path, 100, True)
-    broken = fake_checkpoint(tmp_path, 120, False)
-    assert find_resume_checkpoint(tmp_path) == (newest, [broken])
 
 
 def test_output_dir_of_an_earlier_run_is_refused_resumed_or_overwritten(train_lora, tmp_path):

@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
-from defect_judge import REPO_ROOT
+from defect_judge import load_script
 from defect_judge.cli import parse_constants
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic
@@ -146,18 +146,6 @@ def parse_args() -> argparse.Namespace:
 
 def log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} gpu_check: {message}", flush=True)
-
-
-def load_script(relative: str):
-    """A script of this repo (bench_train.py, bench_eval.py) as a module, to reuse its pieces."""
-    path = REPO_ROOT / relative
-    if path.stem in sys.modules:
-        return sys.modules[path.stem]
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # ------------------------------------------------------------------ machine
