@@ -22,3 +22,12 @@ def load_script(relative: str):
     sys.modules[path.stem] = module  # registered before it runs: its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback, for a launcher's rendezvous (another run may hold its default 29500)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
-from defect_judge import REPO_ROOT
+from defect_judge import REPO_ROOT, free_port
 from defect_judge.cli import parse_constants
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic, write_jsonl_atomic
@@ -118,15 +118,6 @@ def build_sequences(cfg, folder: Path) -> tuple[Path, Path, int]:
     write_jsonl_atomic(toolkit_file, chat)
     write_jsonl_atomic(trl_file, prompt_completion)
     return toolkit_file, trl_file, tokens
-
-
-def free_port() -> int:
-    """A free TCP port for the deepspeed launcher's rendezvous (another run may hold its default 29500)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def toolkit_command(cfg, sequences: Path, output_dir: Path) -> list[str]:

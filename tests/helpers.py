@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -72,13 +71,6 @@ def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -
     for fragment in fragments:
         assert fragment in errors[0], (fragment, errors[0])
     return errors[0]
-
-
-def free_port() -> int:
-    """A free TCP port on the loopback, for a launcher's rendezvous (tests run launchers side by side)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ------------------------------------------------ small chat-JSONL records

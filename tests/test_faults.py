@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from defect_judge import free_port
 from defect_judge.checkpoints import CHECKPOINT_COMPLETE_FILE, list_checkpoints
 from defect_judge.resume import partial_files
-from helpers import (CONVERT, EVALUATE, LAUNCHER, PYTHON, REPO_ROOT, TRAIN, assert_clean_failure, free_port,
-                    make_records, run_script, write_records)
+from helpers import (CONVERT, EVALUATE, LAUNCHER, PYTHON, REPO_ROOT, TRAIN, assert_clean_failure, make_records,
+                    run_script, write_records)
 
 # 8 optimizer steps of 2 micro-batches, a checkpoint and an evaluation every 2: the kill lands after
 # checkpoint-2 with steps left to redo.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from defect_judge import inference
+from defect_judge import free_port, inference
 from defect_judge import model_paths
 from defect_judge.chat import render_prompt
 from defect_judge.errors import InputError
@@ -26,7 +26,7 @@ from defect_judge.resume import PARTIAL_NAME
 from defect_judge.schema import read_records
 from defect_judge.stats import wilson_interval
 from defect_judge.templates import parse_answer
-from helpers import EVALUATE, PYTHON, REPO_ROOT, build_tiny_model, free_port, run_script
+from helpers import EVALUATE, PYTHON, REPO_ROOT, build_tiny_model, run_script
 
 SCRIPT = EVALUATE
 BENCH = REPO_ROOT / "eval" / "bench_eval.py"

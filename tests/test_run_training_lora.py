@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from defect_judge import free_port
 from defect_judge.resume import file_sha256
-from helpers import LAUNCHER, REPO_ROOT, free_port, make_records, write_records
+from helpers import LAUNCHER, REPO_ROOT, make_records, write_records
 
 SCRIPT = LAUNCHER
 # Small and quick: 2 training samples (one needs its event cut at 256 tokens), 4 optimizer steps,

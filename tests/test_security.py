@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (CONVERT, EVALUATE, LAUNCHER, PLOT, REPO_ROOT, TRAIN, assert_clean_failure, free_port,
-                    make_records, run_script, write_records)
+from defect_judge import free_port
+from helpers import (CONVERT, EVALUATE, LAUNCHER, PLOT, REPO_ROOT, TRAIN, assert_clean_failure, make_records,
+                    run_script, write_records)
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
