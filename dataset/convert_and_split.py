@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defec
 
 from tqdm import tqdm
 
-from defect_judge.cli import parse_constants, resolve_default_path
+from defect_judge.cli import parse_settings
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic, write_jsonl_atomic
 from defect_judge.plotting import display_width
@@ -49,28 +49,20 @@ from defect_judge.templates import event_char_span
 
 # ----------------------------------------------------------------------------
 # 参数配置 (edit here, or override any of them with --NAME VALUE)
-input_dir = "./dataset/output"  # 原始数据目录
-converted_file = "./dataset/converted_data.jsonl"  # 转换后的数据文件
-train_file = "./dataset/train.jsonl"  # 训练集输出路径
-test_file = "./dataset/test.jsonl"  # 测试集输出路径
-dev_file = "./dataset/dev.jsonl"  # 验证集输出路径 (model selection during training)
-test_ratio = 0.2  # 测试集比例
-dev_ratio = 0.1  # 验证集比例, a share of all samples taken from the training share (0: no dev split)
+
+input_dir = "./dataset/output"  # 原始数据目录 (searched recursively for *.json and *.jsonl)
+converted_file = "./dataset/converted_data.jsonl"  # 转换后的数据文件: all converted samples (chat JSONL)
+train_file = "./dataset/train.jsonl"  # 训练集输出路径 (chat JSONL); split_stats.json is written beside it
+test_file = "./dataset/test.jsonl"  # 测试集输出路径 (chat JSONL)
+# 验证集输出路径 (chat JSONL): evaluation and checkpoint choice during training
+dev_file = "./dataset/dev.jsonl"
+test_ratio = 0.2  # 测试集比例: share of each subtype that goes to the test split, in (0, 1)
+# 验证集比例: share of each subtype (of all samples) that goes to the dev split, taken from the training share;
+# 0 writes no dev file
+dev_ratio = 0.1
 seed = 42  # 分割随机种子: the same seed gives the same split
-skip_invalid = False  # 跳过无效样本, listing each with its reason in <converted_file stem>.rejects.jsonl
+skip_invalid = False  # 跳过无效样本 instead of stopping, listing each with its reason in <converted_file stem>.rejects.jsonl
 # ----------------------------------------------------------------------------
-HELP = {
-    "input_dir": "raw data folder (searched recursively for *.json and *.jsonl)",
-    "converted_file": "all converted samples (chat JSONL)",
-    "train_file": "training split (chat JSONL); split_stats.json is written beside it",
-    "test_file": "test split (chat JSONL)",
-    "dev_file": "validation split (chat JSONL) for evaluation and checkpoint choice during training",
-    "test_ratio": "share of each subtype that goes to the test split, in (0, 1)",
-    "dev_ratio": "share of each subtype (of all samples) that goes to the dev split, taken from the training "
-                 "share; 0 writes no dev file",
-    "seed": "random seed of the split",
-    "skip_invalid": "skip bad samples instead of stopping, and list them in a rejects file",
-}
 PATHS = ("input_dir", "converted_file", "train_file", "test_file", "dev_file")
 SPLITS = ("train", "dev", "test")
 STATS_FILE = "split_stats.json"
@@ -421,12 +413,11 @@ def format_table(stats: dict) -> str:
 
 # --------------------------------------------------------------------- main
 
-def dev_path(args) -> Path:
+def dev_path(args, given: frozenset[str]) -> Path:
     """dev_file; when train_file was moved by a flag and dev_file was not, dev.jsonl beside train_file,
     so that a split written elsewhere never mixes with the repository's own dataset/dev.jsonl."""
-    default_dev, default_train = (resolve_default_path(value) for value in (dev_file, train_file))
-    if args.dev_file == default_dev and args.train_file != default_train:
-        return Path(args.train_file).with_name(Path(default_dev).name)
+    if "train_file" in given and "dev_file" not in given:
+        return Path(args.train_file).with_name(Path(dev_file).name)
     return Path(args.dev_file)
 
 
@@ -481,8 +472,7 @@ def remove_stale_dev(path: Path, outputs: dict[str, Path]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    defaults = {name: globals()[name] for name in HELP}
-    args = parse_constants(defaults, help=HELP, description=__doc__, path_names=PATHS, argv=argv)
+    args, given = parse_settings(globals(), paths=PATHS, argv=argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if not 0 < args.test_ratio < 1:
         raise InputError(f"test_ratio must be between 0 and 1 (exclusive), got {args.test_ratio}", field="test_ratio")
@@ -490,7 +480,7 @@ def main(argv: list[str] | None = None) -> None:
         raise InputError(f"dev_ratio must be at least 0 and below 1 - test_ratio ({1 - args.test_ratio:g}), "
                          f"got {args.dev_ratio}", field="dev_ratio")
     input_folder, converted_path = Path(args.input_dir), Path(args.converted_file)
-    paths = {"train": Path(args.train_file), "dev": dev_path(args), "test": Path(args.test_file)}
+    paths = {"train": Path(args.train_file), "dev": dev_path(args, given), "test": Path(args.test_file)}
     rejects_path = converted_path.with_name(converted_path.stem + ".rejects.jsonl")
     outputs = output_paths(args, paths, converted_path, rejects_path)
     check_output_paths(outputs)

@@ -1,5 +1,21 @@
-"""nanoGPT-style configuration: a script keeps its defaults as plain constants at
-the top, and every one of them can be overridden by a flag of the same name.
+"""nanoGPT-style settings: a script keeps its defaults as plain constants in one
+block at its top, each written once with its comment, and every one of them
+can be overridden by a flag of the same name in lower case::
+
+    # ----------------------------------------------------------------------------
+    # 参数配置 (edit here, or override any of them with --NAME VALUE)
+
+    # 模型路径
+    MODEL_PATH = "/data/model"  # model folder or training OUTPUT_DIR
+    BATCH_SIZE = 32  # samples per batch
+    # ----------------------------------------------------------------------------
+
+    args, given = parse_settings(globals(), paths=("model_path",))
+
+The block lies between the first two rule lines (``# ----...``). A setting's
+``--help`` text is its comment: the comment lines directly above it (no blank
+line between) and the one at the end of its line. A heading separated from the
+first setting by a blank line belongs to no setting.
 
 Relative *default* paths are written relative to the repository root (as the
 design document shows them), so a script works when started from the root or
@@ -9,10 +25,25 @@ current directory, as a user expects.
 from __future__ import annotations
 
 import argparse
+import ast
+import io
+import re
+import tokenize
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from . import REPO_ROOT
+
+RULE = re.compile(r"^# ?-{20,}\s*$")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str     # as written in the script (MODEL_PATH, tokenizer_path)
+    flag: str     # the flag without its dashes, and the attribute of the parsed namespace
+    default: Any
+    help: str
 
 
 def _bool(text: str) -> bool:
@@ -32,11 +63,64 @@ def _type_of(value: Any):
     return str
 
 
-def constants_parser(defaults: dict[str, Any], help: dict[str, str], description: str | None) -> argparse.ArgumentParser:
+def _settings_block(source: str, script: str) -> tuple[str, int]:
+    """The text between the first two rule lines, and the line number it starts after."""
+    lines = source.splitlines()
+    rules = [number for number, line in enumerate(lines) if RULE.match(line)]
+    if len(rules) < 2:
+        raise ValueError(f"{script}: no settings block (two '# ------' rule lines around the constants)")
+    return "\n".join(lines[rules[0] + 1:rules[1]]) + "\n", rules[0] + 1
+
+
+def _comments(block: str) -> dict[int, str]:
+    """Comment text by line number (1-based, within the block)."""
+    found = {}
+    for token in tokenize.generate_tokens(io.StringIO(block).readline):
+        if token.type == tokenize.COMMENT:
+            found[token.start[0]] = token.string.lstrip("#").strip()
+    return found
+
+
+def _help_text(node: ast.stmt, lines: list[str], comments: dict[int, str]) -> str:
+    above = []
+    number = node.lineno - 1
+    while number >= 1 and lines[number - 1].lstrip().startswith("#"):
+        above.insert(0, comments[number])
+        number -= 1
+    trailing = [comments[n] for n in range(node.lineno, node.end_lineno + 1) if n in comments]
+    return " ".join(part for part in above + trailing if part)
+
+
+def script_settings(module_globals: Mapping[str, Any], flags: Mapping[str, str] | None = None) -> list[Setting]:
+    """The settings block of the script whose ``globals()`` these are, in order.
+
+    Defaults are the module's current values (what a user edited, or a test set); ``flags`` renames
+    a flag where the constant's own name cannot be used (``json_path`` -> ``--json``).
+    """
+    script = module_globals["__file__"]
+    block, _ = _settings_block(Path(script).read_text(encoding="utf-8"), script)
+    lines, comments = block.splitlines(), _comments(block)
+    settings = []
+    for node in ast.parse(block).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            raise ValueError(f"{script}: the settings block holds only `NAME = value` lines "
+                             f"(line {node.lineno} of the block)")
+        name = node.targets[0].id
+        help_text = _help_text(node, lines, comments)
+        if not help_text:
+            raise ValueError(f"{script}: setting {name} has no comment (its --help text)")
+        flag = (flags or {}).get(name, name.lower())
+        settings.append(Setting(name, flag, module_globals[name], help_text))
+    return settings
+
+
+def settings_parser(settings: Sequence[Setting], description: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Add --debug to show the full traceback of an error.")
-    for name, value in defaults.items():
-        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{help.get(name, '')} (default: {value!r})"}
+    for setting in settings:
+        value = setting.default
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS,
+                                  "help": f"{setting.help} (default: {value!r})".replace("%", "%%")}
         if isinstance(value, (list, tuple)):
             kwargs |= {"nargs": "+", "type": _type_of(value[0]) if value else str}
         elif isinstance(value, bool):  # `--flag` alone means true; `--flag false` also works
@@ -44,7 +128,7 @@ def constants_parser(defaults: dict[str, Any], help: dict[str, str], description
         else:
             kwargs["type"] = _type_of(value)
             kwargs["metavar"] = type(value).__name__.upper() if value is not None else "VALUE"
-        parser.add_argument(f"--{name}", **kwargs)
+        parser.add_argument(f"--{setting.flag}", **kwargs)
     return parser
 
 
@@ -55,19 +139,20 @@ def resolve_default_path(value: str) -> str:
     return str((REPO_ROOT / value).resolve())
 
 
-def parse_constants(defaults: dict[str, Any], *, help: dict[str, str] | None = None, description: str | None = None,
-                    path_names: Iterable[str] = (), argv: Sequence[str] | None = None,
-                    parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
-    """Parse ``--NAME value`` overrides of ``defaults``; returns every constant.
+def parse_settings(module_globals: Mapping[str, Any], *, paths: Iterable[str] = (), argv: Sequence[str] | None = None,
+                   description: str | None = None, flags: Mapping[str, str] | None = None,
+                   ) -> tuple[argparse.Namespace, frozenset[str]]:
+    """Parse ``--flag value`` overrides of a script's settings block.
 
-    ``path_names`` lists the constants that are paths; their defaults are
-    resolved against the repo root when relative.
+    Returns every setting by its flag name, and the flags given on the command line. ``paths``
+    names (by flag) the settings that are paths: their relative defaults are anchored at the repo root.
     """
-    parser = parser or constants_parser(defaults, help or {}, description)
+    settings = script_settings(module_globals, flags)
+    parser = settings_parser(settings, description if description is not None else module_globals.get("__doc__"))
     given = vars(parser.parse_args(argv))
-    values = dict(defaults)
-    for name in path_names:
+    values = {s.flag: s.default for s in settings}
+    for name in paths:
         if name not in given and isinstance(values[name], str):
             values[name] = resolve_default_path(values[name])
     values.update(given)
-    return argparse.Namespace(**values)
+    return argparse.Namespace(**values), frozenset(given)

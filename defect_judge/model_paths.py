@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import REPO_ROOT
@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 BASE_MODEL = "base_model"
 FULL_MODEL = "full_model"
 LORA_ADAPTER = "lora_adapter"
-OUTPUT_DIR_PREFIX = "output_dir/"  # + the kind of the model the OUTPUT_DIR points at
+# evaluation_results.json's model_kind of a training OUTPUT_DIR: this, then the kind of its best model
+OUTPUT_DIR_PREFIX = "output_dir/"
 KIND_DESCRIPTIONS = {
     BASE_MODEL: "base model with no fine-tuning (the baseline)",
     FULL_MODEL: "fully fine-tuned model",
@@ -56,21 +57,26 @@ TRAINER_STATE_FILE = "trainer_state.json"
 class ResolvedModel:
     """What a model path turned out to be, and the folders to load."""
     path: Path                      # as given
-    kind: str                       # BASE_MODEL | FULL_MODEL | LORA_ADAPTER, prefixed by OUTPUT_DIR_PREFIX
+    kind: str                       # BASE_MODEL | FULL_MODEL | LORA_ADAPTER: what is loaded
     weights_path: Path              # the folder whose weights are evaluated (model or adapter)
     base_model_path: Path | None = None   # the base an adapter is merged into
-    best_checkpoint: dict | None = None   # best_checkpoint.json of an OUTPUT_DIR
+    best_checkpoint: dict | None = None   # best_checkpoint.json of the training run
     base_model_source: str | None = None  # where the base path came from
     notes: tuple[str, ...] = field(default_factory=tuple)
+    from_output_dir: bool = False   # the path is a training OUTPUT_DIR and weights_path its best model
 
     @property
     def is_adapter(self) -> bool:
-        return self.kind.endswith(LORA_ADAPTER)
+        return self.kind == LORA_ADAPTER
+
+    @property
+    def model_kind(self) -> str:
+        """The results schema's model_kind: the kind, after OUTPUT_DIR_PREFIX for a training OUTPUT_DIR."""
+        return OUTPUT_DIR_PREFIX + self.kind if self.from_output_dir else self.kind
 
     def describe(self) -> str:
-        inner = self.kind.removeprefix(OUTPUT_DIR_PREFIX)
-        text = KIND_DESCRIPTIONS[inner]
-        if self.kind.startswith(OUTPUT_DIR_PREFIX):
+        text = KIND_DESCRIPTIONS[self.kind]
+        if self.from_output_dir:
             info = self.best_checkpoint or {}
             metric = (f" ({info['metric']} = {info['value']:.6g})"
                       if info.get("metric") and isinstance(info.get("value"), (int, float)) else "")
@@ -81,7 +87,7 @@ class ResolvedModel:
         return text
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "description": self.describe(), "path": str(self.path),
+        return {"kind": self.model_kind, "description": self.describe(), "path": str(self.path),
                 "weights_path": str(self.weights_path),
                 "base_model_path": str(self.base_model_path) if self.base_model_path else None,
                 "best_checkpoint": self.best_checkpoint}
@@ -168,8 +174,7 @@ def resolve_model(model_path: str | os.PathLike, *, base_model_path: str = "", t
             notes = (f"{info['best_checkpoint']} no longer exists; using the best model saved in {path} itself",)
         inner = _resolve_folder(target, base_model_path=base_model_path, tokenizer_path=tokenizer_path,
                                 best_checkpoint=info, trained=True, allow_pickle=allow_pickle)
-        return ResolvedModel(path, OUTPUT_DIR_PREFIX + inner.kind, inner.weights_path, inner.base_model_path, info,
-                             inner.base_model_source, notes)
+        return replace(inner, path=path, notes=notes, from_output_dir=True)
     return _resolve_folder(path, base_model_path=base_model_path, tokenizer_path=tokenizer_path, best_checkpoint=None,
                            trained=False, allow_pickle=allow_pickle)
 

@@ -4,7 +4,9 @@ read by ``eval/plot_subtype_acc.py``. Metrics are computed here, once.
 Top level::
 
     schema              "defect-judge/evaluation-results/v2" (v1 files still load: see load_results)
-    model_path, model_kind, test_dataset_path, mode ("generate"|"score"), created (ISO 8601)
+    model_path, test_dataset_path, mode ("generate"|"score"), created (ISO 8601)
+    model_kind          base_model | full_model | lora_adapter (model_paths.py), after "output_dir/" when
+                        model_path is a training OUTPUT_DIR; classical_baseline for eval/baseline.py
     settings            the arguments that produced the run
     judgements          the judgement vocabulary: the references' judgements and the partner of each
                         one in a known pair (是/否, 有缺陷/无缺陷, ...; see judgement_vocabulary)

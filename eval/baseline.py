@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
 from defect_judge.charts import result_charts
-from defect_judge.cli import parse_constants
+from defect_judge.cli import parse_settings
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import check_output_dir, write_json_atomic
 from defect_judge.pairs import check_record_pairs
@@ -47,29 +47,19 @@ from defect_judge.templates import event_char_span
 
 # ----------------------------------------------------------------------------
 # 参数配置 (edit here, or override any of them with --name value)
-TRAIN_DATASET_PATH = "./dataset/train.jsonl"  # fits the model
-DEV_DATASET_PATH = "./dataset/dev.jsonl"  # chooses C; empty: 5-fold cross-validation on the training split
-TEST_DATASET_PATH = "./dataset/test.jsonl"  # what is reported
-OUTPUT_DIR = "./eval/output/baseline"  # evaluation_results.json and subtype_accuracy.png
+
+TRAIN_DATASET_PATH = "./dataset/train.jsonl"  # training split (chat JSONL): fits the classifier
+# dev split (chat JSONL): chooses C; empty: 5-fold cross-validation on the training split
+DEV_DATASET_PATH = "./dataset/dev.jsonl"
+TEST_DATASET_PATH = "./dataset/test.jsonl"  # test split (chat JSONL): the reported accuracy
+OUTPUT_DIR = "./eval/output/baseline"  # folder for evaluation_results.json and subtype_accuracy.png
 NGRAM_MAX = 3  # code-token n-grams of length 1..NGRAM_MAX
-C_GRID = [0.01, 0.1, 1.0, 10.0, 100.0]  # inverse regularisation strengths tried on dev
-LEAK_ALARM = 0.9  # a bag-of-words accuracy at or above this on dev or test means the data gives answers away
-VDS_FPR = 0.05  # VD-S is also reported at this false-positive rate (besides PrimeVul's 0.5%)
+C_GRID = [0.01, 0.1, 1.0, 10.0, 100.0]  # logistic regression's inverse regularisation strengths tried on dev
+# warn when dev or test accuracy reaches this: a bag of words that good means the data gives the answer away
+LEAK_ALARM = 0.9
+# VD-S (the miss rate at a false-positive rate of at most this) is reported at this level and at PrimeVul's 0.005
+VDS_FPR = 0.05
 # ----------------------------------------------------------------------------
-DEFAULTS = {"train_dataset_path": TRAIN_DATASET_PATH, "dev_dataset_path": DEV_DATASET_PATH,
-            "test_dataset_path": TEST_DATASET_PATH, "output_dir": OUTPUT_DIR, "ngram_max": NGRAM_MAX,
-            "c_grid": C_GRID, "leak_alarm": LEAK_ALARM, "vds_fpr": VDS_FPR}
-HELP = {
-    "train_dataset_path": "training split (chat JSONL): fits the classifier",
-    "dev_dataset_path": "dev split (chat JSONL): chooses C; empty: 5-fold cross-validation on the training split",
-    "test_dataset_path": "test split (chat JSONL): the reported accuracy",
-    "output_dir": "folder for evaluation_results.json and subtype_accuracy.png",
-    "ngram_max": "longest code-token n-gram",
-    "c_grid": "values of logistic regression's C to choose from",
-    "leak_alarm": "warn when dev or test accuracy reaches this (the data may give the answer away)",
-    "vds_fpr": "VD-S (the miss rate at a false-positive rate of at most this) is reported at this level and at "
-               "PrimeVul's 0.005",
-}
 PATHS = ("train_dataset_path", "dev_dataset_path", "test_dataset_path", "output_dir")
 MODE = "tfidf-logreg"
 MODEL_NAME = "TF-IDF + logistic regression"
@@ -186,7 +176,7 @@ def predict_rows(model: Classifier, test: list[Record]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_constants(DEFAULTS, help=HELP, description=__doc__, path_names=PATHS, argv=argv)
+    args, _ = parse_settings(globals(), paths=PATHS, argv=argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.ngram_max < 1:
         raise InputError(f"ngram_max must be at least 1, got {args.ngram_max}", field="ngram_max")
@@ -212,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = predict_rows(model, test)
     judgements = sorted({r.judgement for r in [*train, *test]})
     check_record_pairs(test, args.test_dataset_path, positive_judgement(judgements)[0])
-    settings = {k: getattr(args, k) for k in DEFAULTS} | {
+    settings = vars(args) | {
         "chosen_C": c, "chosen_on": chosen_on, "trials": trials, "train_samples": len(train),
         "train_sha256": file_sha256(args.train_dataset_path), "features": model.n_features}
     results = results_document(model_path=MODEL_NAME, model_kind="classical_baseline",

@@ -40,10 +40,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
-from defect_judge import inference
+from defect_judge import inference, judging
 from defect_judge import model_paths
-from defect_judge.chat import render_prompt
-from defect_judge.cli import parse_constants
+from defect_judge.cli import parse_settings
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic
 from defect_judge.modeling import pick_dtype
@@ -51,11 +50,11 @@ from defect_judge.schema import read_records
 from defect_judge.templates import parse_answer
 
 # ----------------------------------------------------------------------------
-MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # the embedded model
-TEST_DATASET_PATH = "./dataset/test.jsonl"
+MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # model folder (default: the embedded model)
+TEST_DATASET_PATH = "./dataset/test.jsonl"  # test JSONL (the shipped split)
 NUM_SAMPLES = 32  # the first N samples of the test file
-MAX_NEW_TOKENS = 64  # for both generation paths
-BATCH_SIZE = 32  # model_evaluation.py's default
+MAX_NEW_TOKENS = 64  # answer length limit of both generation paths
+BATCH_SIZE = 32  # samples per batch of the batched modes (model_evaluation.py's default)
 THREADS = 0  # torch CPU threads (0: torch's default); on a CPU shared with other jobs 1 can be many times faster
 REPEATS = 3  # each measurement is the best of this many (other jobs on a shared machine only add time)
 # Time the naive loop on every k-th sample of each length-sorted chunk only (1: all). Its figure is a mean per
@@ -63,67 +62,47 @@ REPEATS = 3  # each measurement is the best of this many (other jobs on a shared
 NAIVE_EVERY = 1
 JSON = ""  # write the figures here too
 # ----------------------------------------------------------------------------
-DEFAULTS = {"model_path": MODEL_PATH, "test_dataset_path": TEST_DATASET_PATH, "num_samples": NUM_SAMPLES,
-            "max_new_tokens": MAX_NEW_TOKENS, "batch_size": BATCH_SIZE, "threads": THREADS, "repeats": REPEATS,
-            "naive_every": NAIVE_EVERY, "json": JSON}
-HELP = {"model_path": "model folder", "test_dataset_path": "test JSONL (the shipped split)",
-        "num_samples": "how many samples from the start of the test file", "max_new_tokens": "answer length limit",
-        "batch_size": "samples per batch of the batched modes",
-        "threads": "torch CPU threads (0: default)", "repeats": "best of this many timings per unit of work",
-        "naive_every": "time the naive loop on every k-th sample only (1: all)",
-        "json": "also write the results to this JSON file"}
 TARGETS = {"generate_speedup": 5.0, "generate_judgement_agreement": 0.95, "score_speedup": 12.0}
 
 log = logging.getLogger("bench_eval")
 
 
-def naive_one(model, tokenizer, record, vocabulary, config) -> dict:
+def naive_one(model, tokenizer, prompt: judging.Prompt, vocabulary, config) -> dict:
     """One generate call for one sample, as the document's evaluation loop does."""
     import torch
 
-    inputs = tokenizer(render_prompt(tokenizer, record.prompt_messages), return_tensors="pt", add_special_tokens=False)
+    input_ids = torch.tensor([prompt.ids], device=model.device)
     with torch.inference_mode():
-        output = model.generate(**inputs.to(model.device), generation_config=config)
-    response = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:].tolist(), skip_special_tokens=True)
+        output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                generation_config=config)
+    response = tokenizer.decode(output[0, input_ids.shape[1]:].tolist(), skip_special_tokens=True)
     return {"response": response, "prediction": parse_answer(response, vocabulary).judgement,
-            "new_tokens": output.shape[1] - inputs["input_ids"].shape[1]}
+            "generated_tokens": output.shape[1] - input_ids.shape[1]}
 
 
-def prefill_chunk(model, tokenizer, records, batched: bool) -> dict:
+def prefill_chunk(model, prompts: list[judging.Prompt], batched: bool) -> dict:
     """One forward pass over each prompt (logits of its last position only): as the batched modes run it, or one
     prompt at a time as the naive loop does."""
     import torch
 
-    prompts = [inference.encode_prompt(tokenizer, render_prompt(tokenizer, r.prompt_messages)) for r in records]
     device = next(model.parameters()).device
     with torch.inference_mode():
         if not batched:
             for prompt in prompts:
-                model(input_ids=torch.tensor([prompt], device=device), logits_to_keep=1)
+                model(input_ids=torch.tensor([prompt.ids], device=device), logits_to_keep=1)
         else:
-            for _ in inference.prefill_passes(model, prompts, device, logits_to_keep=1):
+            for _ in inference.prefill_passes(model, [prompt.ids for prompt in prompts], device, logits_to_keep=1):
                 pass
     if device.type == "cuda":
         torch.cuda.synchronize()  # the other methods end in a host copy; this one must wait as well
     return {}
 
 
-def generate_chunk(model, tokenizer, records, vocabulary, max_new_tokens, stop_ids) -> dict[str, dict]:
-    prompts = [inference.encode_prompt(tokenizer, render_prompt(tokenizer, r.prompt_messages)) for r in records]
-    answers = inference.generate_batch(model, tokenizer, prompts, max_new_tokens=max_new_tokens, stop_ids=stop_ids)
-    return {r.id: {"response": a["response"], "prediction": parse_answer(a["response"], vocabulary).judgement,
-                   "new_tokens": a["generated_tokens"]} for r, a in zip(records, answers)}
+def by_id(rows: list[dict]) -> dict[str, dict]:
+    return {row["id"]: row for row in rows}
 
 
-def score_chunk(model, tokenizer, records, vocabulary) -> dict[str, dict]:
-    candidates = [inference.candidate_sequences(tokenizer, render_prompt(tokenizer, r.prompt_messages), vocabulary)
-                  for r in records]
-    logprobs = inference.score_batch(model, candidates, pad_id=tokenizer.pad_token_id)
-    return {r.id: {"prediction": vocabulary[max(range(len(vocabulary)), key=lambda i: values[i])]}
-            for r, values in zip(records, logprobs)}
-
-
-def measure(model, tokenizer, ordered, vocabulary, args, stop_ids) -> tuple[dict, dict, dict]:
+def measure(model, tokenizer, ordered: list[judging.Prompt], vocabulary, args, stop_ids) -> tuple[dict, dict, dict]:
     """Best-of-REPEATS seconds per unit of work (a sample for naive, a chunk for the batched modes), the
     answers, and the first pass's seconds.
 
@@ -151,15 +130,16 @@ def measure(model, tokenizer, ordered, vocabulary, args, stop_ids) -> tuple[dict
         for start in range(0, len(ordered), args.batch_size):
             chunk = ordered[start:start + args.batch_size]
             runs = {
-                "naive": lambda: {r.id: record_time("naive", r.id, lambda: naive_one(model, tokenizer, r, vocabulary,
-                                                                                     config))
-                                    for r in chunk[min(args.naive_every // 2, len(chunk) - 1)::args.naive_every]},
-                "generate": lambda: record_time("generate", start, lambda: generate_chunk(
-                    model, tokenizer, chunk, vocabulary, args.max_new_tokens, stop_ids)),
-                "score": lambda: record_time("score", start, lambda: score_chunk(model, tokenizer, chunk, vocabulary)),
-                "prefill": lambda: record_time("prefill", start, lambda: prefill_chunk(model, tokenizer, chunk, True)),
+                "naive": lambda: {p.record.id: record_time("naive", p.record.id,
+                                                           lambda: naive_one(model, tokenizer, p, vocabulary, config))
+                                  for p in chunk[min(args.naive_every // 2, len(chunk) - 1)::args.naive_every]},
+                "generate": lambda: record_time("generate", start, lambda: by_id(judging.generate_rows(
+                    model, tokenizer, chunk, vocabulary, max_new_tokens=args.max_new_tokens, stop_ids=stop_ids))),
+                "score": lambda: record_time("score", start, lambda: by_id(judging.score_rows(
+                    model, tokenizer, chunk, vocabulary))),
+                "prefill": lambda: record_time("prefill", start, lambda: prefill_chunk(model, chunk, True)),
                 "naive_prefill": lambda: record_time("naive_prefill", start,
-                                                     lambda: prefill_chunk(model, tokenizer, chunk, False)),
+                                                     lambda: prefill_chunk(model, chunk, False)),
             }
             order = list(runs)[repeat % len(runs):] + list(runs)[:repeat % len(runs)]  # rotate who goes first
             for name in order:
@@ -191,10 +171,9 @@ def benchmark(model, tokenizer, records, vocabulary: list[str], args) -> dict:
     import torch
 
     stop_ids = inference.stop_token_ids(tokenizer, model)
-    lengths = {r.id: len(inference.encode_prompt(tokenizer, render_prompt(tokenizer, r.prompt_messages)))
-               for r in records}
-    ordered = sorted(records, key=lambda r: -lengths[r.id])
-    generate_chunk(model, tokenizer, ordered[:2], vocabulary, 2, stop_ids)  # warm-up: first calls allocate
+    ordered = judging.prompts_longest_first(tokenizer, records)
+    judging.generate_rows(model, tokenizer, ordered[:2], vocabulary, max_new_tokens=2,
+                          stop_ids=stop_ids)  # warm-up: first calls allocate
 
     load_before = os.getloadavg()
     seconds, answers, first_pass = measure(model, tokenizer, ordered, vocabulary, args, stop_ids)
@@ -217,7 +196,7 @@ def benchmark(model, tokenizer, records, vocabulary: list[str], args) -> dict:
     reference = {r.id: r.judgement for r in records}
     accuracy = {name: share(lambda i: answers[name][i]["prediction"] == reference[i],
                             naive_ids if name == "naive" else ids) for name in methods}
-    naive_new_tokens = sum(answers["naive"][i]["new_tokens"] for i in naive_ids) / len(naive_ids)
+    naive_new_tokens = sum(answers["naive"][i]["generated_tokens"] for i in naive_ids) / len(naive_ids)
     device = next(model.parameters()).device.type
     result = {
         "model_path": str(args.model_path), "test_dataset_path": str(args.test_dataset_path), "samples": n,
@@ -235,7 +214,7 @@ def benchmark(model, tokenizer, records, vocabulary: list[str], args) -> dict:
                    "naive_mean_new_tokens": naive_new_tokens,
                    "naive_decode_step_s":
                        (per_sample["naive"] - per_sample["naive_prefill"]) / max(naive_new_tokens, 1),
-                   "generate_mean_new_tokens": sum(answers["generate"][i]["new_tokens"] for i in ids) / n,
+                   "generate_mean_new_tokens": sum(answers["generate"][i]["generated_tokens"] for i in ids) / n,
                    "generate_decode_s_per_sample": per_sample["generate"] - per_sample["prefill"],
                    "score_vs_prefill": per_sample["score"] / per_sample["prefill"],
                    "max_speedup_reading_every_prompt": per_sample["naive"] / per_sample["prefill"]},
@@ -278,8 +257,7 @@ def main() -> None:
     import torch
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    args = parse_constants(DEFAULTS, help=HELP, description=__doc__,
-                           path_names=("model_path", "test_dataset_path", "json"))
+    args, _ = parse_settings(globals(), paths=("model_path", "test_dataset_path", "json"))
     if args.threads:
         torch.set_num_threads(args.threads)
     records, vocabulary = read_samples(args.test_dataset_path, args.num_samples)

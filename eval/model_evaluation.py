@@ -61,11 +61,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
-from defect_judge import inference
+from defect_judge import inference, judging
 from defect_judge import model_paths
 from defect_judge.charts import result_charts
-from defect_judge.chat import render_prompt
-from defect_judge.cli import parse_constants
+from defect_judge.cli import parse_settings
 from defect_judge.decisions import choose_threshold, positive_scores
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import check_output_dir, write_json_atomic
@@ -75,69 +74,44 @@ from defect_judge.results import (RESULTS_FILE, format_results_table, judgement_
                                   positive_judgement, results_document)
 from defect_judge.resume import PartialWriter, file_sha256, load_finished, partial_path, remove_partials
 from defect_judge.schema import Record, read_records
-from defect_judge.templates import parse_answer
 
 # ----------------------------------------------------------------------------
 # 参数配置 (edit here, or override any of them with --name value, e.g. --model_path)
-# 模型路径
+
+# 模型路径: a model folder, LoRA adapter folder, training OUTPUT_DIR (its best checkpoint) or base model
 MODEL_PATH = "/data/qwen_instruct_lora_finetuned_0401/checkpoint-140"
-# 测试数据集路径
+# 测试数据集路径: the test JSONL written by dataset/convert_and_split.py
 TEST_DATASET_PATH = "./dataset/test.jsonl"
-# 分词器路径
+# 分词器路径; empty: the model's own
 tokenizer_path = "/data/Qwen2.5-Coder-7B-Instruct"
-OUTPUT_DIR = "./eval/output"  # evaluation_results.json and subtype_accuracy.png
-BASE_MODEL_PATH = ""  # base model of a LoRA adapter, when the one its adapter_config.json names is not here
-MODE = "generate"  # generate | score
-BATCH_SIZE = 32  # samples decoded together (prefill runs in low-padding groups); longest first, so an OOM shows at once
-MAX_NEW_TOKENS = 256  # generate mode: enough for the judgement and its reason
+OUTPUT_DIR = "./eval/output"  # folder for evaluation_results.json and subtype_accuracy.png
+# base model of a LoRA adapter, when the one its adapter_config.json names is not here (overrides it)
+BASE_MODEL_PATH = ""
+MODE = "generate"  # generate (greedy answers) or score (log-probability of each judgement)
+# samples decoded together (prefill runs in low-padding groups); longest first, so an OOM shows at once
+BATCH_SIZE = 32
+MAX_NEW_TOKENS = 256  # longest answer generated (generate mode): enough for the judgement and its reason
 LIMIT = 0  # evaluate only the first N samples of the test file (0: all)
 TRUST_REMOTE_CODE = False  # run code shipped with the model folder (only for models you trust)
-ALLOW_PICKLE = False  # load pickle (.bin) weights when a folder has no safetensors (only for folders you trust)
-OVERWRITE = False  # discard the partial results of an earlier run instead of continuing it
-SKIP_UNLABELLED = False  # skip (and count) test records whose reference has no 判断: instead of stopping
-THRESHOLD_FROM = ""  # score mode: choose the decision threshold on dev (its evaluation_results.json, or dev.jsonl)
-VDS_FPR = 0.05  # VD-S is also reported at this false-positive rate (besides PrimeVul's 0.5%)
+# load pickle (.bin) weights of a model or adapter with no safetensors, through torch's weights-only
+# unpickler (only for folders you trust)
+ALLOW_PICKLE = False
+OVERWRITE = False  # start over, deleting the partial results of an earlier run instead of continuing it
+# skip test records whose reference answer has no judgement (判断:…) and count them in the results, instead of
+# stopping at the first (it is bad data)
+SKIP_UNLABELLED = False
+# score mode: the dev split to choose the decision threshold on (highest balanced accuracy), applied to the
+# test split: its evaluation_results.json of this model (or the folder holding it), or the dev .jsonl file,
+# scored first into OUTPUT_DIR/threshold_dev; empty: argmax
+THRESHOLD_FROM = ""
+# VD-S (the miss rate at a false-positive rate of at most this) is reported at this level and at PrimeVul's 0.005
+VDS_FPR = 0.05
 # ----------------------------------------------------------------------------
-DEFAULTS = {"model_path": MODEL_PATH, "test_dataset_path": TEST_DATASET_PATH, "tokenizer_path": tokenizer_path,
-            "output_dir": OUTPUT_DIR, "base_model_path": BASE_MODEL_PATH, "mode": MODE, "batch_size": BATCH_SIZE,
-            "max_new_tokens": MAX_NEW_TOKENS, "limit": LIMIT, "trust_remote_code": TRUST_REMOTE_CODE,
-            "allow_pickle": ALLOW_PICKLE, "overwrite": OVERWRITE, "skip_unlabelled": SKIP_UNLABELLED,
-            "threshold_from": THRESHOLD_FROM, "vds_fpr": VDS_FPR}
-HELP = {
-    "model_path": "model folder, LoRA adapter folder, training OUTPUT_DIR or base model",
-    "test_dataset_path": "test JSONL written by dataset/convert_and_split.py",
-    "tokenizer_path": "tokenizer folder; empty: the model's own",
-    "output_dir": "folder for evaluation_results.json and subtype_accuracy.png",
-    "base_model_path": "base model of a LoRA adapter (overrides the one in adapter_config.json)",
-    "mode": "generate (greedy answers) or score (log-probability of each judgement)",
-    "batch_size": "samples per batch",
-    "max_new_tokens": "longest answer generated (generate mode)",
-    "limit": "evaluate only the first N samples (0: all)",
-    "trust_remote_code": "allow code from the model folder to run",
-    "allow_pickle": "load pickle (.bin) weights of a model or adapter with no safetensors (tensors only, through "
-                    "torch's weights-only unpickler)",
-    "overwrite": "start over, deleting partial results of an earlier run",
-    "skip_unlabelled": "skip test records whose reference answer has no judgement (判断:…) and count them in the "
-                       "results, instead of stopping at the first (it is bad data)",
-    "threshold_from": "score mode: the dev split to choose the decision threshold on (highest balanced accuracy), "
-                      "applied to the test split: its evaluation_results.json of this model (or the folder holding "
-                      "it), or the dev .jsonl file, scored first into OUTPUT_DIR/threshold_dev; empty: argmax",
-    "vds_fpr": "VD-S (the miss rate at a false-positive rate of at most this) is reported at this level and at "
-               "PrimeVul's 0.005",
-}
 PATHS = ("model_path", "test_dataset_path", "tokenizer_path", "output_dir", "base_model_path", "threshold_from")
 MODES = ("generate", "score")
 DEV_FOLDER = "threshold_dev"  # OUTPUT_DIR/threshold_dev: the dev split's evaluation (--threshold_from a .jsonl)
 
 log = logging.getLogger("model_evaluation")
-
-
-@dataclass(frozen=True)
-class Item:
-    """One test sample ready for the model."""
-    record: Record
-    prompt_text: str
-    prompt_ids: list[int]
 
 
 @dataclass(frozen=True)
@@ -154,8 +128,8 @@ class Ranks:
 
 
 def parse_args() -> argparse.Namespace:
-    args = parse_constants(DEFAULTS, help=HELP, description=__doc__, path_names=PATHS)
-    given = {arg[2:].split("=")[0] for arg in sys.argv[1:] if arg.startswith("--")}
+    args, given = parse_settings(globals(), paths=PATHS)
+    args.settings = dict(vars(args))  # recorded in the results as the run used them
     args.tokenizer_explicit = "tokenizer_path" in given
     if args.mode not in MODES:
         raise InputError(f"--mode must be one of {', '.join(MODES)}, got {args.mode!r}")
@@ -241,7 +215,7 @@ def resolve(args) -> tuple[model_paths.ResolvedModel, Path]:
 
 def fingerprint_of(args, resolved: model_paths.ResolvedModel, tokenizer_dir: Path, dtype) -> dict:
     """The settings that change answers; partial results are only reused under the same ones."""
-    return {"model_path": str(Path(args.model_path).resolve()), "model_kind": resolved.kind,
+    return {"model_path": str(Path(args.model_path).resolve()), "model_kind": resolved.model_kind,
             "weights": model_paths.weights_fingerprint(resolved), "tokenizer_path": str(tokenizer_dir.resolve()),
             "test_dataset_sha256": file_sha256(args.test_dataset_path), "mode": args.mode,
             "max_new_tokens": args.max_new_tokens if args.mode == "generate" else None,
@@ -260,15 +234,6 @@ def finished_samples(args, fingerprint: dict, ranks: Ranks) -> dict[str, dict]:
     return finished
 
 
-def prepare_items(tokenizer, records: list[Record]) -> list[Item]:
-    """Prompts as training renders them, longest first so an out-of-memory shows in the first batch."""
-    items = []
-    for record in records:
-        text = render_prompt(tokenizer, record.prompt_messages)
-        items.append(Item(record, text, inference.encode_prompt(tokenizer, text)))
-    return sorted(items, key=lambda item: -len(item.prompt_ids))
-
-
 def evaluation_model(args, resolved: model_paths.ResolvedModel, tokenizer, tokenizer_dir: Path, ranks: Ranks, dtype):
     started = time.perf_counter()
     model = model_paths.inference_model(resolved, dtype=dtype, device=ranks.device,
@@ -278,31 +243,7 @@ def evaluation_model(args, resolved: model_paths.ResolvedModel, tokenizer, token
     return model
 
 
-def generate_rows(model, tokenizer, batch: list[Item], args, vocabulary: list[str], stop_ids: list[int]) -> list[dict]:
-    answers = inference.generate_batch(model, tokenizer, [item.prompt_ids for item in batch],
-                                       max_new_tokens=args.max_new_tokens, stop_ids=stop_ids)
-    rows = []
-    for item, answer in zip(batch, answers):
-        prediction = parse_answer(answer["response"], vocabulary).judgement
-        rows.append({"id": item.record.id, "subtype": item.record.subtype, "reference": item.record.judgement,
-                     "prediction": prediction, "correct": prediction == item.record.judgement, **answer})
-    return rows
-
-
-def score_rows(model, tokenizer, batch: list[Item], vocabulary: list[str]) -> list[dict]:
-    candidates = [inference.candidate_sequences(tokenizer, item.prompt_text, vocabulary) for item in batch]
-    logprobs = inference.score_batch(model, candidates, pad_id=tokenizer.pad_token_id)
-    rows = []
-    for item, values in zip(batch, logprobs):
-        probabilities = inference.probabilities(values)
-        prediction = vocabulary[max(range(len(vocabulary)), key=lambda i: values[i])]
-        rows.append({"id": item.record.id, "subtype": item.record.subtype, "reference": item.record.judgement,
-                     "prediction": prediction, "correct": prediction == item.record.judgement,
-                     "probabilities": dict(zip(vocabulary, probabilities)), "logprobs": dict(zip(vocabulary, values))})
-    return rows
-
-
-def evaluate_share(model, tokenizer, share: list[Item], args, vocabulary: list[str], ranks: Ranks,
+def evaluate_share(model, tokenizer, share: list[judging.Prompt], args, vocabulary: list[str], ranks: Ranks,
                    fingerprint: dict) -> None:
     """Run this rank's samples batch by batch, appending each finished batch to the partial file."""
     from tqdm import tqdm
@@ -313,9 +254,10 @@ def evaluate_share(model, tokenizer, share: list[Item], args, vocabulary: list[s
         for start in range(0, len(share), args.batch_size):
             batch = share[start:start + args.batch_size]
             if args.mode == "generate":
-                rows = generate_rows(model, tokenizer, batch, args, vocabulary, stop_ids)
+                rows = judging.generate_rows(model, tokenizer, batch, vocabulary, max_new_tokens=args.max_new_tokens,
+                                             stop_ids=stop_ids)
             else:
-                rows = score_rows(model, tokenizer, batch, vocabulary)
+                rows = judging.score_rows(model, tokenizer, batch, vocabulary)
             writer.append(rows)
             bar.update(len(batch))
 
@@ -330,9 +272,9 @@ def build_results(args, resolved: model_paths.ResolvedModel, tokenizer_dir: Path
     # The test file's order, every id once; the pair_id comes from the record, so partial rows of any
     # earlier run get it too.
     samples = [with_pair_id(finished[r.id], r) for r in records]
-    settings = {k: getattr(args, k) for k in DEFAULTS} | {"dtype": str(dtype).removeprefix("torch."),
+    settings = args.settings | {"dtype": str(dtype).removeprefix("torch."),
                                                             "device": ranks.device, "world_size": ranks.world}
-    return results_document(model_path=str(args.model_path), model_kind=resolved.kind,
+    return results_document(model_path=str(args.model_path), model_kind=resolved.model_kind,
                             test_dataset_path=str(args.test_dataset_path), mode=args.mode, settings=settings,
                             judgements=vocabulary, samples=samples, threshold=threshold, vds_fpr=args.vds_fpr,
                             extra={"model": resolved.to_json(), "tokenizer_path": str(tokenizer_dir),
@@ -379,8 +321,8 @@ def evaluate_split(args, session: Session, records: list[Record], vocabulary: li
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     fingerprint = fingerprint_of(args, session.resolved, session.tokenizer_dir, session.dtype)
     finished = finished_samples(args, fingerprint, ranks)
-    items = prepare_items(session.tokenizer, [r for r in records if r.id not in finished])
-    share = items[ranks.rank::ranks.world]  # strided over the length-sorted samples: every rank gets long and short
+    prompts = judging.prompts_longest_first(session.tokenizer, [r for r in records if r.id not in finished])
+    share = prompts[ranks.rank::ranks.world]  # strided over the length-sorted samples: every rank gets long and short
     if share:
         model = session.model
         started = time.perf_counter()
@@ -470,9 +412,9 @@ def dev_threshold(args, session: Session, source: ThresholdSource, vocabulary: l
     """The threshold chosen on dev (rank 0; None on the others): scores the dev JSONL first if that is
     what --threshold_from names, into OUTPUT_DIR/threshold_dev (resumable like any evaluation)."""
     if source.records is not None:
-        dev_args = argparse.Namespace(**vars(args) | {
-            "test_dataset_path": str(source.path), "output_dir": str(Path(args.output_dir) / DEV_FOLDER),
-            "limit": 0, "threshold_from": ""})
+        changed = {"test_dataset_path": str(source.path), "output_dir": str(Path(args.output_dir) / DEV_FOLDER),
+                   "limit": 0, "threshold_from": ""}
+        dev_args = argparse.Namespace(**vars(args) | changed | {"settings": args.settings | changed})
         log.info("scoring the dev split %s to choose the decision threshold", source.path)
         results = evaluate_split(dev_args, session, source.records, vocabulary, list(source.skipped))
         results_path = Path(dev_args.output_dir) / RESULTS_FILE

@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
 from defect_judge.charts import ALL_PAIRS, pair_outcome_chart
-from defect_judge.cli import constants_parser, parse_constants
+from defect_judge.cli import parse_settings
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import check_output_dir, write_text_atomic
 from defect_judge.pairs import OUTCOMES, pair_mcnemar, pair_results
@@ -47,19 +47,14 @@ from defect_judge.templates import JUDGEMENT_PREFIX
 
 # ----------------------------------------------------------------------------
 # 参数配置 (edit here, or override any of them with --NAME VALUE)
-result1_path = "/home/ubuntu/LLM_RL/evaluation_results_ori_0403.json"  # 基线模型结果
-result2_path = "/home/ubuntu/LLM_RL/evaluation_results.json"  # 改进模型结果
-results = []  # 多个模型: every results file, baseline first (used instead of result1_path/result2_path)
+
+result1_path = "/home/ubuntu/LLM_RL/evaluation_results_ori_0403.json"  # 基线模型结果 (evaluation_results.json)
+result2_path = "/home/ubuntu/LLM_RL/evaluation_results.json"  # 改进模型结果 (evaluation_results.json)
+# 多个模型: two or more evaluation_results.json files, the baseline first (used instead of result1/result2)
+results = []
 output_dir = "./eval/comparison"  # 图表和 comparison_summary.md 的输出目录
-labels = []  # 模型名称, one per model; default: the last parts of each model_path
+labels = []  # 模型名称, one per model in the order of the results files; default: the last parts of each model_path
 # ----------------------------------------------------------------------------
-HELP = {
-    "result1_path": "evaluation_results.json of the baseline model",
-    "result2_path": "evaluation_results.json of the improved model",
-    "results": "two or more evaluation_results.json files, the baseline first (instead of result1/result2)",
-    "output_dir": "folder for the three PNGs and comparison_summary.md",
-    "labels": "a name for each model, in the order of the results files",
-}
 PATHS = ("result1_path", "result2_path", "output_dir")
 SUBTYPE_CHART = "model_comparison.png"
 OVERALL_CHART = "overall_accuracy_comparison.png"
@@ -314,10 +309,7 @@ def draw_pair_chart(out: Path, models: list[Model], pairs: list[dict], tests: li
 
 
 def main(argv: list[str] | None = None) -> None:
-    defaults = {name: globals()[name] for name in HELP}
-    parser = constants_parser(defaults, HELP, __doc__)
-    given = set(vars(parser.parse_args(argv)))
-    args = parse_constants(defaults, path_names=PATHS, argv=argv, parser=parser)
+    args, given = parse_settings(globals(), paths=PATHS, argv=argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
     check_output_dir(args.output_dir)

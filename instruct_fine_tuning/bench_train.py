@@ -32,47 +32,38 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
 from defect_judge import REPO_ROOT, free_port
-from defect_judge.cli import parse_constants
+from defect_judge.cli import parse_settings
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic, write_jsonl_atomic
 
 # ----------------------------------------------------------------------------
 # 参数配置 (edit here, or override any of them with --NAME VALUE)
-model_path = "models/SmolLM2-135M-Instruct"  # the embedded model
-data = "dataset/train.jsonl"  # shipped samples (python dataset/convert_and_split.py writes it)
+
+model_path = "models/SmolLM2-135M-Instruct"  # base model folder (default: the embedded model)
+# chat JSONL whose samples are packed into sequences (python dataset/convert_and_split.py writes it)
+data = "dataset/train.jsonl"
 seq_length = 2048  # tokens of every training sequence
 steps = 4  # optimizer steps per run (one sequence each)
-rounds = 2  # toolkit/TRL pairs, run alternately
-lora_rank = 32
-lora_alpha = 32
-learning_rate = 3e-5
-gradient_checkpointing = False  # for both tools (the toolkit's default is off, TRL's on)
+rounds = 2  # toolkit/TRL run pairs, run alternately
+lora_rank = 32  # LoRA rank
+lora_alpha = 32  # LoRA alpha
+learning_rate = 3e-5  # learning rate
+gradient_checkpointing = False  # activation checkpointing in both tools (the toolkit's default is off, TRL's on)
 toolkit_args = ""  # extra train_lora.py flags, e.g. --toolkit_args="--cpu_heap_mmap_threshold_mb 0"
 deepspeed = ""  # a DeepSpeed config: train_lora.py runs under the deepspeed launcher on one rank (empty: one process)
-json_path = ""  # write the results here (the flag is --json)
-work_dir = ""  # sequences and run outputs (default: a temporary folder)
+json_path = ""  # write the results as JSON here (the flag is --json)
+work_dir = ""  # folder for sequences and run outputs (default: a temporary folder)
 # ----------------------------------------------------------------------------
-HELP = {
-    "model_path": "base model folder", "data": "chat JSONL whose samples are packed into sequences",
-    "seq_length": "tokens per training sequence", "steps": "optimizer steps per run",
-    "rounds": "toolkit/TRL run pairs, alternating", "lora_rank": "LoRA rank", "lora_alpha": "LoRA alpha",
-    "learning_rate": "learning rate", "gradient_checkpointing": "activation checkpointing in both tools",
-    "toolkit_args": "extra flags for train_lora.py (write --toolkit_args=\"--flag value\")",
-    "deepspeed": "run train_lora.py under the deepspeed launcher with this config, as run_training_lora.sh does",
-    "json": "write the results as JSON here", "work_dir": "folder for sequences and run outputs",
-}
+FLAGS = {"json_path": "json"}  # json would hide the json module
 PATHS = ("model_path", "data", "json", "work_dir", "deepspeed")
 TARGETS = {"tokens_per_second_ratio": 1.0, "peak_rss_ratio": 0.8}  # >= and <=
 SCRIPT = Path(__file__).resolve().parent / "train_lora.py"
 
 
 def parse_args():
-    return parse_constants({"model_path": model_path, "data": data, "seq_length": seq_length, "steps": steps,
-                            "rounds": rounds, "lora_rank": lora_rank, "lora_alpha": lora_alpha,
-                            "learning_rate": learning_rate, "gradient_checkpointing": gradient_checkpointing,
-                            "toolkit_args": toolkit_args, "deepspeed": deepspeed, "json": json_path,
-                            "work_dir": work_dir},
-                           help=HELP, description=__doc__.split("\n\n")[0], path_names=PATHS)
+    args, _ = parse_settings(globals(), paths=PATHS, description=__doc__.split("\n\n")[0],
+                             flags=FLAGS)
+    return args
 
 
 def check_trl() -> str:

@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
 from defect_judge.checkpoints import checkpoint_step, list_checkpoints, remove_checkpoints
-from defect_judge.cli import parse_constants
+from defect_judge.cli import parse_settings
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic, write_text_atomic
 from defect_judge.recipes import RECIPES, Recipe
@@ -47,27 +47,20 @@ from defect_judge.results import RESULTS_FILE, load_results
 from defect_judge.schema import read_records
 
 # ----------------------------------------------------------------------------
-MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # the embedded model
-TRAIN_DATA = "./dataset/train.jsonl"
-EVAL_DATA = "./dataset/dev.jsonl"  # the dev split: every choice is made here, never on test
-OUTPUT_DIR = "./runs/sweep"
+MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # base model folder (default: the embedded model)
+TRAIN_DATA = "./dataset/train.jsonl"  # training split (chat JSONL)
+# dev split (chat JSONL): every checkpoint is scored on it; every choice is made here, never on test
+EVAL_DATA = "./dataset/dev.jsonl"
+OUTPUT_DIR = "./runs/sweep"  # the sweep's folder (one subfolder per recipe)
 RECIPES_TO_RUN = ["demo"]  # names from defect_judge/recipes.py (--list shows them)
 EPOCHS = 2.0  # training length of every recipe, in epochs of TRAIN_DATA
 EVALS_PER_EPOCH = 2  # checkpoints scored on dev per epoch
 BASELINE = True  # also fit the TF-IDF baseline (eval/baseline.py) on train, chosen and scored on dev
-KEEP_CHECKPOINTS = False  # keep every recipe's checkpoints after they are scored (full fine-tuning: a model each)
+# keep every recipe's checkpoints after they are scored (full fine-tuning: a model each); else only their dev
+# results and the training logs stay
+KEEP_CHECKPOINTS = False
 LIST = False  # print the recipes and exit
 # ----------------------------------------------------------------------------
-DEFAULTS = {"model_path": MODEL_PATH, "train_data": TRAIN_DATA, "eval_data": EVAL_DATA, "output_dir": OUTPUT_DIR,
-            "recipes": RECIPES_TO_RUN, "epochs": EPOCHS, "evals_per_epoch": EVALS_PER_EPOCH, "baseline": BASELINE,
-            "keep_checkpoints": KEEP_CHECKPOINTS, "list": LIST}
-HELP = {"model_path": "base model folder", "train_data": "training split (chat JSONL)",
-        "eval_data": "dev split (chat JSONL): every checkpoint is scored on it",
-        "output_dir": "the sweep's folder (one subfolder per recipe)",
-        "recipes": "recipes to run, by name (--list shows them)", "epochs": "epochs of training per recipe",
-        "evals_per_epoch": "checkpoints scored on dev per epoch", "baseline": "also run the TF-IDF baseline on dev",
-        "keep_checkpoints": "keep the checkpoints once scored (else only their dev results and the training logs stay)",
-        "list": "print the recipes and exit"}
 PATHS = ("model_path", "train_data", "eval_data", "output_dir")
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHER = REPO / "instruct_fine_tuning" / "run_training_lora.sh"
@@ -221,7 +214,7 @@ def sweep_curves(path: Path, results: list[dict], reference: dict) -> None:
 
 
 def main() -> None:
-    args = parse_constants(DEFAULTS, help=HELP, description=__doc__, path_names=PATHS)
+    args, _ = parse_settings(globals(), paths=PATHS, flags={"RECIPES_TO_RUN": "recipes"})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.list:
         for recipe in RECIPES.values():

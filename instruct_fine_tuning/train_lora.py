@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 
 import torch
 from transformers import EarlyStoppingCallback, HfArgumentParser, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_utils import IntervalStrategy
 
 from defect_judge.checkpoints import (BEST_CHECKPOINT_FILE, best_checkpoint_info, find_resume_checkpoint,
                                       list_checkpoints, remove_checkpoints, write_best_checkpoint)
@@ -42,41 +43,6 @@ from defect_judge.schema import read_records
 from defect_judge.training import (ACCURACY_THEN_LOSS, CheckpointCompleteCallback, fit_samples, judgement_only,
                                    length_stats, limit_heap_fragmentation, mark_trained_text, PaddingCollator,
                                    PairedDataset, PeakGpuMemoryCallback, SupervisedDataset, WeightedLossTrainer)
-
-# -----------------------------------------------------------------------------
-# Defaults. run_training_lora.sh passes the document's values explicitly; each is a flag of the same name.
-FINETUNING_TYPE = "lora"            # lora | full
-MAX_LENGTH = 4096                   # tokens; a longer sample has the end of its event cut
-LEARNING_RATE = 3e-5
-NUM_TRAIN_EPOCHS = 300              # MAX_EPOCHS of the document; early stopping usually ends training first
-SAVE_STEPS = 20                     # checkpoint and evaluate every SAVE_STEPS optimizer steps
-PER_DEVICE_TRAIN_BATCH_SIZE = 1
-GRADIENT_ACCUMULATION_STEPS = 8
-LORA_RANK = 32
-LORA_ALPHA = 32
-LORA_DROPOUT = 0.0                  # peft's default; dropout would keep a copy of every adapted layer's input
-LORA_TARGET_MODULES = "all-linear"  # every linear layer but the output layer; or a comma list (q_proj,v_proj)
-# The judgement is 1-2 of the ~100 answer tokens: at weight 1 it is ~2% of the loss and the reason text
-# dominates. At 5 it is ~10%: the decision is stressed without drowning the reason and the answer format.
-KEY_TOKEN_WEIGHT = 5.0
-LOSS_CHUNK_SIZE = 1024              # trained tokens per lm_head chunk: bounds the float32 logits in memory
-# Evaluations without improvement of metric_for_best_model before training stops (0: never stop early).
-# 10 evaluations = 200 optimizer steps at SAVE_STEPS=20: enough to ride out noise in a small eval set.
-EARLY_STOPPING_PATIENCE = 10
-EVAL_MAX_SAMPLES = 0                # evaluate on at most this many samples of EVAL_DATA (0: all of it)
-PAIR_BATCHES = False                # twins (same pair_id) in the same micro-batch
-TRAIN_ON = "answer"                 # answer (判断 + 原因, key-token weighted) | judgement (判断:{judgement} only)
-TRAINABLE_LAYERS = 0                # train only the top N transformer layers (LoRA or full); 0: all of them
-# The checkpoint kept as the best: eval_loss (the document's choice) or accuracy_then_loss (judgement accuracy
-# under teacher forcing, ties broken by the lower eval_loss; what a judge is for, and what users ask for).
-METRIC_FOR_BEST_MODEL = "eval_loss"
-SAVE_TOTAL_LIMIT = 2                # checkpoints kept: the best and the newest
-LOGGING_STEPS = 10
-# On a CPU, allocations of this many MiB or more get their own mmap, so freed activations go back to the
-# system at once: peak RSS 3.9 instead of 5.6 GiB at 2,048 tokens on the embedded model, for ~25% slower
-# steps (page faults). 0 keeps glibc's default. No effect with a GPU.
-CPU_HEAP_MMAP_THRESHOLD_MB = 4
-# -----------------------------------------------------------------------------
 
 log = logging.getLogger("train_lora")
 
@@ -100,45 +66,82 @@ class DataArguments:
     test_data: str = field(default=None, metadata={
         "help": "The test split. Used for evaluation only when --eval_data is not given, with a warning: the "
                 "checkpoint is then chosen on the data you report, and that accuracy is optimistic."})
-    max_length: int = field(default=MAX_LENGTH, metadata={"help": "Maximum tokens of a sample; a longer one has "
-                                                                  "the end of its event cut, never the answer."})
-    eval_max_samples: int = field(default=EVAL_MAX_SAMPLES, metadata={
+    max_length: int = field(default=4096, metadata={"help": "Maximum tokens of a sample; a longer one has the end "
+                                                            "of its event cut, never the answer."})
+    eval_max_samples: int = field(default=0, metadata={
         "help": "Evaluate on at most this many samples drawn from --eval_data (0: all)."})
-    train_on: str = field(default=TRAIN_ON, metadata={
+    train_on: str = field(default="answer", metadata={
         "choices": ["answer", "judgement"],
         "help": "answer: the whole answer (judgement and reason, the judgement weighted by --key_token_weight); "
                 "judgement: only 判断:{judgement}, the reason cut from the sequence (cheaper; no reason is taught)."})
-    pair_batches: bool = field(default=PAIR_BATCHES, metadata={
+    pair_batches: bool = field(default=False, metadata={
         "help": "Keep twins (training records sharing a pair_id) in the same micro-batch, so each gradient "
                 "sees a defective sample next to its fix; --per_device_train_batch_size then counts pairs."})
 
 
 @dataclass
 class LoraArguments:
-    finetuning_type: str = field(default=FINETUNING_TYPE, metadata={"choices": ["lora", "full"],
-                                                                    "help": "LoRA adapters or all parameters."})
-    lora_rank: int = field(default=LORA_RANK, metadata={"help": "LoRA rank r."})
-    lora_alpha: int = field(default=LORA_ALPHA, metadata={"help": "LoRA alpha (scale = alpha / r)."})
-    lora_dropout: float = field(default=LORA_DROPOUT, metadata={"help": "Dropout on the LoRA input."})
-    lora_target_modules: str = field(default=LORA_TARGET_MODULES, metadata={
-        "help": "'all-linear' or a comma-separated list of module names."})
-    trainable_layers: int = field(default=TRAINABLE_LAYERS, metadata={
+    finetuning_type: str = field(default="lora", metadata={"choices": ["lora", "full"],
+                                                           "help": "LoRA adapters or all parameters."})
+    lora_rank: int = field(default=32, metadata={"help": "LoRA rank r."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    # peft's default: dropout would keep a copy of every adapted layer's input
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: str = field(default="all-linear", metadata={
+        "help": "'all-linear' (every linear layer but the output layer) or a comma-separated list of module "
+                "names (q_proj,v_proj)."})
+    trainable_layers: int = field(default=0, metadata={
         "help": "Train only the top N transformer layers (LoRA adapters there, or those layers' weights in full "
                 "fine-tuning); the backward pass then stops below them. 0: every layer."})
 
 
 @dataclass
 class FineTuningArguments(TrainingArguments):
-    """transformers' TrainingArguments plus the loss, early-stopping and output-dir options."""
-    key_token_weight: float = field(default=KEY_TOKEN_WEIGHT, metadata={
+    """transformers' TrainingArguments with this task's defaults, plus the loss, early-stopping and output-dir
+    options. A default changed here is the one run_training_lora.sh passes too (the document's values)."""
+    output_dir: str | None = field(default=None, metadata={"help": "Where checkpoints, the best model, "
+                                                                    "best_checkpoint.json and the curve go."})
+    learning_rate: float = field(default=3e-5, metadata={"help": "Peak learning rate."})
+    num_train_epochs: float = field(default=300, metadata={
+        "help": "MAX_EPOCHS of the document; early stopping usually ends training first."})
+    save_steps: float = field(default=20, metadata={"help": "Checkpoint and evaluate every this many optimizer "
+                                                            "steps."})
+    per_device_train_batch_size: int = field(default=1, metadata={"help": "Samples per device and micro-batch."})
+    gradient_accumulation_steps: int = field(default=8, metadata={"help": "Micro-batches per optimizer step."})
+    eval_strategy: IntervalStrategy | str = field(default="steps", metadata={
+        "help": "When to evaluate on --eval_data: steps (every --eval_steps, = --save_steps), epoch or no."})
+    load_best_model_at_end: bool = field(default=True, metadata={
+        "help": "Keep the checkpoint best by --metric_for_best_model as the final model."})
+    # eval_loss is the document's choice; accuracy_then_loss (judgement accuracy under teacher forcing, ties
+    # broken by the lower eval_loss) is what a judge is for, and what users ask for.
+    metric_for_best_model: str | None = field(default="eval_loss", metadata={
+        "help": "The checkpoint kept as the best: eval_loss, or accuracy_then_loss (judgement accuracy on "
+                "--eval_data, ties broken by the lower eval_loss)."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept: the best and the newest."})
+    logging_steps: float = field(default=10, metadata={"help": "Log the training loss every this many steps."})
+    logging_first_step: bool = field(default=True, metadata={"help": "Log the first step's loss too."})
+    report_to: None | str | list[str] = field(default="wandb", metadata={
+        "help": "Where metrics go: wandb (WANDB_MODE=offline works without network), none, ..."})
+    # The chat records' columns are read by the collator, not by the model's forward().
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Drop dataset columns the model's "
+                                                                         "forward() does not take."})
+    restore_callback_states_from_checkpoint: bool = field(default=True, metadata={
+        "help": "A resumed run restores the callbacks' state (the early-stopping counter)."})
+    # The judgement is 1-2 of the ~100 answer tokens: at weight 1 it is ~2% of the loss and the reason text
+    # dominates. At 5 it is ~10%: the decision is stressed without drowning the reason and the answer format.
+    key_token_weight: float = field(default=5.0, metadata={
         "help": "Loss weight of the judgement tokens (判断:{judgement}); every other answer token weighs 1."})
-    loss_chunk_size: int = field(default=LOSS_CHUNK_SIZE, metadata={
-        "help": "Trained tokens per lm_head/cross-entropy chunk."})
-    early_stopping_patience: int = field(default=EARLY_STOPPING_PATIENCE, metadata={
+    loss_chunk_size: int = field(default=1024, metadata={
+        "help": "Trained tokens per lm_head/cross-entropy chunk: bounds the float32 logits in memory."})
+    # 10 evaluations = 200 optimizer steps at save_steps 20: enough to ride out noise in a small eval set.
+    early_stopping_patience: int = field(default=10, metadata={
         "help": "Stop after this many evaluations without improvement (0: never)."})
     overwrite_output_dir: bool = field(default=False, metadata={
         "help": "Start over in an OUTPUT_DIR that holds checkpoints of an earlier run (deletes them)."})
-    cpu_heap_mmap_threshold_mb: int = field(default=CPU_HEAP_MMAP_THRESHOLD_MB, metadata={
+    # On a CPU, allocations of this many MiB or more get their own mmap, so freed activations go back to the
+    # system at once: peak RSS 3.9 instead of 5.6 GiB at 2,048 tokens on the embedded model, for ~25% slower
+    # steps (page faults). No effect with a GPU.
+    cpu_heap_mmap_threshold_mb: int = field(default=4, metadata={
         "help": "CPU training: allocations of this many MiB or more get their own mmap (less peak memory, "
                 "slower steps); 0 keeps the C library's default."})
 
@@ -159,17 +162,6 @@ class FineTuningArguments(TrainingArguments):
         super().__post_init__()
 
 
-# transformers' defaults that this task changes (the flags still override them).
-TRAINING_DEFAULTS = dict(
-    output_dir=None, learning_rate=LEARNING_RATE, num_train_epochs=NUM_TRAIN_EPOCHS, save_steps=SAVE_STEPS,
-    per_device_train_batch_size=PER_DEVICE_TRAIN_BATCH_SIZE, gradient_accumulation_steps=GRADIENT_ACCUMULATION_STEPS,
-    lr_scheduler_type="linear", eval_strategy="steps", save_strategy="steps", load_best_model_at_end=True,
-    metric_for_best_model=METRIC_FOR_BEST_MODEL, save_total_limit=SAVE_TOTAL_LIMIT, logging_steps=LOGGING_STEPS,
-    logging_first_step=True, report_to="wandb", remove_unused_columns=False,
-    restore_callback_states_from_checkpoint=True,  # early-stopping counters survive a resume
-)
-
-
 class OneLineErrorParser(HfArgumentParser):
     """argparse prints its whole usage (over a hundred lines with every TrainingArguments flag) above an
     error; one line that names the flag is what a user needs."""
@@ -187,7 +179,6 @@ def parse_args(argv=None) -> tuple[ModelArguments, DataArguments, LoraArguments,
     parser = OneLineErrorParser((ModelArguments, DataArguments, LoraArguments, FineTuningArguments),
                                 description=__doc__.split("\n\n")[0],
                                 epilog="Add --debug to show the full traceback of an error.")
-    parser.set_defaults(**TRAINING_DEFAULTS)
     try:
         model_args, data_args, lora_args, train_args = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:  # TrainingArguments' own checks (a scheduler name, conflicting flags, ...)

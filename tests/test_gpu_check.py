@@ -11,6 +11,7 @@ import json
 import pytest
 
 from defect_judge import load_script
+from defect_judge.cli import script_settings
 from helpers import REPO_ROOT, run_script
 
 
@@ -98,7 +99,7 @@ def test_report_of_a_gpu_run_names_the_card_the_anchor_and_the_bound(gpu_check):
     run = {"tokens_per_second": 9000.0, "peak_gpu_memory_bytes": 40 * 2 ** 30, "peak_rss_bytes": 2 ** 30,
            "mfu": 0.41, "mfu_vs_measured_matmul": 0.5}
     trl = run | {"tokens_per_second": 6000.0, "peak_gpu_memory_bytes": 60 * 2 ** 30}
-    settings = dict(gpu_check.DEFAULTS)
+    settings = {s.flag: s.default for s in script_settings(vars(gpu_check), gpu_check.FLAGS)}
     per_sample = {"naive": 6.4, "generate": 0.4, "score": 0.05, "prefill": 0.03, "naive_prefill": 0.04}
     result = {
         "date": "2026-11-26", "settings": settings,

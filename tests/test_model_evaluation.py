@@ -453,12 +453,14 @@ def test_model_path_kinds(training_output_dir, tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
     resolved = model_paths.resolve_model(tiny_model_dir)
-    assert resolved.kind == "base_model" and not resolved.is_adapter
+    assert resolved.kind == resolved.model_kind == "base_model" and not resolved.is_adapter
+    assert not resolved.from_output_dir
     adapter = model_paths.resolve_model(training_output_dir / "checkpoint-2")
     assert adapter.kind == "lora_adapter" and adapter.base_model_path == tiny_model_dir
     assert "adapter_config.json" in adapter.base_model_source
     best = model_paths.resolve_model(training_output_dir)
-    assert best.kind == "output_dir/lora_adapter"
+    assert best.kind == "lora_adapter" and best.from_output_dir and best.is_adapter
+    assert best.model_kind == best.to_json()["kind"] == "output_dir/lora_adapter"
     assert best.weights_path == training_output_dir / "checkpoint-4"
     assert "checkpoint-4" in best.describe() and "eval_loss" in best.describe()
     assert model_paths.resolve_tokenizer_path(best, "", explicit=False) == training_output_dir / "checkpoint-4"
@@ -476,7 +478,7 @@ def test_output_dir_without_the_best_checkpoint_folder_uses_its_own_model(traini
     run = tmp_path / "run"
     shutil.copytree(training_output_dir, run, ignore=shutil.ignore_patterns("checkpoint-4"))
     resolved = model_paths.resolve_model(run)
-    assert resolved.kind == "output_dir/lora_adapter" and resolved.weights_path == run
+    assert resolved.model_kind == "output_dir/lora_adapter" and resolved.weights_path == run
     assert resolved.notes and "checkpoint-4 no longer exists" in resolved.notes[0]
 
 

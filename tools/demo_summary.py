@@ -9,19 +9,24 @@ best_checkpoint.json names; the test split was used for no choice.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
 from defect_judge.checkpoints import read_best_checkpoint
+from defect_judge.cli import parse_settings
 from defect_judge.curves import LEARNING_CURVE_FILE
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_text_atomic
 from defect_judge.results import load_results
 from defect_judge.stats import mcnemar
 
+# ----------------------------------------------------------------------------
+run_dir = "runs/demo/latest"  # the demo's run folder (summary.md is written there)
+recipe = "demo"  # the training recipe's name
+timings = []  # stage=seconds pairs, in the order the stages ran
+# ----------------------------------------------------------------------------
 STAGE_NAMES = {"convert": "1 convert + split", "tfidf_baseline": "2 TF-IDF baseline", "base_eval": "3 base model evaluation",
                "training": "4 fine-tuning", "tuned_eval": "5 fine-tuned evaluation", "plots": "6 comparison plots"}
 # What "judges better" means here (issue 13): the demo says which of these the run met.
@@ -161,11 +166,7 @@ def _majority(results: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run_dir", required=True, help="the demo's run folder")
-    parser.add_argument("--recipe", default="demo", help="the training recipe's name")
-    parser.add_argument("--timings", nargs="*", default=[], help="stage=seconds pairs, in order")
-    args = parser.parse_args()
+    args, _ = parse_settings(globals(), paths=("run_dir",))
     run_dir = Path(args.run_dir)
     timings = {}
     for item in args.timings:

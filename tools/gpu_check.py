@@ -45,67 +45,51 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
 from defect_judge import load_script
-from defect_judge.cli import parse_constants
+from defect_judge.cli import parse_settings
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic
 
 # ----------------------------------------------------------------------------
 # 参数配置 (edit here, or override any of them with --NAME VALUE)
-model_config = "tools/gpu_check_configs/Qwen2.5-Coder-7B-Instruct.json"  # evaluation and LoRA training
-full_config = "tools/gpu_check_configs/Qwen2.5-Coder-0.5B-Instruct.json"  # full-parameter ZeRO-3 training
-tokenizer_path = "models/SmolLM2-135M-Instruct"  # the embedded model's tokenizer (make setup exports it)
-train_data = "dataset/train.jsonl"  # packed into training sequences (python dataset/convert_and_split.py)
-test_data = "dataset/test.jsonl"  # evaluation prompts
-lora_ds_config = "ds_config_lora.json"
-full_ds_config = "ds_config_full_zero3.json"
+
+# config.json of the model to evaluate and LoRA-train
+model_config = "tools/gpu_check_configs/Qwen2.5-Coder-7B-Instruct.json"
+# config.json of the model to train in full under ZeRO-3
+full_config = "tools/gpu_check_configs/Qwen2.5-Coder-0.5B-Instruct.json"
+# tokenizer folder (a chat template): the embedded model's (make setup exports it)
+tokenizer_path = "models/SmolLM2-135M-Instruct"
+# chat JSONL packed into training sequences (python dataset/convert_and_split.py)
+train_data = "dataset/train.jsonl"
+test_data = "dataset/test.jsonl"  # chat JSONL of the evaluation prompts
+lora_ds_config = "ds_config_lora.json"  # DeepSpeed config of the LoRA runs
+full_ds_config = "ds_config_full_zero3.json"  # DeepSpeed config of the full-parameter run
 seq_length = 4096  # tokens per training sequence: MAX_LENGTH of run_training_lora.sh
 train_steps = 8  # optimizer steps per LoRA run, one sequence each (the first one's warm-up is included)
 full_steps = 4  # optimizer steps of the full-parameter run
-lora_rank = 32
-lora_alpha = 32
-learning_rate = 3e-5
-trl_gradient_checkpointing = False  # the anchor is compared with the toolkit run of the same setting
-eval_samples = 64  # the first N prompts of test_data
-max_new_tokens = 256
-eval_batch_size = 32  # model_evaluation.py's default
-# Best of 2: on a GPU transformers compiles the forward pass for generate mode's static cache, once per shape;
-# the first pass pays that, the second shows the steady state (the compiled-graph count is in the JSON).
+lora_rank = 32  # LoRA rank
+lora_alpha = 32  # LoRA alpha
+learning_rate = 3e-5  # learning rate
+# activation checkpointing in the TRL anchor (compared with the toolkit run of the same setting)
+trl_gradient_checkpointing = False
+eval_samples = 64  # evaluation prompts: the first N of test_data
+max_new_tokens = 256  # answer length of both generation paths
+eval_batch_size = 32  # batch of the generate and score modes (model_evaluation.py's default)
+# each evaluation timing is the best of this many passes. Best of 2: on a GPU transformers compiles the forward
+# pass for generate mode's static cache, once per shape; the first pass pays that, the second shows the steady
+# state (the compiled-graph count is in the JSON).
 eval_repeats = 2
-# The naive loop runs on every k-th prompt only: at 7B it costs several seconds a prompt for 256 tokens, so all
+# time the naive loop on every k-th prompt only: at 7B it costs several seconds a prompt for 256 tokens, so all
 # 64 would take most of the time this check is given; its figure is a mean per sample, which 4 prompts estimate
 # (every prompt decodes the same 256 steps, which is where its time goes).
 naive_every = 16
-stages = ["calibrate", "train", "trl", "full", "evaluate"]  # always run in this order
+stages = ["calibrate", "train", "trl", "full", "evaluate"]  # which stages run (always in this order)
 tiny = False  # a toy size for a CPU (the tests): every stage and code path, figures meaningless
-work_dir = "runs/gpu_check/work"  # model folders (15 GB at 7B), sequences, training outputs
+work_dir = "runs/gpu_check/work"  # folder for the model folders (15 GB at 7B), sequences, training outputs
 keep_models = False  # keep the built model folders in work_dir afterwards
-seed = 0
-json_path = ""  # write the results here (the flag is --json)
+seed = 0  # seed of the random weights
+json_path = ""  # write the results as JSON here (the flag is --json)
 # ----------------------------------------------------------------------------
-DEFAULTS = {"model_config": model_config, "full_config": full_config, "tokenizer_path": tokenizer_path,
-            "train_data": train_data, "test_data": test_data, "lora_ds_config": lora_ds_config,
-            "full_ds_config": full_ds_config, "seq_length": seq_length, "train_steps": train_steps,
-            "full_steps": full_steps, "lora_rank": lora_rank, "lora_alpha": lora_alpha,
-            "learning_rate": learning_rate, "trl_gradient_checkpointing": trl_gradient_checkpointing,
-            "eval_samples": eval_samples, "max_new_tokens": max_new_tokens, "eval_batch_size": eval_batch_size,
-            "eval_repeats": eval_repeats, "naive_every": naive_every, "stages": stages, "tiny": tiny,
-            "work_dir": work_dir, "keep_models": keep_models, "seed": seed, "json": json_path}
-HELP = {"model_config": "config.json of the model to evaluate and LoRA-train",
-        "full_config": "config.json of the model to train in full under ZeRO-3",
-        "tokenizer_path": "tokenizer folder (a chat template)", "train_data": "chat JSONL packed into sequences",
-        "test_data": "chat JSONL of the evaluation prompts", "lora_ds_config": "DeepSpeed config of the LoRA runs",
-        "full_ds_config": "DeepSpeed config of the full-parameter run", "seq_length": "tokens per training sequence",
-        "train_steps": "optimizer steps per LoRA run", "full_steps": "optimizer steps of the full run",
-        "lora_rank": "LoRA rank", "lora_alpha": "LoRA alpha", "learning_rate": "learning rate",
-        "trl_gradient_checkpointing": "activation checkpointing in the TRL anchor",
-        "eval_samples": "evaluation prompts", "max_new_tokens": "answer length of both generation paths",
-        "eval_batch_size": "batch of the generate and score modes",
-        "eval_repeats": "each evaluation timing is the best of this many passes",
-        "naive_every": "time the naive loop on every k-th prompt",
-        "stages": "which stages run (always in the order of the default)",
-        "tiny": "toy sizes for a CPU: the same code paths, meaningless figures",
-        "work_dir": "folder for models, sequences and runs", "keep_models": "keep the built model folders",
-        "seed": "seed of the random weights", "json": "write the results as JSON here"}
+FLAGS = {"json_path": "json"}  # json would hide the json module
 PATHS = ("model_config", "full_config", "tokenizer_path", "train_data", "test_data", "lora_ds_config",
          "full_ds_config", "work_dir", "json")
 STAGES = ("calibrate", "train", "trl", "full", "evaluate")
@@ -129,10 +113,12 @@ GIB = 2 ** 30
 
 
 def parse_args() -> argparse.Namespace:
-    cfg = parse_constants(DEFAULTS, help=HELP, description=__doc__.split("\n\n")[0], path_names=PATHS)
-    if cfg.tiny:  # parsed again over the toy defaults, so a flag given explicitly still wins
-        cfg = parse_constants(DEFAULTS | TINY_SETTINGS, help=HELP, description=__doc__.split("\n\n")[0],
-                              path_names=PATHS)
+    cfg, given = parse_settings(globals(), paths=PATHS, description=__doc__.split("\n\n")[0],
+                                flags=FLAGS)
+    if cfg.tiny:  # the toy sizes, where no flag gave a value
+        for name, value in TINY_SETTINGS.items():
+            if name not in given:
+                setattr(cfg, name, value)
     unknown = sorted(set(cfg.stages) - set(STAGES))
     if unknown:
         raise InputError(f"--stages: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")

@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
 from defect_judge.chat import render_prompt
-from defect_judge.cli import parse_constants
+from defect_judge.cli import parse_settings
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic
 from defect_judge.modeling import check_model_folder, load_causal_lm, load_tokenizer
@@ -41,18 +41,14 @@ from defect_judge.results import positive_judgement
 from defect_judge.schema import Record, read_records
 
 # ----------------------------------------------------------------------------
-MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # the frozen model to probe
-TRAIN_DATASET_PATH = "./dataset/train.jsonl"  # fits the probe (C by cross-validation over whole pairs)
-TEST_DATASET_PATH = "./dataset/test.jsonl"  # scores it
+MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # the frozen model to probe (folder, safetensors)
+# training split (chat JSONL): fits the probe (C by cross-validation over whole pairs)
+TRAIN_DATASET_PATH = "./dataset/train.jsonl"
+TEST_DATASET_PATH = "./dataset/test.jsonl"  # test split (chat JSONL): scores the probe
 LAYERS = [0.33, 0.67, 1.0]  # layers to probe, as fractions of the depth (1.0: the last layer)
 C_GRID = [0.01, 0.1, 1.0]  # logistic regression's C (the features are standardised)
 JSON = ""  # also write the table here
 # ----------------------------------------------------------------------------
-DEFAULTS = {"model_path": MODEL_PATH, "train_dataset_path": TRAIN_DATASET_PATH,
-            "test_dataset_path": TEST_DATASET_PATH, "layers": LAYERS, "c_grid": C_GRID, "json": JSON}
-HELP = {"model_path": "model folder (safetensors)", "train_dataset_path": "training split (chat JSONL)",
-        "test_dataset_path": "test split (chat JSONL)", "layers": "layers as fractions of the depth (1.0: last)",
-        "c_grid": "values of C tried by cross-validation", "json": "also write the results to this JSON file"}
 PATHS = ("model_path", "train_dataset_path", "test_dataset_path", "json")
 POOLINGS = ("mean", "last")
 CV_FOLDS = 5
@@ -122,7 +118,7 @@ def probe(train_x, train_y, groups, test_x, test_y, c_grid: list[float]) -> dict
 
 
 def main() -> None:
-    args = parse_constants(DEFAULTS, help=HELP, description=__doc__, path_names=PATHS)
+    args, _ = parse_settings(globals(), paths=PATHS)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     import numpy as np
     import torch
