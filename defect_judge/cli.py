@@ -63,13 +63,13 @@ def _type_of(value: Any):
     return str
 
 
-def _settings_block(source: str, script: str) -> tuple[str, int]:
-    """The text between the first two rule lines, and the line number it starts after."""
+def _settings_block(source: str, script: str) -> str:
+    """The text between the first two rule lines."""
     lines = source.splitlines()
     rules = [number for number, line in enumerate(lines) if RULE.match(line)]
     if len(rules) < 2:
         raise ValueError(f"{script}: no settings block (two '# ------' rule lines around the constants)")
-    return "\n".join(lines[rules[0] + 1:rules[1]]) + "\n", rules[0] + 1
+    return "\n".join(lines[rules[0] + 1:rules[1]]) + "\n"
 
 
 def _comments(block: str) -> dict[int, str]:
@@ -98,7 +98,7 @@ def script_settings(module_globals: Mapping[str, Any], flags: Mapping[str, str] 
     a flag where the constant's own name cannot be used (``json_path`` -> ``--json``).
     """
     script = module_globals["__file__"]
-    block, _ = _settings_block(Path(script).read_text(encoding="utf-8"), script)
+    block = _settings_block(Path(script).read_text(encoding="utf-8"), script)
     lines, comments = block.splitlines(), _comments(block)
     settings = []
     for node in ast.parse(block).body:
