@@ -129,7 +129,7 @@ class Ranks:
 
 def parse_args() -> argparse.Namespace:
     args, given = parse_settings(globals(), paths=PATHS)
-    args.settings = dict(vars(args))  # recorded in the results as the run used them
+    args.setting_names = tuple(vars(args))  # the results record these, with the values the run used
     args.tokenizer_explicit = "tokenizer_path" in given
     if args.mode not in MODES:
         raise InputError(f"--mode must be one of {', '.join(MODES)}, got {args.mode!r}")
@@ -272,8 +272,8 @@ def build_results(args, resolved: model_paths.ResolvedModel, tokenizer_dir: Path
     # The test file's order, every id once; the pair_id comes from the record, so partial rows of any
     # earlier run get it too.
     samples = [with_pair_id(finished[r.id], r) for r in records]
-    settings = args.settings | {"dtype": str(dtype).removeprefix("torch."),
-                                                            "device": ranks.device, "world_size": ranks.world}
+    settings = {name: getattr(args, name) for name in args.setting_names}
+    settings |= {"dtype": str(dtype).removeprefix("torch."), "device": ranks.device, "world_size": ranks.world}
     return results_document(model_path=str(args.model_path), model_kind=resolved.model_kind,
                             test_dataset_path=str(args.test_dataset_path), mode=args.mode, settings=settings,
                             judgements=vocabulary, samples=samples, threshold=threshold, vds_fpr=args.vds_fpr,
@@ -412,9 +412,9 @@ def dev_threshold(args, session: Session, source: ThresholdSource, vocabulary: l
     """The threshold chosen on dev (rank 0; None on the others): scores the dev JSONL first if that is
     what --threshold_from names, into OUTPUT_DIR/threshold_dev (resumable like any evaluation)."""
     if source.records is not None:
-        changed = {"test_dataset_path": str(source.path), "output_dir": str(Path(args.output_dir) / DEV_FOLDER),
-                   "limit": 0, "threshold_from": ""}
-        dev_args = argparse.Namespace(**vars(args) | changed | {"settings": args.settings | changed})
+        dev_args = argparse.Namespace(**vars(args) | {
+            "test_dataset_path": str(source.path), "output_dir": str(Path(args.output_dir) / DEV_FOLDER),
+            "limit": 0, "threshold_from": ""})
         log.info("scoring the dev split %s to choose the decision threshold", source.path)
         results = evaluate_split(dev_args, session, source.records, vocabulary, list(source.skipped))
         results_path = Path(dev_args.output_dir) / RESULTS_FILE
