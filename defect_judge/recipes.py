@@ -92,6 +92,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            extra_args=("--train_on", "judgement", "--trainable_layers", "10")),
     Recipe("judgement_single", "as judgement_pairs, but samples shuffled one by one (is pairing what helps?)",
            learning_rate=5e-4, batch_size=2, gradient_accumulation_steps=4, extra_args=("--train_on", "judgement")),
+    Recipe("judgement_pairs_slow", "as judgement_pairs at a fifth of the learning rate (1e-4) and twice the "
+                                   "optimizer steps (two pairs a step): does a gentler, longer descent stop the swing "
+                                   "between one answer for everything and the other?", learning_rate=1e-4,
+           pair_batches=True, batch_size=1, gradient_accumulation_steps=2, extra_args=("--train_on", "judgement")),
 )}
 
 

@@ -1,28 +1,26 @@
 #!/usr/bin/env python
 """Linear probe of a frozen model: can the base model's hidden states tell defective code from clean at all?
 
-Runs the base model (no training) over every prompt of the training and test splits, exactly as
-evaluation renders them, and fits a logistic regression (scikit-learn) on the hidden states of
-chosen layers, pooled two ways:
+Runs the base model (no training) over every prompt of the training split and of a held-out split
+(TEST_DATASET_PATH: dev by default), exactly as evaluation renders them, and fits a logistic
+regression (scikit-learn) on the hidden states of chosen layers, pooled two ways:
 
   mean   the average over every prompt token: what the model has read, wherever it is
   last   the prompt's last token (after the chat template's assistant header): the position a
          generative judge answers from
 
 Regularisation C is chosen by cross-validation over whole twin pairs on the training split; the
-test split is only scored. When the mean pool is well above chance and the last token is not, the
+held-out split is only scored. When the mean pool is well above chance and the last token is not, the
 information is in the model and a fine-tuned judge still has to learn to gather it where it answers:
 a matter of training data and steps rather than of the model. When both stay at chance, this model
 cannot see the difference without changing its lower layers.
 
 Forward passes only: about 0.6 s per sample for the embedded model on a 2-core CPU.
 
-Example (the numbers in instruct_fine_tuning/readme.md):
-  python dataset/make_sample_data.py --samples_per_subtype 200 --seed 7 --output_dir runs/probe/raw
-  python dataset/convert_and_split.py --input_dir runs/probe/raw --converted_file runs/probe/all.jsonl \\
-      --train_file runs/probe/train.jsonl --test_file runs/probe/test.jsonl --dev_ratio 0
-  python tools/probe_features.py --train_dataset_path runs/probe/train.jsonl \\
-      --test_dataset_path runs/probe/test.jsonl --json runs/probe/probe.json
+Example (the shipped half of the table in instruct_fine_tuning/readme.md; the probe is scored on dev, so
+the test split stays unread for a later honest report):
+  python tools/probe_features.py --train_dataset_path dataset/train.jsonl \\
+      --test_dataset_path dataset/dev.jsonl --layers 0.17 0.33 0.5 0.67 0.83 1.0 --json runs/probe/shipped_dev.json
 """
 from __future__ import annotations
 
@@ -44,7 +42,8 @@ from defect_judge.schema import Record, read_records
 MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # the frozen model to probe (folder, safetensors)
 # training split (chat JSONL): fits the probe (C by cross-validation over whole pairs)
 TRAIN_DATASET_PATH = "./dataset/train.jsonl"
-TEST_DATASET_PATH = "./dataset/test.jsonl"  # test split (chat JSONL): scores the probe
+# held-out split (chat JSONL) that scores the probe: dev by default, so that the test split stays unread
+TEST_DATASET_PATH = "./dataset/dev.jsonl"
 LAYERS = [0.33, 0.67, 1.0]  # layers to probe, as fractions of the depth (1.0: the last layer)
 C_GRID = [0.01, 0.1, 1.0]  # logistic regression's C (the features are standardised)
 JSON = ""  # also write the table here
