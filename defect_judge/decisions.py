@@ -107,13 +107,27 @@ def choose_threshold(labels: Sequence[int], scores: Sequence[float], default: fl
             "positives": int(sum(labels)), "negatives": len(labels) - int(sum(labels))}
 
 
+def threshold_text(threshold: float, scores: Sequence[float] = ()) -> str:
+    """The threshold with as few significant digits (4 at least) as still make every one of ``scores`` fall on
+    the same side as the exact value: printed, it reproduces the decisions it made (0.99997, not 1)."""
+    for digits in range(4, 18):
+        text = f"{threshold:.{digits}g}"
+        rounded = float(text)
+        if rounded == threshold or all((score >= rounded) == (score >= threshold) for score in scores):
+            if rounded != 1.0 or threshold == 1.0:  # never print a threshold below 1 as 1: nothing would pass it
+                return text
+    return repr(threshold)
+
+
 def apply_threshold(samples: Sequence[dict], positive: str, negative: str, threshold: float) -> list[dict]:
     """Copies of the scored samples decided by the threshold: ``prediction``/``correct`` become the
     thresholded call, ``argmax_prediction`` keeps the most probable judgement, ``threshold_prediction``
     the thresholded one."""
     decided = []
     for sample in samples:
-        call = positive if sample["probabilities"][positive] >= threshold else negative
-        decided.append(sample | {"argmax_prediction": sample["prediction"], "threshold_prediction": call,
+        probabilities = sample["probabilities"]
+        call = positive if probabilities[positive] >= threshold else negative
+        argmax = max(sorted(probabilities), key=lambda judgement: probabilities[judgement])
+        decided.append(sample | {"argmax_prediction": argmax, "threshold_prediction": call,
                                  "prediction": call, "correct": call == sample["reference"]})
     return decided

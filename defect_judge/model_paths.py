@@ -12,7 +12,12 @@ A model path is one of (checked in this order):
   runs at the plain model's speed;
 * a full model folder: ``full_model`` when training wrote it (a
   ``trainer_state.json`` inside, or a ``best_checkpoint.json`` beside it),
-  otherwise ``base_model``, the baseline with no fine-tuning.
+  otherwise ``base_model``, the baseline with no fine-tuning;
+* the OUTPUT_DIR of a linear-probe run (``--finetuning_type none``): a verdict
+  head and no model; the model is the base model its ``verdict_head.json`` names.
+
+A folder that carries a verdict head (``verdict_head.json``) has it in
+``head_path``: every checkpoint, best model and OUTPUT_DIR of a run with a head does.
 
 The base model of an adapter is the first that exists of: ``--base_model_path``
 (the user's word wins), the adapter's ``base_model_name_or_path``, the
@@ -32,7 +37,8 @@ from .checkpoints import BEST_CHECKPOINT_FILE, best_model_folder, read_best_chec
 from .errors import InputError
 from .fileio import read_json_object
 from .modeling import (ADAPTER_CONFIG_FILE, check_model_folder, check_tokenizer_matches, load_causal_lm,
-                       load_tokenizer, weights_error_message)
+                       load_tokenizer, quiet_library_deprecations, weights_error_message)
+from .verdict_head import HEAD_CONFIG_FILE, has_head
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,7 @@ class ResolvedModel:
     base_model_source: str | None = None  # where the base path came from
     notes: tuple[str, ...] = field(default_factory=tuple)
     from_output_dir: bool = False   # the path is a training OUTPUT_DIR and weights_path its best model
+    head_path: Path | None = None   # the folder of the verdict head that comes with the model, if any
 
     @property
     def is_adapter(self) -> bool:
@@ -74,7 +81,15 @@ class ResolvedModel:
         """The results schema's model_kind: the kind, after OUTPUT_DIR_PREFIX for a training OUTPUT_DIR."""
         return OUTPUT_DIR_PREFIX + self.kind if self.from_output_dir else self.kind
 
+    @property
+    def is_probe_run(self) -> bool:
+        """The OUTPUT_DIR of a linear-probe run: a verdict head on the frozen model, no weights of its own."""
+        return self.from_output_dir and self.best_checkpoint is None and self.head_path is not None
+
     def describe(self) -> str:
+        if self.is_probe_run:
+            return (f"linear-probe run: the frozen model {self.weights_path} (from {self.base_model_source}) with "
+                    f"the verdict head in {self.head_path}")
         text = KIND_DESCRIPTIONS[self.kind]
         if self.from_output_dir:
             info = self.best_checkpoint or {}
@@ -84,16 +99,21 @@ class ResolvedModel:
                     f"at {self.weights_path}: {text}")
         if self.base_model_path is not None:
             text += f"; base model {self.base_model_path} (from {self.base_model_source})"
+        if self.head_path is not None:
+            text += f"; verdict head in {self.head_path}"
         return text
 
     def to_json(self) -> dict:
+        # Absolute, symlinks resolved: a later run started elsewhere (or through runs/demo/latest) still finds them.
         return {"kind": self.model_kind, "description": self.describe(), "path": str(self.path),
-                "weights_path": str(self.weights_path),
-                "base_model_path": str(self.base_model_path) if self.base_model_path else None,
-                "best_checkpoint": self.best_checkpoint}
+                "weights_path": str(self.weights_path.resolve()),
+                "base_model_path": str(self.base_model_path.resolve()) if self.base_model_path else None,
+                "best_checkpoint": self.best_checkpoint,
+                "head_path": str(self.head_path) if self.head_path else None}
 
     def weight_folders(self) -> list[Path]:
-        return [p for p in (self.weights_path, self.base_model_path) if p is not None]
+        return list(dict.fromkeys(p for p in (self.weights_path, self.base_model_path, self.head_path)
+                                  if p is not None))
 
 
 def _local_folder(value: str | None) -> Path | None:
@@ -144,14 +164,35 @@ def _check_adapter_weights(adapter: Path, *, allow_pickle: bool) -> None:
 
 def _resolve_folder(folder: Path, *, base_model_path: str, tokenizer_path: str, best_checkpoint: dict | None,
                     trained: bool, allow_pickle: bool) -> ResolvedModel:
+    head = folder if has_head(folder) else None
     if (folder / ADAPTER_CONFIG_FILE).is_file():
         _check_adapter_weights(folder, allow_pickle=allow_pickle)
         base, source = _find_base_model(folder, base_model_path=base_model_path, tokenizer_path=tokenizer_path,
                                         best_checkpoint=best_checkpoint, allow_pickle=allow_pickle)
-        return ResolvedModel(folder, LORA_ADAPTER, folder, base, best_checkpoint, source)
+        return ResolvedModel(folder, LORA_ADAPTER, folder, base, best_checkpoint, source, head_path=head)
+    if head is not None and not (folder / "config.json").is_file():
+        return _probe_run(folder, base_model_path=base_model_path, allow_pickle=allow_pickle)
     check_model_folder(folder, allow_pickle=allow_pickle)
     trained = trained or (folder / TRAINER_STATE_FILE).is_file() or (folder.parent / BEST_CHECKPOINT_FILE).is_file()
-    return ResolvedModel(folder, FULL_MODEL if trained else BASE_MODEL, folder, None, best_checkpoint)
+    return ResolvedModel(folder, FULL_MODEL if trained else BASE_MODEL, folder, None, best_checkpoint, head_path=head)
+
+
+def _probe_run(folder: Path, *, base_model_path: str, allow_pickle: bool) -> ResolvedModel:
+    """A linear-probe run's OUTPUT_DIR: the frozen base model (--base_model_path, else the one its
+    verdict_head.json names) and the head."""
+    if base_model_path:
+        base, source = Path(base_model_path), "--base_model_path"
+    else:
+        named = read_json_object(folder / HEAD_CONFIG_FILE).get("base_model_path")
+        local = _local_folder(str(named)) if named else None
+        if local is None:
+            raise InputError(f"the base model of this verdict head ({named or 'not named'}) is not here; pass "
+                             f"--base_model_path pointing to it", path=folder / HEAD_CONFIG_FILE,
+                             field="base_model_path")
+        base, source = local, f"{HEAD_CONFIG_FILE} base_model_path"
+    check_model_folder(base, allow_pickle=allow_pickle)
+    return ResolvedModel(folder, BASE_MODEL, base, None, None, base_model_source=source, from_output_dir=True,
+                         head_path=folder)
 
 
 def resolve_model(model_path: str | os.PathLike, *, base_model_path: str = "", tokenizer_path: str = "",
@@ -205,13 +246,21 @@ def resolve_tokenizer_path(resolved: ResolvedModel, tokenizer_path: str, *, expl
     raise InputError("no tokenizer files next to the model; pass --tokenizer_path", path=resolved.weights_path)
 
 
+def same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one folder (through symlinks and relative parts)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them is gone: compare what they resolve to
+        return Path(a).resolve() == Path(b).resolve()
+
+
 def weights_fingerprint(resolved: ResolvedModel) -> list[dict]:
     """Name, size and modification time of every file that decides the weights (for resume checks)."""
     rows = []
     for folder in resolved.weight_folders():
         for file in sorted(folder.iterdir()):
             if file.is_file() and (file.suffix in WEIGHT_SUFFIXES or file.name.endswith(".index.json")
-                                   or file.name in ("config.json", ADAPTER_CONFIG_FILE)):
+                                   or file.name in ("config.json", ADAPTER_CONFIG_FILE, HEAD_CONFIG_FILE)):
                 stat = file.stat()
                 rows.append({"file": str(file.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
     return rows
@@ -229,7 +278,8 @@ def inference_model(resolved: ResolvedModel, *, dtype, device: str, trust_remote
         base = load_causal_lm(resolved.base_model_path, dtype=dtype, trust_remote_code=trust_remote_code,
                               allow_pickle=allow_pickle)
         try:
-            model = PeftModel.from_pretrained(base, resolved.weights_path).merge_and_unload()
+            with quiet_library_deprecations():
+                model = PeftModel.from_pretrained(base, resolved.weights_path).merge_and_unload()
         except pickle.UnpicklingError as error:
             raise InputError(weights_error_message(error), path=resolved.weights_path) from None
         except (RuntimeError, ValueError, KeyError) as error:

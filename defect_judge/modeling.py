@@ -5,9 +5,12 @@ the caller allows otherwise, and ``trust_remote_code`` is off unless asked for.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import warnings
 from pathlib import Path
+from typing import Iterator
 
 from .chat import require_chat_template
 from .errors import InputError
@@ -16,6 +19,15 @@ log = logging.getLogger(__name__)
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+@contextlib.contextmanager
+def quiet_library_deprecations() -> Iterator[None]:
+    """Silence deprecation warnings one library raises by calling another's old API (peft reading
+    transformers' ``is_gradient_checkpointing``): they print on every run and nobody using the toolkit can act on them."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def pick_dtype(device: str | None = None):

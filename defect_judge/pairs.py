@@ -15,7 +15,8 @@ lands in P-V or P-B; P-C is the share of pairs where it saw the one-line differe
 An invalid (unparsed) answer counts as wrong, as in accuracy: an invalid defective member counts
 as called clean, an invalid clean member as called defective. So a pair with an invalid member is
 never P-C, the four outcomes still add up to every pair, and ``with_invalid`` says how many pairs
-had one.
+had one. When every answer of every pair is invalid the outcomes say nothing about the model's
+judgement (the rule alone would make them all P-R): they are null, and ``all_invalid`` is true.
 
 Samples that are not half of such a pair are counted apart, never dropped silently: those without a
 ``pair_id``, and those whose ``pair_id`` group is not one defective and one clean sample (a lone
@@ -100,15 +101,23 @@ def collect_pairs(samples: Sequence[dict], positive: str, negative: str) -> tupl
     return pairs, unpaired
 
 
+def all_invalid(pairs: Sequence[Pair]) -> bool:
+    """Every answer of every pair is invalid: the outcomes would be the counting rule's, not the model's."""
+    return bool(pairs) and all(p.defective["prediction"] is None and p.clean["prediction"] is None for p in pairs)
+
+
 def outcome_summary(pairs: Sequence[Pair], positive: str) -> dict:
-    """{pairs, with_invalid, P-C/P-V/P-B/P-R: {count, share, ci95 (Wilson)}}."""
+    """{pairs, with_invalid, all_invalid, P-C/P-V/P-B/P-R: {count, share, ci95 (Wilson)}}; with every answer
+    invalid each outcome is {count: null, share: null, ci95: null}."""
     outcomes = [pair_outcome(p, positive) for p in pairs]
     total = len(pairs)
-    summary: dict = {"pairs": total, "with_invalid": sum(1 for p in pairs if p.has_invalid)}
+    failed = all_invalid(pairs)
+    summary: dict = {"pairs": total, "with_invalid": sum(1 for p in pairs if p.has_invalid), "all_invalid": failed}
     for name in OUTCOMES:
         count = outcomes.count(name)
         low, high = wilson_interval(count, total)
-        summary[name] = {"count": count, "share": count / total if total else 0.0, "ci95": [low, high]}
+        summary[name] = ({"count": None, "share": None, "ci95": None} if failed else
+                         {"count": count, "share": count / total if total else 0.0, "ci95": [low, high]})
     return summary
 
 
@@ -123,7 +132,7 @@ def pair_results(samples: Sequence[dict], positive: str, negative: str) -> dict:
             "overall": outcome_summary(pairs, positive),
             "per_subtype": {name: outcome_summary(group, positive) for name, group in sorted(by_subtype.items())},
             "unpaired": unpaired,
-            "outcomes": {pair.pair_id: pair_outcome(pair, positive) for pair in pairs}}
+            "outcomes": {pair.pair_id: None if all_invalid(pairs) else pair_outcome(pair, positive) for pair in pairs}}
 
 
 def pair_problem(subtypes: Sequence[str], judgements: Sequence[str], defective: str | None) -> str | None:

@@ -276,11 +276,19 @@ def model_label(model_path: str) -> str:
     return "/".join(parts[-2:])
 
 
+def results_label(results: dict) -> str:
+    """The model of a results file as a chart names it: its path's last two parts, and "+ head" when a
+    verdict head decided (verdicts.py)."""
+    from .verdicts import labelled, source_of_results
+
+    return labelled(model_label(results["model_path"]), source_of_results(results))
+
+
 def subtype_accuracy_chart(path: str | os.PathLike, results: dict) -> None:
     """``subtype_accuracy.png`` of one ``evaluation_results.json``: accuracy per subtype, most samples first."""
     per_subtype = results["per_subtype"]
     categories = sorted(per_subtype, key=lambda name: (-per_subtype[name]["total"], name))
     overall = results["overall"]
-    accuracy_bar_chart(path, categories, [(model_label(results["model_path"]), [per_subtype[c] for c in categories])],
+    accuracy_bar_chart(path, categories, [(results_label(results), [per_subtype[c] for c in categories])],
                        title=f"各缺陷类型准确率 ({results['mode']}, n={overall['total']})",
                        reference_lines=[("总体准确率", overall["accuracy"])])

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 class Recipe:
     name: str
     description: str
-    finetuning_type: str = "lora"        # lora | full
+    finetuning_type: str = "lora"        # lora | full | none (a verdict head fitted on the frozen model only)
     learning_rate: float = 2e-4
     scheduler: str = "linear"
     warmup_ratio: float = 0.05            # --warmup_steps below 1 is a share of the steps in transformers 5
@@ -33,7 +33,13 @@ class Recipe:
     evals_per_epoch: int = 2             # checkpoints (and dev evaluations) per epoch: SAVE_STEPS follows
     metric: str = "accuracy_then_loss"   # --metric_for_best_model: judgement accuracy on dev, ties by eval_loss
     pair_batches: bool = False           # --pair_batches: twins in the same micro-batch
+    verdict_head: str = ""               # VERDICT_HEAD: the verdict head's spec (verdict_head.py); empty: none
     extra_args: tuple[str, ...] = field(default_factory=tuple)  # more train_lora.py flags
+
+    @property
+    def fine_tunes(self) -> bool:
+        """False for a linear probe alone: no training steps, no checkpoints, the head in OUTPUT_DIR."""
+        return self.finetuning_type != "none"
 
     def steps_per_epoch(self, train_samples: int, ranks: int = 1) -> int:
         """Optimizer steps in one epoch of ``train_samples`` samples (pairs with --pair_batches count once)."""
@@ -53,6 +59,8 @@ class Recipe:
                "MAX_LENGTH": str(self.max_length), "MAX_EPOCHS": f"{self.epochs:g}"}
         if train_samples is not None:
             env["SAVE_STEPS"] = str(self.save_steps(train_samples))
+        if self.verdict_head:
+            env["VERDICT_HEAD"] = self.verdict_head
         return env
 
     def train_args(self) -> list[str]:
@@ -78,6 +86,9 @@ class Recipe:
         return "\n".join(lines)
 
 
+# The means of five layers, at 27%, 40%, 53%, 67% and 80% of the depth (8, 12, 16, 20, 24 of SmolLM2's 30).
+FIVE_LAYERS = "mean@0.27,0.4,0.53,0.67,0.8"
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("demo", "LoRA r32 on every layer, lr 2e-4, whole answer with key-token weight 5 (the earlier demo)"),
     Recipe("answer_pairs", "LoRA r32 on every layer, lr 5e-4, whole answer with key-token weight 20, twins "
@@ -96,6 +107,25 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
                                    "optimizer steps (two pairs a step): does a gentler, longer descent stop the swing "
                                    "between one answer for everything and the other?", learning_rate=1e-4,
            pair_batches=True, batch_size=1, gradient_accumulation_steps=2, extra_args=("--train_on", "judgement")),
+    # Verdict heads (verdict_head.py): the verdict read from the model's hidden states over the prompt.
+    Recipe("probe_mid", "linear probe only: a verdict head on the mean of the middle layer over the prompt, the "
+                        "model frozen (no training steps)", finetuning_type="none", verdict_head="mean@0.5"),
+    Recipe("probe_layers", "linear probe only: the means of five layers (at 27-80% of the depth) concatenated",
+           finetuning_type="none", verdict_head=FIVE_LAYERS),
+    Recipe("probe_last", "linear probe only: the top layer at the prompt's last token, where a generative judge "
+                         "answers (the weak place to read it)", finetuning_type="none", verdict_head="last@1.0"),
+    Recipe("head_lpft", "LP-FT: the five-layer probe, then LoRA r32 and the head trained together at lr 1e-4 on "
+                        "the answer's loss + the head's BCE", learning_rate=1e-4, verdict_head=FIVE_LAYERS),
+    Recipe("head_lpft_mid", "LP-FT as head_lpft, with the middle-layer head", learning_rate=1e-4,
+           verdict_head="mean@0.5"),
+    # The demo's: the head that did best on dev (probe_mid; LP-FT did not beat the probes there), kept as fitted,
+    # and LoRA in the layers above it learning the answer, so the model writes the reason after the head's verdict.
+    # The judgement is the head's, so its tokens get no extra weight; at lr 5e-4 the reasons on dev stopped
+    # looping back to "判断:" (1 of 32 against 26 of 32 at lr 2e-4 with key-token weight 5).
+    Recipe("demo_head", "the middle-layer verdict head fitted on the frozen model and kept as fitted; LoRA r32 in the "
+                        "layers above it (lr 5e-4, the whole answer, no key-token weight) writes the reason",
+           learning_rate=5e-4, key_token_weight=1.0, verdict_head="mean@0.5",
+           extra_args=("--train_above_head", "true", "--verdict_head_loss_weight", "0")),
 )}
 
 

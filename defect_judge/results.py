@@ -3,7 +3,7 @@ read by ``eval/plot_subtype_acc.py``. Metrics are computed here, once.
 
 Top level::
 
-    schema              "defect-judge/evaluation-results/v2" (v1 files still load: see load_results)
+    schema              "defect-judge/evaluation-results/v3" (v1 and v2 files still load: see load_results)
     model_path, test_dataset_path, mode ("generate"|"score"), created (ISO 8601)
     model_kind          base_model | full_model | lora_adapter (model_paths.py), after "output_dir/" when
                         model_path is a training OUTPUT_DIR; classical_baseline for eval/baseline.py
@@ -29,9 +29,16 @@ Top level::
                          "P-C" | "P-V" | "P-B" | "P-R"}} (defect_judge/pairs.py)
     versus_majority     {judgement, accuracy, p_value}: always answering the most common reference, and the
                         one-sided exact binomial p-value that the model beats it by chance
-    samples             [{id, subtype, pair_id?, reference, prediction (null if invalid), correct, response?,
-                          stopped? (generate mode: false when the answer hit max_new_tokens), probabilities?,
-                          argmax_prediction?, threshold_prediction? (both when a dev threshold decides)}]
+    verdict_source      where the verdicts come from: generated | scored | head | classical (verdicts.py)
+    verdict_head        null | {path, weights_sha256, spec, layers, pooling, positive, negative, fit}: the head
+                        that decided (verdict_head.py)
+    model_alone         null | {source, overall: Summary, roc_auc, agreement, versus_majority}: what the model
+                        would have answered without the head, where that was cheap to keep (score mode), and
+                        the share of samples where it agrees with the headline verdict
+    samples             [{id, subtype, pair_id?, reference, prediction (null if invalid), correct, verdict_source,
+                          response?, stopped? (generate mode: false when the answer hit max_new_tokens),
+                          probabilities?, argmax_prediction?, threshold_prediction? (both when a dev threshold
+                          decides), model_prediction?, model_probabilities? (the model alone, with a head)}]
     skipped_no_reference  ids of test records skipped for a reference without 判断: (--skip_unlabelled)
 
 Summary: {accuracy, correct, total, ci95: [low, high] (Wilson), invalid_format, invalid_format_rate,
@@ -40,10 +47,11 @@ Summary: {accuracy, correct, total, ci95: [low, high] (Wilson), invalid_format, 
           ``overall`` adds balanced_accuracy and mcc (an invalid answer counts as wrong).
 PairSummary: {pairs, with_invalid, P-C/P-V/P-B/P-R: {count, share, ci95}}.
 
-v1 → v2 (issue 14): samples carry ``pair_id``; new ``pairs``, ``vd_s``, ``decision`` and
-``average_precision``; ``overall`` has balanced_accuracy and mcc; the metrics come from scikit-learn
-and scipy instead of the toolkit's own formulas (same values). A v1 file loads with the new fields
-absent (null), so old results still print and plot.
+v1 → v2: samples carry ``pair_id``; new ``pairs``, ``vd_s``, ``decision`` and ``average_precision``;
+``overall`` has balanced_accuracy and mcc; the metrics come from scikit-learn and scipy instead of the
+toolkit's own formulas (same values). v2 → v3: ``verdict_source``, ``verdict_head`` and ``model_alone``;
+samples carry their ``verdict_source``. An older file loads with what it could not know filled in
+(``verdict_source`` from its mode, the rest null), so old results still print and plot.
 """
 from __future__ import annotations
 
@@ -53,17 +61,20 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .decisions import (DEFAULT_VDS_FPR, PRIMEVUL_FPR, apply_threshold, both_classes, positive_scores,
-                        vd_s_levels)
+                        threshold_text, vd_s_levels)
 from .errors import InputError
 from .fileio import read_json_object
 from .pairs import has_pairs, pair_results
 from .stats import binomial_p_above, wilson_interval
+from .verdicts import HEAD, MECHANISMS, SCORED, source_of_results
 
-SCHEMA = "defect-judge/evaluation-results/v2"
+SCHEMA = "defect-judge/evaluation-results/v3"
 SCHEMA_V1 = "defect-judge/evaluation-results/v1"
-READABLE_SCHEMAS = (SCHEMA_V1, SCHEMA)
-# Keys v2 added; a v1 file is read with them null, so every reader can ask for them.
+SCHEMA_V2 = "defect-judge/evaluation-results/v2"
+READABLE_SCHEMAS = (SCHEMA_V1, SCHEMA_V2, SCHEMA)
+# Keys v2 and v3 added; an older file is read with them null, so every reader can ask for them.
 V2_KEYS = ("pairs", "vd_s", "decision", "average_precision")
+V3_KEYS = ("verdict_head", "model_alone")
 RESULTS_FILE = "evaluation_results.json"
 INVALID = "invalid"
 REQUIRED_KEYS = ("schema", "model_path", "mode", "overall", "per_subtype", "per_judgement", "samples")
@@ -109,11 +120,18 @@ def confusion(samples: Sequence[dict], judgements: Sequence[str]) -> dict[str, d
     return {ref: {pred: int(matrix[labels.index(ref), labels.index(pred)]) for pred in columns} for ref in rows}
 
 
-def precision_recall_f1(samples: Sequence[dict], judgements: Sequence[str]) -> dict[str, dict[str, float]]:
+def all_invalid(samples: Sequence[dict]) -> bool:
+    """Every answer failed the format: metrics that compare valid answers have nothing to compare."""
+    return bool(samples) and all(s["prediction"] is None for s in samples)
+
+
+def precision_recall_f1(samples: Sequence[dict], judgements: Sequence[str]) -> dict[str, dict[str, float | None]]:
     """One-vs-rest precision/recall/F1 of each judgement (scikit-learn's precision_recall_fscore_support);
-    an invalid answer is a miss; 0 where a ratio has nothing to divide by."""
+    an invalid answer is a miss; 0 where a ratio has nothing to divide by; null when every answer is invalid."""
     from sklearn.metrics import precision_recall_fscore_support
 
+    if all_invalid(samples):
+        return {j: {"precision": None, "recall": None, "f1": None} for j in judgements}
     if not samples or not judgements:
         return {j: {"precision": 0.0, "recall": 0.0, "f1": 0.0} for j in judgements}
     precision, recall, f1, _ = precision_recall_fscore_support(
@@ -152,12 +170,13 @@ def decided_labels(samples: Sequence[dict], judgements: Sequence[str]) -> list[s
 
 def class_balanced_scores(samples: Sequence[dict], judgements: Sequence[str]) -> dict[str, float | None]:
     """Balanced accuracy (the mean recall over the references' judgements) and Matthews' correlation
-    coefficient, both scikit-learn's; null without samples."""
+    coefficient, both scikit-learn's; null without samples, and when every answer is invalid (the
+    counting rule alone would give 0 and -1)."""
     import warnings
 
     from sklearn.metrics import balanced_accuracy_score, matthews_corrcoef
 
-    if not samples:
+    if not samples or all_invalid(samples):
         return {"balanced_accuracy": None, "mcc": None}
     truth, decided = [s["reference"] for s in samples], decided_labels(samples, judgements)
     with warnings.catch_warnings():  # a one-class test set: sklearn warns, the values are still defined
@@ -234,11 +253,15 @@ def two_classes(judgements: Sequence[str]) -> tuple[str, str] | None:
 
 def results_document(*, model_path: str, model_kind: str, test_dataset_path: str, mode: str, settings: dict,
                      judgements: Sequence[str], samples: Sequence[dict], extra: dict | None = None,
-                     threshold: dict | None = None, vds_fpr: float = DEFAULT_VDS_FPR) -> dict:
+                     threshold: dict | None = None, vds_fpr: float = DEFAULT_VDS_FPR,
+                     verdict_source: str | None = None, verdict_head: dict | None = None) -> dict:
     """The whole ``evaluation_results.json``. With per-sample probabilities and a positive (defect)
     judgement: ROC-AUC, average precision and VD-S (at PrimeVul's 0.5% and at ``vds_fpr``).
     ``threshold`` (``decisions.choose_threshold`` on dev, plus where it came from) decides the
-    predictions instead of argmax. With pair_ids: the pair outcomes of the headline predictions."""
+    predictions instead of argmax. With pair_ids: the pair outcomes of the headline predictions.
+    ``verdict_source`` (verdicts.py): by default the head's with a ``verdict_head``, else the mode's."""
+    verdict_source = verdict_source or source_of_results({"mode": mode, "model_kind": model_kind,
+                                                          "verdict_source": HEAD if verdict_head else None})
     classes = two_classes(judgements)
     positive, rule = positive_judgement(judgements)
     scored = bool(samples) and all("probabilities" in s for s in samples)
@@ -250,7 +273,7 @@ def results_document(*, model_path: str, model_kind: str, test_dataset_path: str
         if not scored or classes is None:
             raise InputError("a decision threshold needs scored samples (score mode) and two judgements, got "
                              f"{mode} mode and {'/'.join(judgements)}", field="threshold_from")
-        argmax = metrics(samples, judgements)["overall"]
+        argmax = metrics([decided_by(s, most_probable(s)) for s in samples], judgements)["overall"]
         samples = apply_threshold(samples, *classes, threshold["threshold"])
         decision |= {"headline": "threshold", "threshold": threshold["threshold"],
                      "chosen_on": {k: v for k, v in threshold.items() if k != "threshold"}, "argmax": argmax}
@@ -265,7 +288,34 @@ def results_document(*, model_path: str, model_kind: str, test_dataset_path: str
             "vd_s": vd_s_levels(labels, values, [PRIMEVUL_FPR, vds_fpr]) if scores else None,
             "roc_positive": {"judgement": positive, "rule": rule}, "decision": decision,
             "pairs": pair_results(samples, *classes) if classes and has_pairs(samples) else None,
-            "versus_majority": versus_majority(samples), "samples": list(samples)}
+            "versus_majority": versus_majority(samples), "verdict_source": verdict_source,
+            "verdict_head": verdict_head, "model_alone": model_alone(samples, judgements, classes),
+            "samples": list(samples)}
+
+
+def most_probable(sample: dict) -> str:
+    """The judgement with the highest probability of a scored sample."""
+    probabilities = sample["probabilities"]
+    return max(sorted(probabilities), key=lambda judgement: probabilities[judgement])
+
+
+def decided_by(sample: dict, prediction: str | None) -> dict:
+    """The sample with another prediction (and its correctness)."""
+    return sample | {"prediction": prediction, "correct": prediction == sample["reference"]}
+
+
+def model_alone(samples: Sequence[dict], judgements: Sequence[str], classes: tuple[str, str] | None) -> dict | None:
+    """What the model would have answered without the verdict head (the samples' ``model_prediction``), its
+    accuracy and ROC-AUC, and how often it agrees with the headline verdict; None when not kept."""
+    if not samples or not all("model_prediction" in s for s in samples):
+        return None
+    alone = [decided_by(s, s["model_prediction"]) | {"probabilities": s.get("model_probabilities") or {}}
+             for s in samples]
+    scores = positive_scores(alone, classes[0]) if classes else None
+    return {"source": SCORED, "overall": summary(alone) | class_balanced_scores(alone, judgements),
+            "roc_auc": roc_auc(*scores) if scores else None,
+            "agreement": sum(s["prediction"] == s["model_prediction"] for s in samples) / len(samples),
+            "versus_majority": versus_majority(alone)}
 
 
 def versus_majority(samples: Sequence[dict]) -> dict:
@@ -290,7 +340,9 @@ def format_results_table(results: dict) -> str:
     rows = [(name, s) for name, s in results["per_subtype"].items()] + [("总体 overall", results["overall"])]
     width = max(display_width(name) for name, _ in rows) + 2
     generated = results["mode"] == "generate"  # only generated answers can be cut by max_new_tokens
-    lines = [f"{results['model_path']} ({results['model_kind']}), mode {results['mode']}",
+    failed = ([f"the model failed the answer format: all {len(results['samples'])} answers are invalid (no "
+               f"判断:{'/'.join(results['judgements'])}), so it judged nothing"] if all_invalid(results["samples"]) else [])
+    lines = [*failed, f"{results['model_path']} ({results['model_kind']}), mode {results['mode']}",
              f"{pad('subtype', width)}{'n':>5}  {'accuracy':>8}  {'95% CI':>15}  {'invalid':>7}"
              + (f"  {'truncated':>9}" if generated else "")]
     for name, s in rows:
@@ -300,11 +352,19 @@ def format_results_table(results: dict) -> str:
                      + (f"  {s.get('truncated', 0):>9}" if generated else ""))
     lines += _footnotes(results)
     for judgement, s in results["per_judgement"].items():
-        lines.append(f"reference {judgement}: accuracy {s['accuracy']:.1%} of {s['total']}, "
-                     f"precision {s['precision']:.2f} recall {s['recall']:.2f} F1 {s['f1']:.2f}")
+        if not s["total"]:
+            lines.append(f"reference {judgement}: no test sample has it (a well-formed answer the model may give)")
+        elif s.get("precision") is None:
+            lines.append(f"reference {judgement}: accuracy {s['accuracy']:.1%} of {s['total']}, precision / recall / "
+                         f"F1 {NOT_APPLICABLE}")
+        else:
+            lines.append(f"reference {judgement}: accuracy {s['accuracy']:.1%} of {s['total']}, "
+                         f"precision {s['precision']:.2f} recall {s['recall']:.2f} F1 {s['f1']:.2f}")
     overall = results["overall"]
     if overall.get("balanced_accuracy") is not None:
         lines.append(f"balanced accuracy {overall['balanced_accuracy']:.1%}, MCC {overall['mcc']:.3f}")
+    elif all_invalid(results["samples"]):
+        lines.append(f"balanced accuracy, MCC: {NOT_APPLICABLE}")
     if results["roc_auc"] is not None:
         average = results.get("average_precision")
         lines.append(f"ROC-AUC ({results['roc_positive']['judgement']} = defect): {results['roc_auc']:.3f}"
@@ -314,7 +374,24 @@ def format_results_table(results: dict) -> str:
     if majority and majority["judgement"] is not None:
         lines.append(f"majority class (always {majority['judgement']}): {majority['accuracy']:.1%}; above it: "
                      f"one-sided exact binomial p = {majority['p_value']:.2g}")
+    lines += _source_lines(results)
     return "\n".join(lines + pair_table(results))
+
+
+def _source_lines(results: dict) -> list[str]:
+    """Which mechanism decided, and with a head what the model alone would have answered."""
+    source = results.get("verdict_source") or source_of_results(results)
+    mechanism = MECHANISMS.get(source)
+    lines = [f"verdicts: {source}" + (f" ({mechanism.description})" if mechanism else "")]
+    head = results.get("verdict_head")
+    if head:
+        lines[0] += f": {head['spec']} (layers {', '.join(map(str, head['layers']))}, {head['pooling']}) from {head['path']}"
+    alone = results.get("model_alone")
+    if alone:
+        auc = "n/a" if alone.get("roc_auc") is None else f"{alone['roc_auc']:.3f}"
+        lines.append(f"the model alone ({alone['source']}): accuracy {alone['overall']['accuracy']:.1%}, ROC-AUC {auc}; "
+                     f"it agrees with the headline verdict on {alone['agreement']:.1%} of the samples")
+    return lines
 
 
 def _decision_lines(results: dict) -> list[str]:
@@ -323,7 +400,8 @@ def _decision_lines(results: dict) -> list[str]:
     if decision.get("headline") != "threshold":
         return []
     chosen, argmax = decision["chosen_on"], decision["argmax"]
-    return [f"decision: P({decision['positive']}) >= {decision['threshold']:.4g}, chosen on dev "
+    scores = [s["probabilities"][decision["positive"]] for s in results["samples"] if s.get("probabilities")]
+    return [f"decision: P({decision['positive']}) >= {threshold_text(decision['threshold'], scores)}, chosen on dev "
             f"({chosen.get('test_dataset_path') or chosen.get('source')}, {chosen['samples']} samples, balanced "
             f"accuracy {chosen['balanced_accuracy']:.1%}); argmax would give accuracy {argmax['accuracy']:.1%}, "
             f"balanced {argmax['balanced_accuracy']:.1%}"]
@@ -339,8 +417,13 @@ def _vd_s_lines(results: dict) -> list[str]:
     return lines
 
 
+NOT_APPLICABLE = "n/a (all answers invalid)"
+
+
 def outcome_cell(outcome: dict) -> str:
-    """``12 (37%)``: a pair outcome's count and share."""
+    """``12 (37%)``: a pair outcome's count and share; ``n/a`` when every answer was invalid."""
+    if outcome["count"] is None:
+        return "n/a"
     return f"{outcome['count']} ({outcome['share']:.0%})"
 
 
@@ -362,10 +445,13 @@ def pair_table(results: dict) -> list[str]:
         lines.append(name + " " * max(0, width - display_width(name)) + f"{s['pairs']:>5}{cells}  "
                      f"{s['with_invalid']:>7}")
     overall = pairs["overall"]
-    low, high = overall["P-C"]["ci95"]
-    lines.append(f"P-C (both twins right) {overall['P-C']['share']:.1%}, Wilson 95% CI [{low:.1%}, {high:.1%}]; "
-                 f"P-V both called defective, P-B both called clean, P-R both reversed; an invalid answer counts as "
-                 f"wrong ({overall['with_invalid']} pair(s) had one)")
+    if overall.get("all_invalid"):
+        lines.append(f"pair outcomes: {NOT_APPLICABLE}")
+    else:
+        low, high = overall["P-C"]["ci95"]
+        lines.append(f"P-C (both twins right) {overall['P-C']['share']:.1%}, Wilson 95% CI [{low:.1%}, {high:.1%}]; "
+                     f"P-V both called defective, P-B both called clean, P-R both reversed; an invalid answer counts "
+                     f"as wrong ({overall['with_invalid']} pair(s) had one)")
     unpaired = pairs["unpaired"]
     if unpaired["samples"]:
         lines.append(f"unpaired: {unpaired['samples']} sample(s) not counted in pairs ({unpaired['without_pair_id']} "
@@ -390,9 +476,16 @@ def _footnotes(results: dict) -> list[str]:
     return lines
 
 
-def load_results(path: str | Path) -> dict:
-    """Read and check an ``evaluation_results.json``; errors name the file and field."""
+def results_file(path: str | Path) -> Path:
+    """An ``evaluation_results.json``, named itself or by the folder that holds it."""
     path = Path(path)
+    return path / RESULTS_FILE if path.is_dir() else path
+
+
+def load_results(path: str | Path) -> dict:
+    """Read and check an ``evaluation_results.json`` (or the one in a results folder); errors name the file
+    and field."""
+    path = results_file(path)
     data = read_json_object(path, missing="results file not found", not_object="not an evaluation results object")
     if data.get("schema") not in READABLE_SCHEMAS:
         raise InputError(f"not an evaluation_results.json of this toolkit (schema {data.get('schema')!r}, "
@@ -410,6 +503,7 @@ def load_results(path: str | Path) -> dict:
     duplicated = [i for i, n in ids.items() if n > 1]
     if duplicated:
         raise InputError(f"duplicate sample ids, e.g. {duplicated[0]!r}", path=path, field="samples")
-    for key in V2_KEYS:  # a v1 file: what it could not know is null
+    for key in V2_KEYS + V3_KEYS:  # an older file: what it could not know is null
         data.setdefault(key, None)
+    data.setdefault("verdict_source", source_of_results(data))
     return data

@@ -89,15 +89,18 @@ def split_three_ways(records: list[Record], judgements: dict[str, str], test_rat
     Dev gets ``dev_ratio`` of each subtype's samples (a share of all samples), stratified and
     leak-free the same way. A subtype of three or more samples has one in test, one in dev and
     one in train (for that, a very small subtype may give test one sample fewer than the two-way
-    split would); a smaller one gives dev nothing.
+    split would); a smaller one gives dev nothing. Dev takes only from a subtype left with two or
+    more groups after test: its last group (a twin pair is one) stays in train.
     """
     rest, test = split_samples(records, judgements, test_ratio, seed, min_rest=2 if dev_ratio > 0 else 1)
     if dev_ratio <= 0:
         return rest, [], test
-    per_subtype = Counter(r.subtype for r in rest)
+    rest_groups = linked_groups(rest)
+    # Counted in groups, not samples: a subtype left with one twin pair has two samples, and dev would take
+    # both, leaving training none of that subtype.
+    groups_of = Counter(subtype for group in rest_groups for subtype in {r.subtype for r in group})
     # Whole groups only: a group that also holds a subtype too small to give dev a sample stays in train.
-    eligible = [r for group in linked_groups(rest) if all(per_subtype[r.subtype] >= 2 for r in group)
-                for r in group]
+    eligible = [r for group in rest_groups if all(groups_of[r.subtype] >= 2 for r in group) for r in group]
     _, dev = split_samples(eligible, judgements, dev_ratio / (1 - test_ratio), f"{seed}|dev") if eligible else ([], [])
     dev_ids = {r.id for r in dev}
     return [r for r in rest if r.id not in dev_ids], dev, test
@@ -151,3 +154,24 @@ def split_stats(splits: dict[str, list[Record]], judgements: dict[str, str], rat
     return {**{f"{name}_ratio": value for name, value in ratios.items()}, "seed": seed, "splits": names,
             "total": sum(len(records) for records in splits.values()),
             **{name: len(splits[name]) for name in names}, "judgements": vocabulary, "subtypes": ordered}
+
+
+def spread_subset(records: list[Record], limit: int) -> list[Record]:
+    """At most ``limit`` records (``--limit``), spread over the subtypes and judgements: whole twin pairs
+    taken round-robin across subtype x judgement strata, each stratum in file order; the result in file
+    order. A pair that would overshoot the limit is left out, not cut in two."""
+    groups: dict[str, list[Record]] = {}
+    for record in records:
+        groups.setdefault(record.pair_id if record.pair_id is not None else f"id:{record.id}", []).append(record)
+    strata: dict[tuple, list[list[Record]]] = defaultdict(list)
+    for group in groups.values():
+        strata[(group[0].subtype, tuple(sorted({str(r.judgement) for r in group})))].append(group)
+    queues = list(strata.values())
+    chosen: set[str] = set()
+    while queues and len(chosen) < limit:
+        for queue in queues:
+            group = queue.pop(0)
+            if len(chosen) + len(group) <= limit:
+                chosen.update(r.id for r in group)
+        queues = [queue for queue in queues if queue]
+    return [r for r in records if r.id in chosen]

@@ -26,6 +26,12 @@ def format_assistant(judgement: str, reason: str) -> str:
     return ASSISTANT_TEMPLATE.format(judgement=judgement, reason=reason)
 
 
+def answer_prefix(judgement: str) -> str:
+    """The answer up to its reason, ``判断:{judgement}\\n\\n原因：``: what a verdict head fixes before the model
+    writes the reason."""
+    return ASSISTANT_TEMPLATE.split("{reason}")[0].format(judgement=judgement)
+
+
 def event_char_span(user_content: str) -> tuple[int, int]:
     """[start, end) of the event inside a user turn built by ``format_user``.
 

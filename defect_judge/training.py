@@ -1,16 +1,20 @@
 """Training pieces shared by ``instruct_fine_tuning/train_lora.py``, its tests and
 its benchmark: samples → token ids and label masks (with truncation of the
-event), padding, the key-token-weighted chunked loss, the Trainer that uses it,
-and its callbacks (the complete-checkpoint marker of ``checkpoints.py``, peak GPU memory).
+event), padding, the key-token-weighted chunked loss, the Trainer that uses it
+(with an optional verdict head trained beside the answer), and its callbacks
+(the complete-checkpoint marker of ``checkpoints.py``, peak GPU memory).
 
 Loss: every trained token (the assistant's answer and the end-of-turn token
 after it) has weight 1, the tokens of the judgement value weight
 ``key_token_weight``; the loss is sum(w_i * ce_i) / sum(w_i) over all trained
 tokens of the accumulated batch (all micro-batches, all ranks), so batch size,
-gradient accumulation and the number of ranks do not change its value.
+gradient accumulation and the number of ranks do not change its value. With a
+verdict head (``verdict_head.py``), ``head_loss_weight`` times the head's binary
+cross-entropy, averaged over the accumulated batch's samples, is added.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import logging
@@ -33,6 +37,7 @@ from .checkpoints import mark_complete
 from .errors import InputError
 from .schema import Record
 from .templates import event_char_span
+from .verdict_head import HEAD_CONFIG_FILE, HEAD_MODULE, LayerTap, VerdictHead, pool
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,7 @@ class FittedSample:
     cut_chars: int              # characters cut from the event (0: not truncated)
     messages: tuple[dict, ...]  # the conversation as encoded (its event cut when truncated)
     pair_id: str | None = None  # twins (a defective sample and its fix) share one
+    judgement: str | None = None  # the reference judgement (the verdict head's label)
 
     @property
     def truncated(self) -> bool:
@@ -75,7 +81,7 @@ def fit_sample(tokenizer, record: Record, max_length: int, *, path: str | os.Pat
     except InputError as error:
         raise InputError(error.reason, field="text", **where) from None
     if len(encoded.input_ids) <= max_length:
-        return FittedSample(record.id, encoded, 0, tuple(messages), record.pair_id)
+        return FittedSample(record.id, encoded, 0, tuple(messages), record.pair_id, record.judgement)
     user = max(i for i, m in enumerate(messages) if m["role"] == "user")
     try:
         start, end = event_char_span(messages[user]["content"])
@@ -98,7 +104,7 @@ def fit_sample(tokenizer, record: Record, max_length: int, *, path: str | os.Pat
         else:
             high = middle
     return FittedSample(record.id, best, (end - start) - low, tuple(_with_event(messages, user, start, end, low)),
-                        record.pair_id)
+                        record.pair_id, record.judgement)
 
 
 def fit_samples(tokenizer, records: Sequence[Record], max_length: int, *, path=None,
@@ -124,18 +130,33 @@ def judgement_only(sample: FittedSample) -> FittedSample:
     return dataclasses.replace(sample, encoded=cut)
 
 
-def sample_features(sample: FittedSample) -> dict:
+def prompt_ids(sample: FittedSample) -> list[int]:
+    """The sample's prompt as the model sees it (its event cut when truncated), up to the answer."""
+    return list(sample.encoded.input_ids[:sample.encoded.prompt_tokens])
+
+
+def verdict_label(sample: FittedSample, positive: str | None) -> int:
+    """1 defective, 0 clean, -1 no label (no head, or no reference judgement)."""
+    if positive is None or sample.judgement is None:
+        return -1
+    return int(sample.judgement == positive)
+
+
+def sample_features(sample: FittedSample, positive: str | None = None) -> dict:
+    """Token ids, labels and the key mask; the prompt's length and the verdict head's label (``positive``:
+    the judgement that means defective, None without a head)."""
     encoded = sample.encoded
     labels = [t if trained else IGNORE_INDEX for t, trained in zip(encoded.input_ids, encoded.trained)]
-    return {"input_ids": list(encoded.input_ids), "labels": labels, "key_mask": list(encoded.key)}
+    return {"input_ids": list(encoded.input_ids), "labels": labels, "key_mask": list(encoded.key),
+            "prompt_length": encoded.prompt_tokens, "verdict_label": verdict_label(sample, positive)}
 
 
 class SupervisedDataset(torch.utils.data.Dataset):
-    """Fitted samples as ``input_ids`` / ``labels`` / ``key_mask`` lists."""
+    """Fitted samples as ``input_ids`` / ``labels`` / ``key_mask`` lists (see ``sample_features``)."""
 
-    def __init__(self, samples: Sequence[FittedSample]):
+    def __init__(self, samples: Sequence[FittedSample], positive: str | None = None):
         self.samples = list(samples)
-        self.features = [sample_features(s) for s in self.samples]
+        self.features = [sample_features(s, positive) for s in self.samples]
 
     def __len__(self) -> int:
         return len(self.features)
@@ -149,11 +170,11 @@ class PairedDataset(torch.utils.data.Dataset):
     sampler shuffles pairs and both twins always land in the same micro-batch, on the same rank.
     ``per_device_train_batch_size`` then counts pairs."""
 
-    def __init__(self, samples: Sequence[FittedSample]):
+    def __init__(self, samples: Sequence[FittedSample], positive: str | None = None):
         groups: dict[object, list[dict]] = {}
         for index, sample in enumerate(samples):
             key = sample.pair_id if sample.pair_id is not None else ("unpaired", index)
-            groups.setdefault(key, []).append(sample_features(sample))
+            groups.setdefault(key, []).append(sample_features(sample, positive))
         self.groups = list(groups.values())
         self.pairs = sum(1 for group in self.groups if len(group) > 1)
 
@@ -167,7 +188,8 @@ class PairedDataset(torch.utils.data.Dataset):
 @dataclass
 class PaddingCollator:
     """Right-pads a batch to its longest sample; padding is never trained. Items of a
-    ``PairedDataset`` (lists of samples) are flattened into the batch."""
+    ``PairedDataset`` (lists of samples) are flattened into the batch. ``prompt_mask`` marks each
+    sample's prompt tokens (what a verdict head pools), ``verdict_label`` its label (-1: none)."""
     pad_token_id: int
 
     def __call__(self, features: list[dict | list[dict]]) -> dict[str, torch.Tensor]:
@@ -182,6 +204,10 @@ class PaddingCollator:
             batch["attention_mask"][row, :n] = 1
             batch["labels"][row, :n] = torch.tensor(feature["labels"])
             batch["key_mask"][row, :n] = torch.tensor(feature["key_mask"], dtype=torch.bool)
+        if all("prompt_length" in f for f in features):
+            positions = torch.arange(width).expand(len(features), width)
+            batch["prompt_mask"] = positions < torch.tensor([f["prompt_length"] for f in features]).unsqueeze(1)
+            batch["verdict_label"] = torch.tensor([f["verdict_label"] for f in features], dtype=torch.float32)
         return batch
 
 
@@ -314,14 +340,28 @@ class WeightedLossTrainer(Trainer):
     the same channel transformers uses for its token count: ``get_batch_samples``
     sums the weights of the micro-batches of one optimizer step and gathers
     them over ranks; ``compute_loss`` divides by it.
+
+    With a ``verdict_head`` (a submodule of the model, so the optimizer, DeepSpeed and
+    checkpoints see it): the same forward pass taps the head's layers, the head's binary
+    cross-entropy over the accumulated batch's labelled samples is added with weight
+    ``head_loss_weight``, the head gets its own learning rate (``head_learning_rate``),
+    every saved model carries ``verdict_head.*`` (and not inside the model's own weights),
+    and evaluation reports the head's accuracy, ROC-AUC and loss.
     """
 
-    def __init__(self, *args, key_token_weight: float = 1.0, loss_chunk_size: int = 1024, **kwargs):
+    def __init__(self, *args, key_token_weight: float = 1.0, loss_chunk_size: int = 1024,
+                 verdict_head: VerdictHead | None = None, head_loss_weight: float = 1.0,
+                 head_learning_rate: float | None = None, **kwargs):
+        self.verdict_head = verdict_head
+        self.head_loss_weight = float(head_loss_weight)
+        self.head_learning_rate = head_learning_rate
         super().__init__(*args, **kwargs)
         self.key_token_weight = float(key_token_weight)
         self.loss_chunk_size = int(loss_chunk_size)
         self.loss_is_scaled_for_ga = True  # our loss is already a mean over the whole accumulated batch
         self.lm_head = output_embeddings(self.model)
+        self._head_items = None  # labelled samples of the current accumulated batch, all ranks
+        self._head_log = torch.zeros(2, dtype=torch.float64)  # head BCE sum and samples since the last log
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batches = []
@@ -330,26 +370,109 @@ class WeightedLossTrainer(Trainer):
                 batches.append(next(epoch_iterator))
             except StopIteration:
                 break
-        total = torch.zeros((), dtype=torch.float32)
+        totals = torch.zeros(2, dtype=torch.float32)  # answer-token weights, head-labelled samples
         for batch in batches:
-            total += batch_weight_sum(batch, self.key_token_weight).cpu()
-        total = total.to(device)
+            totals[0] += batch_weight_sum(batch, self.key_token_weight).cpu()
+            if "verdict_label" in batch:
+                totals[1] += (batch["verdict_label"] >= 0).sum().cpu()
+        totals = totals.to(device)
         if self.args.world_size > 1:
-            total = self.accelerator.gather(total.reshape(1)).sum()
-        return batches, total
+            totals = self.accelerator.gather(totals.reshape(1, 2)).sum(0)
+        self._head_items = totals[1]
+        return batches, totals[0]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        hidden = final_hidden_states(model, inputs)
+        head = self.verdict_head
+        with LayerTap(model, head.layers) if head is not None else contextlib.nullcontext() as tap:
+            hidden = final_hidden_states(model, inputs)
         parts = weighted_token_loss(hidden, inputs["labels"], inputs["key_mask"], self.lm_head,
                                     self.key_token_weight, self.loss_chunk_size)
-        if num_items_in_batch is None:  # a lone batch (e.g. a direct call): its own weighted mean
-            return parts.weighted_sum / parts.weight_sum.clamp(min=1e-12)
+        head_sum, head_count = self._head_bce(tap, inputs) if head is not None else (None, None)
+        if num_items_in_batch is None:  # a lone batch (e.g. a direct call): its own means
+            loss = parts.weighted_sum / parts.weight_sum.clamp(min=1e-12)
+            if head_sum is not None:
+                loss = loss + self.head_loss_weight * head_sum / head_count.clamp(min=1.0)
+            return loss
         loss = parts.weighted_sum / torch.as_tensor(num_items_in_batch, dtype=torch.float32,
                                                     device=parts.weighted_sum.device).clamp(min=1e-12)
+        if head_sum is not None:
+            items = self._head_items if self._head_items is not None else head_count
+            loss = loss + self.head_loss_weight * head_sum / items.to(head_sum.device).clamp(min=1.0)
         if self.args.world_size > 1:
-            # DeepSpeed/DDP average the ranks' gradients; the global sum is what the weight sum normalises.
+            # DeepSpeed/DDP average the ranks' gradients; the global sums are what the loss is normalised by.
             loss = loss * self.args.world_size
         return loss
+
+    def _head_bce(self, tap: LayerTap, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's BCE summed over this micro-batch's labelled samples, and their number."""
+        logits, labels = self._head_logits(tap, inputs)
+        valid = labels >= 0
+        total = F.binary_cross_entropy_with_logits(logits[valid], labels[valid], reduction="sum")
+        count = valid.sum().float()
+        self._head_log += torch.stack([total.detach().double().cpu(), count.detach().double().cpu()])
+        return total, count
+
+    def _head_logits(self, tap: LayerTap, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        head = self.verdict_head
+        features = pool([tap.states[layer] for layer in head.layers], inputs["prompt_mask"], head.pooling)
+        logits = head(features)  # the module itself: DeepSpeed ZeRO-3 gathers its weights in its hooks
+        return logits, inputs["verdict_label"].to(logits.device)
+
+    def log(self, logs: dict[str, float], start_time=None) -> None:
+        if self.verdict_head is not None and "loss" in logs:  # a training log, on every rank at once
+            totals = self._head_log.to(self.args.device)
+            if self.args.world_size > 1:
+                totals = self.accelerator.reduce(totals, reduction="sum")
+            if totals[1] > 0:
+                logs["head_loss"] = float(totals[0] / totals[1])
+            self._head_log.zero_()
+        super().log(logs, start_time)
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with the verdict head in a group of its own (its learning rate, no weight
+        decay); the scheduler then scales both groups alike."""
+        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        if self.verdict_head is None:
+            return optimizer
+        head_ids = {id(p) for p in self.verdict_head.parameters()}
+        head_params = [p for p in self.verdict_head.parameters() if p.requires_grad]
+        for group in optimizer.param_groups:
+            group["params"] = [p for p in group["params"] if id(p) not in head_ids]
+        optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+        lr = self.head_learning_rate if self.head_learning_rate is not None else self.args.learning_rate
+        optimizer.add_param_group({"params": head_params, "lr": lr, "weight_decay": 0.0})
+        return optimizer
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """The model as the Trainer saves it, without the head's tensors, and the head beside it."""
+        if self.verdict_head is None:
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if state_dict is None:
+            state_dict = self.accelerator.unwrap_model(self.model).state_dict()
+        marker = HEAD_MODULE + "."
+        head_state = {key.split(marker, 1)[1]: value for key, value in state_dict.items()
+                      if key.startswith(marker) or "." + marker in key}
+        model_state = {key: value for key, value in state_dict.items()
+                       if not (key.startswith(marker) or "." + marker in key)}
+        super()._save(output_dir, state_dict=model_state)
+        if self.args.should_save:
+            self.verdict_head.save(output_dir, tensors=head_state or None)
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        if self.verdict_head is not None and getattr(load_result, "missing_keys", None):
+            # the head is not in the model's weights file: _load_best_model reads it from its own
+            load_result.missing_keys[:] = [k for k in load_result.missing_keys if HEAD_MODULE + "." not in k]
+        super()._issue_warnings_after_load(load_result)
+
+    def _load_best_model(self) -> None:
+        super()._load_best_model()
+        if self.verdict_head is not None:
+            from .verdict_head import load_head
+
+            best = Path(self.state.best_model_checkpoint)
+            if (best / HEAD_CONFIG_FILE).is_file():
+                self.verdict_head.load_tensors(load_head(best).state_tensors())
 
     def _save_optimizer_and_scheduler(self, output_dir):
         engine = self.model_wrapped if self.is_deepspeed_enabled else None
@@ -387,26 +510,66 @@ class WeightedLossTrainer(Trainer):
         dataset = self.eval_dataset
         model = self.model_wrapped if self.model_wrapped is not None else self.model
         model.eval()
+        head = self.verdict_head
         device = self.args.device
         totals = torch.zeros(4, dtype=torch.float64, device=device)  # weighted ce, weights, correct, judged
+        head_scores: list[tuple[float, float]] = []  # (logit, label) of this rank's labelled samples
         loader = self._eval_loader(dataset)
         with torch.no_grad():
             for batch in tqdm(loader, desc="evaluating", unit="batch", leave=False,
                               disable=self.args.disable_tqdm or not self.is_world_process_zero()):
                 batch = self._prepare_inputs(batch)
-                hidden = final_hidden_states(model, batch)
+                with LayerTap(model, head.layers) if head is not None else contextlib.nullcontext() as tap:
+                    hidden = final_hidden_states(model, batch)
                 parts = weighted_token_loss(hidden, batch["labels"], batch["key_mask"], self.lm_head,
                                             self.key_token_weight, self.loss_chunk_size, with_predictions=True)
                 totals += torch.stack([parts.weighted_sum.double(), parts.weight_sum.double(),
                                        parts.judgement_correct.sum().double(),
                                        parts.has_judgement.sum().double()]).to(device)
+                if head is not None:
+                    logits, labels = self._head_logits(tap, batch)
+                    head_scores += [(l, y) for l, y in zip(logits.tolist(), labels.tolist()) if y >= 0]
         if self.args.world_size > 1:
             totals = self.accelerator.reduce(totals, reduction="sum")
         weighted, weights, correct, judged = totals.tolist()
         loss, accuracy = weighted / max(weights, 1e-12), correct / judged if judged else 0.0
         metrics = {f"{metric_key_prefix}_loss": loss, f"{metric_key_prefix}_judgement_accuracy": accuracy,
                    f"{metric_key_prefix}_{ACCURACY_THEN_LOSS}": accuracy_then_loss(accuracy, loss, int(judged))}
+        if head is not None:
+            head_metrics = head_eval_metrics(self._gathered(head_scores))
+            metrics |= {f"{metric_key_prefix}_{name}": value for name, value in head_metrics.items()
+                        if value is not None}
+            if head_metrics["head_accuracy"] is not None:
+                # The head is the judge: select on its accuracy; ties go to the lower loss training minimises
+                # (the answer's + the weighted head's), so a frozen head still picks the best answer writer.
+                total = loss + self.head_loss_weight * head_metrics["head_loss"]
+                metrics[f"{metric_key_prefix}_{ACCURACY_THEN_LOSS}"] = accuracy_then_loss(
+                    head_metrics["head_accuracy"], total, head_metrics["head_samples"])
         return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=len(dataset))
+
+    def _gathered(self, rows: list) -> list:
+        """Every rank's rows (each rank holds a strided share of the eval set)."""
+        if self.args.world_size <= 1:
+            return rows
+        everyone: list = [None] * self.args.world_size
+        torch.distributed.all_gather_object(everyone, rows)
+        return [row for part in everyone for row in part]
+
+
+def head_eval_metrics(scores: Sequence[tuple[float, float]]) -> dict:
+    """The verdict head's accuracy (P(defective) >= 0.5), ROC-AUC (None with one class), mean BCE and
+    sample count over (logit, label) pairs."""
+    from sklearn.metrics import roc_auc_score
+
+    if not scores:
+        return {"head_accuracy": None, "head_roc_auc": None, "head_loss": None, "head_samples": 0}
+    logits = torch.tensor([s[0] for s in scores], dtype=torch.float64)
+    labels = torch.tensor([s[1] for s in scores], dtype=torch.float64)
+    both = 0 < labels.sum() < len(labels)
+    return {"head_accuracy": float(((logits >= 0) == (labels > 0.5)).double().mean()),
+            "head_roc_auc": float(roc_auc_score(labels.numpy(), logits.numpy())) if both else None,
+            "head_loss": float(F.binary_cross_entropy_with_logits(logits, labels)),
+            "head_samples": len(scores)}
 
 
 def accuracy_then_loss(accuracy: float, loss: float, samples: int) -> float:

@@ -163,6 +163,27 @@ def choose_c(train: list[Record], dev: list[Record] | None, args) -> tuple[float
     return best["C"], trials
 
 
+def warn_single_judgement_dev(dev: list[Record], path: str) -> None:
+    """Dev accuracy on one judgement rewards the C that predicts it most often, not the one that judges best."""
+    judgements = sorted({r.judgement for r in dev})
+    if len(judgements) == 1:
+        log.warning("dev split %s holds a single judgement (%s, all %d samples): its accuracy rewards the C that "
+                    "predicts %s most often, not the one that judges best; write a dev split with both judgements "
+                    "(dataset/convert_and_split.py stratifies by judgement), or pass --dev_dataset_path \"\" to "
+                    "choose C by cross-validation on the training split", path, judgements[0], len(dev), judgements[0])
+
+
+def warn_c_on_grid_edge(c: float, grid: list[float], chosen_on: str) -> None:
+    """A C at the end of its grid may only be the best of the values tried: the optimum can lie beyond it."""
+    if len(set(grid)) < 2 or min(grid) < c < max(grid):
+        return
+    end, beyond = ("largest", c * 10) if c == max(grid) else ("smallest", c / 10)
+    extended = " ".join(f"{g:g}" for g in sorted({*grid, beyond}))
+    log.warning("the chosen C=%g is the %s value of --c_grid [%s] (chosen on %s): the best C may lie beyond the "
+                "grid; extend it past %g and rerun (e.g. --c_grid %s)", c, end, ", ".join(f"{g:g}" for g in grid),
+                chosen_on, c, extended)
+
+
 def predict_rows(model: Classifier, test: list[Record]) -> list[dict]:
     rows = []
     for record, probabilities in zip(test, model.probabilities(test)):
@@ -191,6 +212,8 @@ def main(argv: list[str] | None = None) -> None:
                          "--dev_dataset_path \"\" to choose C by cross-validation on the training split)",
                          path=args.dev_dataset_path)
     dev = labelled(args.dev_dataset_path) if args.dev_dataset_path else None
+    if dev:
+        warn_single_judgement_dev(dev, args.dev_dataset_path)
     if len({r.judgement for r in train}) < 2:
         raise InputError("the training split holds a single judgement: nothing to learn", path=args.train_dataset_path)
     c, trials = choose_c(train, dev, args)
@@ -198,6 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     for trial in trials:
         log.info("C=%g: %s accuracy %.3f, log-loss %.3f%s", trial["C"], "dev" if dev else "cv", trial["accuracy"],
                  trial["log_loss"], "  <- chosen" if trial["C"] == c else "")
+    warn_c_on_grid_edge(c, args.c_grid, chosen_on)
     model = Classifier(args.ngram_max, c).fit(train)
     rows = predict_rows(model, test)
     judgements = sorted({r.judgement for r in [*train, *test]})

@@ -50,7 +50,7 @@ from defect_judge.schema import read_records
 from defect_judge.templates import parse_answer
 
 # ----------------------------------------------------------------------------
-MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # model folder (default: the embedded model)
+MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # model folder (the embedded model)
 TEST_DATASET_PATH = "./dataset/test.jsonl"  # test JSONL (the shipped split)
 NUM_SAMPLES = 32  # the first N samples of the test file
 MAX_NEW_TOKENS = 64  # answer length limit of both generation paths

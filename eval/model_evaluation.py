@@ -14,7 +14,7 @@ its judgement with the reference and writes into OUTPUT_DIR (default
   subtype_accuracy.png     accuracy per subtype with error bars and sample counts
   pair_outcomes.png        the four pair outcomes overall and per subtype (twin pairs only)
   roc_curve.png            ROC with AUC and the VD-S points, and the precision-recall curve
-                           (score mode)
+                           (score mode, or any mode with a verdict head)
 
 Modes:
   generate  greedy answers (the document's way), batched with left padding,
@@ -31,16 +31,24 @@ Modes:
             the folder holding it), or the dev .jsonl itself, which is then
             scored first into OUTPUT_DIR/threshold_dev/
 
+Verdict head: when the model folder carries one (a run trained with --verdict_head:
+every checkpoint, its best model and its OUTPUT_DIR hold verdict_head.json), or
+--verdict_head names one, the head decides: P(defective) from the prompt's hidden
+states. In score mode the model's own scored answer is kept beside it
+(model_prediction); in generate mode the answer starts with 判断:{the head's verdict}
+and the model writes 原因：… after it. --verdict_head none judges without it.
+
 MODEL_PATH may be a full model folder, a LoRA adapter folder (checkpoint-{step};
 merged into its base before inference), a training OUTPUT_DIR (follows its
-best_checkpoint.json) or a base model (the baseline); the log says which.
-tokenizer_path: the tokenizer to use; when empty, or when it is the default and
-does not exist on this machine, the model's own tokenizer is used. A path given
-with --tokenizer_path that does not exist is an error.
+best_checkpoint.json), a linear-probe run's OUTPUT_DIR (the frozen base model
+and its head) or a base model (the baseline); the log says which.
+tokenizer_path: the tokenizer to use; empty (the default): the model's own
+tokenizer. A path given with --tokenizer_path that does not exist is an error.
 
 Resumable: finished samples go to OUTPUT_DIR/evaluation_results.partial.jsonl;
 run the same command again after a crash or Ctrl-C and it continues. Partial
-results of other settings are refused (--overwrite starts over).
+results of other settings are refused (--overwrite starts over), and so is an
+OUTPUT_DIR that holds finished results (--overwrite replaces them).
 Data-parallel: torchrun --nproc_per_node N eval/model_evaluation.py ... (or
 accelerate launch); every rank evaluates its share and rank 0 merges.
 
@@ -54,6 +62,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -62,18 +71,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
 from defect_judge import inference, judging
-from defect_judge import model_paths
+from defect_judge import model_paths, verdicts
 from defect_judge.charts import result_charts
 from defect_judge.cli import parse_settings
-from defect_judge.decisions import choose_threshold, positive_scores
+from defect_judge.decisions import choose_threshold, positive_scores, threshold_text
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import check_output_dir, write_json_atomic
 from defect_judge.modeling import check_tokenizer_matches, load_tokenizer, pick_dtype
 from defect_judge.pairs import check_record_pairs
 from defect_judge.results import (RESULTS_FILE, format_results_table, judgement_vocabulary, load_results,
-                                  positive_judgement, results_document)
+                                  positive_judgement, results_document, two_classes)
 from defect_judge.resume import PartialWriter, file_sha256, load_finished, partial_path, remove_partials
 from defect_judge.schema import Record, read_records
+from defect_judge.splitting import spread_subset
+from defect_judge.verdict_head import HEAD_WEIGHTS_FILE, VerdictHead, head_folder, load_head
 
 # ----------------------------------------------------------------------------
 # 参数配置 (edit here, or override any of them with --name value, e.g. --model_path)
@@ -82,8 +93,9 @@ from defect_judge.schema import Record, read_records
 MODEL_PATH = "/data/qwen_instruct_lora_finetuned_0401/checkpoint-140"
 # 测试数据集路径: the test JSONL written by dataset/convert_and_split.py
 TEST_DATASET_PATH = "./dataset/test.jsonl"
-# 分词器路径; empty: the model's own
-tokenizer_path = "/data/Qwen2.5-Coder-7B-Instruct"
+# 分词器路径 (the design document names /data/Qwen2.5-Coder-7B-Instruct, the base model's own); empty: the tokenizer
+# that comes with the model (its folder, or an adapter's base model)
+tokenizer_path = ""
 OUTPUT_DIR = "./eval/output"  # folder for evaluation_results.json and subtype_accuracy.png
 # base model of a LoRA adapter, when the one its adapter_config.json names is not here (overrides it)
 BASE_MODEL_PATH = ""
@@ -91,23 +103,31 @@ MODE = "generate"  # generate (greedy answers) or score (log-probability of each
 # samples decoded together (prefill runs in low-padding groups); longest first, so an OOM shows at once
 BATCH_SIZE = 32
 MAX_NEW_TOKENS = 256  # longest answer generated (generate mode): enough for the judgement and its reason
-LIMIT = 0  # evaluate only the first N samples of the test file (0: all)
+# evaluate at most N samples of the test file, whole twin pairs spread over the subtypes and judgements (0: all)
+LIMIT = 0
 TRUST_REMOTE_CODE = False  # run code shipped with the model folder (only for models you trust)
 # load pickle (.bin) weights of a model or adapter with no safetensors, through torch's weights-only
 # unpickler (only for folders you trust)
 ALLOW_PICKLE = False
-OVERWRITE = False  # start over, deleting the partial results of an earlier run instead of continuing it
+# start over: replace the finished results of an earlier run in OUTPUT_DIR (and the charts and threshold_dev/ that
+# came with them), or delete its partial results instead of continuing it
+OVERWRITE = False
 # skip test records whose reference answer has no judgement (判断:…) and count them in the results, instead of
 # stopping at the first (it is bad data)
 SKIP_UNLABELLED = False
-# score mode: the dev split to choose the decision threshold on (highest balanced accuracy), applied to the
-# test split: its evaluation_results.json of this model (or the folder holding it), or the dev .jsonl file,
-# scored first into OUTPUT_DIR/threshold_dev; empty: argmax
+# the verdict head: empty: the one that comes with the model, if any; a folder holding verdict_head.json (or the
+# file); none: judge without a head
+VERDICT_HEAD = ""
+# score mode, or any mode with a verdict head: the dev split to choose the decision threshold on (highest balanced
+# accuracy), applied to the test split: its evaluation_results.json of this model (or the folder holding it), or
+# the dev .jsonl file, scored first into OUTPUT_DIR/threshold_dev; empty: argmax
 THRESHOLD_FROM = ""
 # VD-S (the miss rate at a false-positive rate of at most this) is reported at this level and at PrimeVul's 0.005
 VDS_FPR = 0.05
 # ----------------------------------------------------------------------------
-PATHS = ("model_path", "test_dataset_path", "tokenizer_path", "output_dir", "base_model_path", "threshold_from")
+PATHS = ("model_path", "test_dataset_path", "tokenizer_path", "output_dir", "base_model_path", "threshold_from",
+         "verdict_head")
+NO_HEAD = "none"  # --verdict_head none: judge without the head that comes with the model
 MODES = ("generate", "score")
 DEV_FOLDER = "threshold_dev"  # OUTPUT_DIR/threshold_dev: the dev split's evaluation (--threshold_from a .jsonl)
 
@@ -140,10 +160,11 @@ def parse_args() -> argparse.Namespace:
         raise InputError(f"--limit must be 0 (all) or a positive number, got {args.limit}")
     if not 0 < args.vds_fpr < 1:
         raise InputError(f"--vds_fpr must be a false-positive rate between 0 and 1, got {args.vds_fpr}")
-    if args.threshold_from and args.mode != "score":
-        raise InputError("--threshold_from needs --mode score: a threshold applies to scores, and generated answers "
-                         "have none", field="threshold_from")
     check_output_dir(args.output_dir)
+    finished = Path(args.output_dir) / RESULTS_FILE
+    if finished.exists() and not args.overwrite:
+        raise InputError("holds the finished results of an earlier evaluation: pass --overwrite to replace them (and "
+                         "the charts beside them), or choose another --output_dir", path=finished, field="output_dir")
     return args
 
 
@@ -175,8 +196,10 @@ def read_test_set(path: str, limit: int, skip_unlabelled: bool = False) -> tuple
     """The test records, the judgement vocabulary (results.judgement_vocabulary of their references), and
     the ids skipped for a reference without a judgement: an error, unless ``skip_unlabelled``."""
     records = read_records(path)
-    if limit:
-        records = records[:limit]
+    if limit and limit < len(records):
+        records = spread_subset(records, limit)
+        log.info("--limit %d: %d of the samples, whole twin pairs spread over the subtypes and judgements", limit,
+                 len(records))
     unlabelled = [r for r in records if r.judgement is None]
     if len(unlabelled) == len(records):
         raise InputError("no reference answer holds a judgement (判断:…), so nothing can be scored", path=path)
@@ -198,7 +221,7 @@ def read_test_set(path: str, limit: int, skip_unlabelled: bool = False) -> tuple
     if len(references) == 1:
         log.warning("the test set%s holds a single judgement (%s): accuracy then only says how often the model "
                     "gives it (always answering %s scores 100%%); any other well-formed judgement counts as wrong",
-                    f" (its first {limit} samples, --limit)" if limit else "", references[0], references[0])
+                    f" (the {len(records)} samples --limit {limit} chose)" if limit else "", references[0], references[0])
     return records, vocabulary, [r.id for r in unlabelled]
 
 
@@ -213,13 +236,63 @@ def resolve(args) -> tuple[model_paths.ResolvedModel, Path]:
     return resolved, tokenizer_dir
 
 
-def fingerprint_of(args, resolved: model_paths.ResolvedModel, tokenizer_dir: Path, dtype) -> dict:
+@dataclass(frozen=True)
+class HeadChoice:
+    """The verdict head the evaluation uses (or None) and where it came from."""
+    head: VerdictHead | None
+    path: Path | None = None
+
+    def to_json(self) -> dict | None:
+        if self.head is None:
+            return None
+        fit = self.head.fit
+        return {"path": str(self.path.resolve()), "weights_sha256": file_sha256(self.path / HEAD_WEIGHTS_FILE),
+                "spec": self.head.spec, "layers": list(self.head.layers), "pooling": self.head.pooling,
+                "positive": self.head.positive, "negative": self.head.negative,
+                "fit": {k: fit.get(k) for k in ("C", "chosen_on", "train", "dev") if k in fit}}
+
+
+def choose_head(args, resolved: model_paths.ResolvedModel, vocabulary: list[str]) -> HeadChoice:
+    """--verdict_head: the model's own head (empty), another one (a path) or none; checked against the model's
+    shape and the test set's judgements before anything runs."""
+    from transformers import AutoConfig
+
+    if args.verdict_head.strip().lower() == NO_HEAD:
+        if resolved.is_probe_run:
+            raise InputError("--verdict_head none: this linear-probe run is its head and nothing else; evaluate its "
+                             "base model instead", path=args.model_path, field="verdict_head")
+        return HeadChoice(None)
+    folder = head_folder(args.verdict_head) if args.verdict_head else resolved.head_path
+    if folder is None:
+        return HeadChoice(None)
+    head = load_head(folder)
+    config_folder = resolved.base_model_path or resolved.weights_path
+    try:
+        config = AutoConfig.from_pretrained(config_folder, trust_remote_code=args.trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read the model's config: {str(error).splitlines()[0]}", path=config_folder) from None
+    head.check_fits(getattr(config, "text_config", None) or config, path=folder)
+    classes = two_classes(vocabulary)
+    if classes is None or set(classes) != {head.positive, head.negative}:
+        raise InputError(f"the head tells {head.positive}/{head.negative} apart, the test set's judgements are "
+                         f"{'/'.join(vocabulary)}", path=folder, field="positive")
+    log.info("%s, from %s: it decides every verdict", head.describe(), folder)
+    return HeadChoice(head, folder)
+
+
+def fingerprint_of(args, resolved: model_paths.ResolvedModel, tokenizer_dir: Path, dtype,
+                   head: HeadChoice | None = None, threshold: dict | None = None) -> dict:
     """The settings that change answers; partial results are only reused under the same ones."""
-    return {"model_path": str(Path(args.model_path).resolve()), "model_kind": resolved.model_kind,
-            "weights": model_paths.weights_fingerprint(resolved), "tokenizer_path": str(tokenizer_dir.resolve()),
-            "test_dataset_sha256": file_sha256(args.test_dataset_path), "mode": args.mode,
-            "max_new_tokens": args.max_new_tokens if args.mode == "generate" else None,
-            "limit": args.limit, "dtype": str(dtype).removeprefix("torch.")}
+    fingerprint = {"model_path": str(Path(args.model_path).resolve()), "model_kind": resolved.model_kind,
+                   "weights": model_paths.weights_fingerprint(resolved), "tokenizer_path": str(tokenizer_dir.resolve()),
+                   "test_dataset_sha256": file_sha256(args.test_dataset_path), "mode": args.mode,
+                   "max_new_tokens": args.max_new_tokens if args.mode == "generate" else None,
+                   "limit": args.limit, "dtype": str(dtype).removeprefix("torch.")}
+    if head is not None and head.head is not None:
+        fingerprint["verdict_head"] = head.to_json()["weights_sha256"]
+        if args.mode == "generate":  # the head's verdict opens each answer: its threshold changes the text
+            fingerprint["head_threshold"] = threshold["threshold"] if threshold else 0.5
+    return fingerprint
 
 
 def finished_samples(args, fingerprint: dict, ranks: Ranks) -> dict[str, dict]:
@@ -243,28 +316,22 @@ def evaluation_model(args, resolved: model_paths.ResolvedModel, tokenizer, token
     return model
 
 
-def evaluate_share(model, tokenizer, share: list[judging.Prompt], args, vocabulary: list[str], ranks: Ranks,
-                   fingerprint: dict) -> None:
+def evaluate_share(judge: judging.Judge, share: list[judging.Prompt], args, ranks: Ranks, fingerprint: dict) -> None:
     """Run this rank's samples batch by batch, appending each finished batch to the partial file."""
     from tqdm import tqdm
 
-    stop_ids = inference.stop_token_ids(tokenizer, model)
+    desc = f"{args.mode} ({judge.source})"
     with PartialWriter(partial_path(args.output_dir, ranks.rank), fingerprint) as writer, \
-            tqdm(total=len(share), unit="sample", desc=args.mode, disable=ranks.rank != 0, dynamic_ncols=True) as bar:
+            tqdm(total=len(share), unit="sample", desc=desc, disable=ranks.rank != 0, dynamic_ncols=True) as bar:
         for start in range(0, len(share), args.batch_size):
             batch = share[start:start + args.batch_size]
-            if args.mode == "generate":
-                rows = judging.generate_rows(model, tokenizer, batch, vocabulary, max_new_tokens=args.max_new_tokens,
-                                             stop_ids=stop_ids)
-            else:
-                rows = judging.score_rows(model, tokenizer, batch, vocabulary)
-            writer.append(rows)
+            writer.append(judge.rows(batch))
             bar.update(len(batch))
 
 
 def build_results(args, resolved: model_paths.ResolvedModel, tokenizer_dir: Path, records: list[Record],
                   vocabulary: list[str], finished: dict[str, dict], skipped: list[str], ranks: Ranks, dtype,
-                  threshold: dict | None = None) -> dict:
+                  head: HeadChoice, threshold: dict | None = None) -> dict:
     missing = [r.id for r in records if r.id not in finished]
     if missing:
         raise InputError(f"{len(missing)} samples have no result after all ranks finished (e.g. {missing[0]!r}); "
@@ -277,6 +344,8 @@ def build_results(args, resolved: model_paths.ResolvedModel, tokenizer_dir: Path
     return results_document(model_path=str(args.model_path), model_kind=resolved.model_kind,
                             test_dataset_path=str(args.test_dataset_path), mode=args.mode, settings=settings,
                             judgements=vocabulary, samples=samples, threshold=threshold, vds_fpr=args.vds_fpr,
+                            verdict_source=verdicts.source_for(args.mode, head=head.head is not None),
+                            verdict_head=head.to_json(),
                             extra={"model": resolved.to_json(), "tokenizer_path": str(tokenizer_dir),
                                    "skipped_no_reference": skipped})
 
@@ -294,9 +363,10 @@ class Session:
     """The resolved model, its tokenizer and (once needed) the loaded model: loaded once, whether one
     split is evaluated or the dev split first (--threshold_from dev.jsonl) and then the test split."""
 
-    def __init__(self, args, resolved: model_paths.ResolvedModel, tokenizer_dir: Path, ranks: Ranks, dtype):
+    def __init__(self, args, resolved: model_paths.ResolvedModel, tokenizer_dir: Path, ranks: Ranks, dtype,
+                 head: HeadChoice):
         self.args, self.resolved, self.tokenizer_dir = args, resolved, tokenizer_dir
-        self.ranks, self.dtype = ranks, dtype
+        self.ranks, self.dtype, self.head = ranks, dtype, head
         self._tokenizer = self._model = None
 
     @property
@@ -312,6 +382,13 @@ class Session:
                                      self.dtype)
         return self._model
 
+    def judge(self, args, vocabulary: list[str], threshold: dict | None) -> judging.Judge:
+        """The model judging by its mechanism; a head decides at the dev threshold when there is one."""
+        model = self.model
+        return judging.Judge(model, self.tokenizer, vocabulary, args.mode, head=self.head.head,
+                             threshold=threshold["threshold"] if threshold else 0.5,
+                             max_new_tokens=args.max_new_tokens, stop_ids=inference.stop_token_ids(self.tokenizer, model))
+
 
 def evaluate_split(args, session: Session, records: list[Record], vocabulary: list[str], skipped: list[str],
                    threshold: dict | None = None) -> dict | None:
@@ -319,21 +396,22 @@ def evaluate_split(args, session: Session, records: list[Record], vocabulary: li
     Returns the results on rank 0, None on the other ranks."""
     ranks = session.ranks
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    fingerprint = fingerprint_of(args, session.resolved, session.tokenizer_dir, session.dtype)
+    fingerprint = fingerprint_of(args, session.resolved, session.tokenizer_dir, session.dtype, session.head, threshold)
     finished = finished_samples(args, fingerprint, ranks)
     prompts = judging.prompts_longest_first(session.tokenizer, [r for r in records if r.id not in finished])
     share = prompts[ranks.rank::ranks.world]  # strided over the length-sorted samples: every rank gets long and short
     if share:
-        model = session.model
+        judge = session.judge(args, vocabulary, threshold)
         started = time.perf_counter()
-        evaluate_share(model, session.tokenizer, share, args, vocabulary, ranks, fingerprint)
+        evaluate_share(judge, share, args, ranks, fingerprint)
         seconds = time.perf_counter() - started
         log.info("evaluated %d samples in %.1f s (%.2f s/sample)", len(share), seconds, seconds / len(share))
     ranks.barrier()
     results = None
     if ranks.rank == 0:
         results = build_results(args, session.resolved, session.tokenizer_dir, records, vocabulary,
-                                load_finished(args.output_dir, fingerprint), skipped, ranks, session.dtype, threshold)
+                                load_finished(args.output_dir, fingerprint), skipped, ranks, session.dtype,
+                                session.head, threshold)
         output_dir = Path(args.output_dir)
         write_json_atomic(output_dir / RESULTS_FILE, results)
         charts = result_charts(output_dir, results)
@@ -354,10 +432,14 @@ class ThresholdSource:
     results: dict | None = None  # the dev results, when it is an evaluation_results.json
 
 
-def threshold_source(args, test_records: list[Record], vocabulary: list[str]) -> ThresholdSource | None:
+def threshold_source(args, test_records: list[Record], vocabulary: list[str], resolved: model_paths.ResolvedModel,
+                     head: HeadChoice) -> ThresholdSource | None:
     """Read and check --threshold_from before any model runs: a mistake shows at once."""
     if not args.threshold_from:
         return None
+    if args.mode != "score" and head.head is None:
+        raise InputError("--threshold_from needs --mode score (or a verdict head): a threshold applies to scores, "
+                         "and generated answers have none", field="threshold_from")
     if len(vocabulary) != 2:
         raise InputError(f"a decision threshold needs two judgements (defective / clean), the test set has "
                          f"{'/'.join(vocabulary)}", field="threshold_from")
@@ -376,7 +458,7 @@ def threshold_source(args, test_records: list[Record], vocabulary: list[str]) ->
         check_dev_split(path, [r.id for r in records], test_ids, dev_vocabulary, vocabulary)
         return ThresholdSource(path, records, tuple(skipped))
     results = load_results(path)
-    check_dev_results(path, results, args, test_ids, vocabulary)
+    check_dev_results(path, results, test_ids, vocabulary, resolved, head)
     return ThresholdSource(path, results=results)
 
 
@@ -392,8 +474,10 @@ def check_dev_split(path: Path, dev_ids: list[str], test_ids: set[str], dev_voca
                          f"({'/'.join(vocabulary)})", path=path, field="threshold_from")
 
 
-def check_dev_results(path: Path, results: dict, args, test_ids: set[str], vocabulary: list[str]) -> None:
-    """Dev results fit for choosing this model's threshold: scored, of the same model, not of the test split."""
+def check_dev_results(path: Path, results: dict, test_ids: set[str], vocabulary: list[str],
+                      resolved: model_paths.ResolvedModel, head: HeadChoice) -> None:
+    """Dev results fit for choosing this model's threshold: scored, of the same model (and verdict head),
+    not of the test split."""
     positive, _ = positive_judgement(vocabulary)
     if not positive_scores(results["samples"], positive):
         raise InputError(f"its samples have no scores (mode {results['mode']!r}): evaluate the dev split with "
@@ -401,20 +485,26 @@ def check_dev_results(path: Path, results: dict, args, test_ids: set[str], vocab
     check_dev_split(path, [s["id"] for s in results["samples"]], test_ids, list(results.get("judgements") or []),
                     vocabulary)
     theirs = (results.get("model") or {}).get("weights_path")
-    ours = model_paths.resolve_model(args.model_path, base_model_path=args.base_model_path,
-                                   tokenizer_path=args.tokenizer_path, allow_pickle=args.allow_pickle).weights_path
-    if theirs is None or Path(theirs).resolve() != Path(ours).resolve():
+    ours = resolved.weights_path
+    if theirs is None or not model_paths.same_folder(theirs, ours):
         raise InputError(f"results of another model ({theirs or results['model_path']}), not of {ours}: a threshold "
                          f"fits the scores of the model it was chosen for", path=path, field="model")
+    their_head = (results.get("verdict_head") or {}).get("weights_sha256")
+    our_head = (head.to_json() or {}).get("weights_sha256")
+    if their_head != our_head:
+        said = {None: "no verdict head"}
+        raise InputError(f"results scored with {said.get(their_head, 'another verdict head')}, this evaluation uses "
+                         f"{said.get(our_head, 'the verdict head in ' + str(head.path))}: a threshold fits the scores "
+                         f"it was chosen on", path=path, field="verdict_head")
 
 
 def dev_threshold(args, session: Session, source: ThresholdSource, vocabulary: list[str]) -> dict | None:
     """The threshold chosen on dev (rank 0; None on the others): scores the dev JSONL first if that is
     what --threshold_from names, into OUTPUT_DIR/threshold_dev (resumable like any evaluation)."""
     if source.records is not None:
-        dev_args = argparse.Namespace(**vars(args) | {
+        dev_args = argparse.Namespace(**vars(args) | {  # scores are all a threshold needs: never generate on dev
             "test_dataset_path": str(source.path), "output_dir": str(Path(args.output_dir) / DEV_FOLDER),
-            "limit": 0, "threshold_from": ""})
+            "limit": 0, "threshold_from": "", "mode": "score"})
         log.info("scoring the dev split %s to choose the decision threshold", source.path)
         results = evaluate_split(dev_args, session, source.records, vocabulary, list(source.skipped))
         results_path = Path(dev_args.output_dir) / RESULTS_FILE
@@ -428,9 +518,21 @@ def dev_threshold(args, session: Session, source: ThresholdSource, vocabulary: l
     if chosen is None:
         raise InputError(f"the dev split holds one judgement only ({results['samples'][0]['reference']}): no "
                          f"threshold can be chosen on it", path=results_path, field="threshold_from")
-    log.info("decision threshold P(%s) >= %.4g, chosen on %s (%d samples, balanced accuracy %.1f%%)", positive,
-             chosen["threshold"], results_path, chosen["samples"], 100 * chosen["balanced_accuracy"])
+    log.info("decision threshold P(%s) >= %s, chosen on %s (%d samples, balanced accuracy %.1f%%)", positive,
+             threshold_text(chosen["threshold"], scores), results_path, chosen["samples"],
+             100 * chosen["balanced_accuracy"])
     return chosen | {"source": str(results_path), "test_dataset_path": results["test_dataset_path"]}
+
+
+def shared(value, ranks: Ranks):
+    """Rank 0's value on every rank (a head's threshold decides the answers each rank generates)."""
+    if ranks.world == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def main() -> None:
@@ -439,13 +541,17 @@ def main() -> None:
     records, vocabulary, skipped = read_test_set(args.test_dataset_path, args.limit, args.skip_unlabelled)
     if args.mode == "score" and len(vocabulary) == 1:
         log.warning("score mode with a single judgement (%s): every prediction will be it", vocabulary[0])
-    source = threshold_source(args, records, vocabulary)
     resolved, tokenizer_dir = resolve(args)
+    head = choose_head(args, resolved, vocabulary)
+    source = threshold_source(args, records, vocabulary, resolved, head)
     ranks = init_ranks()
-    session = Session(args, resolved, tokenizer_dir, ranks, pick_dtype(ranks.device))
-    threshold = dev_threshold(args, session, source, vocabulary) if source else None
+    session = Session(args, resolved, tokenizer_dir, ranks, pick_dtype(ranks.device), head)
+    threshold = shared(dev_threshold(args, session, source, vocabulary), ranks) if source else None
     results = evaluate_split(args, session, records, vocabulary, skipped, threshold)
     if results is not None:
+        stale_dev = Path(args.output_dir) / DEV_FOLDER
+        if stale_dev.is_dir() and not (source and source.records is not None):  # an earlier run's, not this one's
+            shutil.rmtree(stale_dev)
         print(format_results_table(results))
     if ranks.world > 1:
         import torch.distributed as dist

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """结果可视化 — compare the evaluation results of a baseline and improved models.
 
-Reads two (or more) ``evaluation_results.json`` files written by
+Reads two (or more) ``evaluation_results.json`` files (or their folders) written by
 ``eval/model_evaluation.py`` on the same test set, pairs their samples by ``id``,
 and writes into ``output_dir``:
 
@@ -41,16 +41,17 @@ from defect_judge.fileio import check_output_dir, write_text_atomic
 from defect_judge.pairs import OUTCOMES, pair_mcnemar, pair_results
 from defect_judge.plotting import accuracy_bar_chart
 from defect_judge.results import judgement_vocabulary as answer_vocabulary
-from defect_judge.results import load_results, metrics, outcome_cell, two_classes
+from defect_judge.results import load_results, metrics, outcome_cell, results_file, two_classes
 from defect_judge.stats import mcnemar
 from defect_judge.templates import JUDGEMENT_PREFIX
+from defect_judge.verdicts import labelled, source_of_results
 
 # ----------------------------------------------------------------------------
 # 参数配置 (edit here, or override any of them with --NAME VALUE)
 
-result1_path = "/home/ubuntu/LLM_RL/evaluation_results_ori_0403.json"  # 基线模型结果 (evaluation_results.json)
-result2_path = "/home/ubuntu/LLM_RL/evaluation_results.json"  # 改进模型结果 (evaluation_results.json)
-# 多个模型: two or more evaluation_results.json files, the baseline first (used instead of result1/result2)
+result1_path = "/home/ubuntu/LLM_RL/evaluation_results_ori_0403.json"  # 基线模型结果 (evaluation_results.json or its folder)
+result2_path = "/home/ubuntu/LLM_RL/evaluation_results.json"  # 改进模型结果 (evaluation_results.json or its folder)
+# 多个模型: two or more evaluation_results.json files (or their folders), the baseline first (instead of result1/result2)
 results = []
 output_dir = "./eval/comparison"  # 图表和 comparison_summary.md 的输出目录
 labels = []  # 模型名称, one per model in the order of the results files; default: the last parts of each model_path
@@ -61,8 +62,9 @@ OVERALL_CHART = "overall_accuracy_comparison.png"
 JUDGEMENT_CHART = "type_accuracy_comparison.png"
 PAIR_CHART = "pair_outcomes_comparison.png"
 SUMMARY_FILE = "comparison_summary.md"
-# A checkpoint folder name alone ("checkpoint-140") says little: keep its run folder too.
-GENERIC_FOLDER = re.compile(r"^(checkpoint-\d+|checkpoint|final|best|best_model|merged|adapter)$")
+# A folder name that says little on its own ("checkpoint-140", a training OUTPUT_DIR called "train"): keep its parent.
+GENERIC_FOLDER = re.compile(r"^(checkpoint-\d+|checkpoint|final|best|best_model|merged|adapter|train|training|output|"
+                            r"outputs|output_dir|latest)$")
 
 log = logging.getLogger("plot_subtype_acc")
 
@@ -107,12 +109,14 @@ def model_labels(models: list[Model], given: list[str]) -> list[str]:
             raise InputError(f"{len(given)} labels for {len(models)} results files", field="labels")
         return list(given)
     paths = [str(m.data["model_path"]) for m in models]
+    sources = [source_of_results(m.data) for m in models]
     labels = [default_label(path, 1) for path in paths]
     for parts in (2, 3, 4):  # lengthen only labels shared with a different model path
         clashing = [any(labels[j] == labels[i] and paths[j] != paths[i] for j in range(len(paths)))
                     for i in range(len(paths))]
         labels = [default_label(path, parts) if clash else label
                   for path, label, clash in zip(paths, labels, clashing)]
+    labels = [labelled(label, source) for label, source in zip(labels, sources)]
     counts, seen = Counter(labels), Counter()
     unique = []
     for label in labels:  # the same model evaluated twice: number the copies
@@ -278,10 +282,14 @@ def pair_markdown(models: list[Model], pairs: list[dict], tests: list[dict]) -> 
              "|---|---:|" + "---:|" * len(OUTCOMES) + "---:|---:|---:|"]
     for index, (model, section) in enumerate(zip(models, pairs)):
         o = section["overall"]
-        delta = "—" if index == 0 else f"{100 * (o['P-C']['share'] - base['P-C']['share']):+.1f} pp"
-        low, high = o["P-C"]["ci95"]
+        shares = (o["P-C"]["share"], base["P-C"]["share"])
+        delta = ("—" if index == 0 else "n/a" if None in shares else f"{100 * (shares[0] - shares[1]):+.1f} pp")
+        interval = "n/a" if o["P-C"]["ci95"] is None else "{:.1%}–{:.1%}".format(*o["P-C"]["ci95"])
         lines.append(f"| {model.label} | {o['pairs']} | " + " | ".join(outcome_cell(o[name]) for name in OUTCOMES)
-                     + f" | {low:.1%}–{high:.1%} | {o['with_invalid']} | {delta} |")
+                     + f" | {interval} | {o['with_invalid']} | {delta} |")
+    failed = [model.label for model, section in zip(models, pairs) if section["overall"].get("all_invalid")]
+    if failed:
+        lines += ["", f"n/a: every answer of {', '.join(failed)} is invalid, so its pair outcomes say nothing."]
     lines += ["", f"McNemar's test over pairs against {models[0].label} (a pair is right when P-C; fixed: P-C for "
               "the model only, broken: for the baseline only):", ""]
     lines += [f"- {pair_test_line(m.label, t)}" for m, t in zip(models[1:], tests)]
@@ -314,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
 
     check_output_dir(args.output_dir)
     files = results_files(args, given)
-    models = [Model(path, load_results(path)) for path in files]
+    models = [Model(results_file(path), load_results(path)) for path in files]
     for model in models[1:]:
         check_same_test_set(models[0], model)
     for model, label in zip(models, model_labels(models, args.labels)):

@@ -39,7 +39,7 @@ from defect_judge.fileio import write_json_atomic, write_jsonl_atomic
 # ----------------------------------------------------------------------------
 # 参数配置 (edit here, or override any of them with --NAME VALUE)
 
-model_path = "models/SmolLM2-135M-Instruct"  # base model folder (default: the embedded model)
+model_path = "models/SmolLM2-135M-Instruct"  # base model folder (the embedded model)
 # chat JSONL whose samples are packed into sequences (python dataset/convert_and_split.py writes it)
 data = "dataset/train.jsonl"
 seq_length = 2048  # tokens of every training sequence
@@ -52,7 +52,7 @@ gradient_checkpointing = False  # activation checkpointing in both tools (the to
 toolkit_args = ""  # extra train_lora.py flags, e.g. --toolkit_args="--cpu_heap_mmap_threshold_mb 0"
 deepspeed = ""  # a DeepSpeed config: train_lora.py runs under the deepspeed launcher on one rank (empty: one process)
 json_path = ""  # write the results as JSON here (the flag is --json)
-work_dir = ""  # folder for sequences and run outputs (default: a temporary folder)
+work_dir = ""  # folder for sequences and run outputs; empty: a temporary folder
 # ----------------------------------------------------------------------------
 FLAGS = {"json_path": "json"}  # json would hide the json module
 PATHS = ("model_path", "data", "json", "work_dir", "deepspeed")

@@ -2,7 +2,7 @@
 # Launch train_lora.py under the DeepSpeed launcher with the document's settings.
 #   ./run_training_lora.sh                                   # the defaults below
 #   MODEL_PATH=models/SmolLM2-135M-Instruct ./instruct_fine_tuning/run_training_lora.sh --max_steps 4
-#   ./run_training_lora.sh --help                            # these settings, then every train_lora.py flag
+#   ./run_training_lora.sh --help                            # these settings and their values
 # Each setting below can be edited here or overridden by an environment variable of the same name;
 # extra arguments go to train_lora.py (python train_lora.py --help lists them).
 set -euo pipefail
@@ -22,7 +22,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 MODEL_PATH="${MODEL_PATH:-/data/Qwen2.5-Coder-7B-Instruct/}"          # 基础模型路径
 TRAIN_DATA="${TRAIN_DATA:-../dataset/train.jsonl}"                    # 训练数据路径
 EVAL_DATA="${EVAL_DATA:-$(dirname "$TRAIN_DATA")/dev.jsonl}"          # 验证数据路径 (../dataset/dev.jsonl): evaluation, early stopping, best checkpoint
-TEST_DATA="${TEST_DATA:-../dataset/test.jsonl}"                       # 测试数据路径 (used for evaluation only when EVAL_DATA is absent)
+TEST_DATA="${TEST_DATA:-../dataset/test.jsonl}"                       # 测试数据路径 (read only when there is no EVAL_DATA: evaluation falls back to it)
 OUTPUT_DIR="${OUTPUT_DIR:-/data/qwen_instruct_lora_finetuned_0401}"  # 输出目录
 LEARNING_RATE="${LEARNING_RATE:-3e-5}"                                # 学习率
 MAX_LENGTH="${MAX_LENGTH:-4096}"                                      # 最大序列长度
@@ -33,6 +33,7 @@ MAX_EPOCHS="${MAX_EPOCHS:-300}"                                       # 最大�
 SAVE_STEPS="${SAVE_STEPS:-20}"                                        # 保存间隔步数 (also the evaluation interval)
 PER_DEVICE_TRAIN_BATCH_SIZE="${PER_DEVICE_TRAIN_BATCH_SIZE:-1}"       # 每设备训练批次大小
 GRADIENT_ACCUMULATION_STEPS="${GRADIENT_ACCUMULATION_STEPS:-8}"       # 梯度累积步数
+VERDICT_HEAD="${VERDICT_HEAD:-}"                                      # 判断头: POOLING@LAYERS (mean@0.5, mean@0.27,0.4,0.53,0.67,0.8); empty: none
 
 # Topology: GPUs per node (default: all visible ones, 1 on a CPU-only machine); a DeepSpeed
 # hostfile ("host slots=8" lines) for several nodes; the rendezvous port (default 29500, or a
@@ -44,8 +45,8 @@ MASTER_PORT="${MASTER_PORT:-29500}"
 DS_CONFIG="${DS_CONFIG:-../ds_config_lora.json}"
 
 SETTINGS=(MODEL_PATH TRAIN_DATA EVAL_DATA TEST_DATA OUTPUT_DIR LEARNING_RATE MAX_LENGTH SCHEDULER LORA_RANK LORA_ALPHA
-          MAX_EPOCHS SAVE_STEPS PER_DEVICE_TRAIN_BATCH_SIZE GRADIENT_ACCUMULATION_STEPS NUM_GPUS HOSTFILE MASTER_PORT
-          DS_CONFIG)
+          MAX_EPOCHS SAVE_STEPS PER_DEVICE_TRAIN_BATCH_SIZE GRADIENT_ACCUMULATION_STEPS VERDICT_HEAD NUM_GPUS HOSTFILE
+          MASTER_PORT DS_CONFIG)
 
 die() { echo "run_training_lora.sh: error: $*" >&2; exit 2; }
 warn() { echo "run_training_lora.sh: warning: $*" >&2; }
@@ -61,10 +62,9 @@ if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
         printf '  %-28s %s\n' "$name" "${value:-(none)}"
     done
     echo
-    echo "Flags after the script go to train_lora.py and win over the settings. train_lora.py --help:"
-    echo
-    [[ -n "$PYTHON" ]] || die "no python found to show train_lora.py --help"
-    exec "$PYTHON" train_lora.py --help
+    echo "Flags after the script go to train_lora.py and win over the settings (--max_steps 100, --finetuning_type full,"
+    echo "--verdict_head_loss_weight 2, ...); every flag with its help: python instruct_fine_tuning/train_lora.py --help"
+    exit 0
 fi
 
 count_gpus() {
@@ -115,14 +115,18 @@ check_int MASTER_PORT 1
 [[ -d "$MODEL_PATH" ]] || die "MODEL_PATH: model folder not found: $MODEL_PATH"
 [[ -f "$MODEL_PATH/config.json" ]] || die "MODEL_PATH: no config.json in $MODEL_PATH (not a Hugging Face model folder)"
 [[ -f "$TRAIN_DATA" ]] || die "TRAIN_DATA: file not found: $TRAIN_DATA (run: python dataset/convert_and_split.py)"
-[[ -f "$TEST_DATA" ]] || die "TEST_DATA: file not found: $TEST_DATA (run: python dataset/convert_and_split.py)"
 if [[ ! -f "$EVAL_DATA" ]]; then
     [[ -z "$EVAL_DATA_GIVEN" ]] || die "EVAL_DATA: file not found: $EVAL_DATA (run: python dataset/convert_and_split.py)"
+    [[ -f "$TEST_DATA" ]] || die "no dev split at $EVAL_DATA and TEST_DATA: file not found: $TEST_DATA (run: python" \
+                                 "dataset/convert_and_split.py, which writes both)"
     warn "no dev split at $EVAL_DATA: evaluating, early stopping and choosing the best checkpoint on TEST_DATA" \
          "$TEST_DATA, so an accuracy later measured on it is optimistic (python dataset/convert_and_split.py writes" \
          "dataset/dev.jsonl)"
     EVAL_DATA="$TEST_DATA"
 fi
+# The test split is passed on only to be recognised should it also be the evaluation file (then results are optimistic).
+TEST_ARGS=()
+if [[ -f "$TEST_DATA" ]]; then TEST_ARGS=(--test_data "$TEST_DATA"); fi
 [[ -f "$DS_CONFIG" ]] || die "DS_CONFIG: DeepSpeed config not found: $DS_CONFIG"
 [[ -z "$HOSTFILE" || -f "$HOSTFILE" ]] || die "HOSTFILE: file not found: $HOSTFILE"
 [[ ! -e "$OUTPUT_DIR" || -d "$OUTPUT_DIR" ]] || die "OUTPUT_DIR: $OUTPUT_DIR is a file, not a folder"
@@ -159,7 +163,7 @@ exec "${LAUNCHER[@]}" train_lora.py \
     --model_path "$MODEL_PATH" \
     --train_data "$TRAIN_DATA" \
     --eval_data "$EVAL_DATA" \
-    --test_data "$TEST_DATA" \
+    "${TEST_ARGS[@]}" \
     --output_dir "$OUTPUT_DIR" \
     --learning_rate "$LEARNING_RATE" \
     --max_length "$MAX_LENGTH" \
@@ -170,4 +174,5 @@ exec "${LAUNCHER[@]}" train_lora.py \
     --save_steps "$SAVE_STEPS" \
     --per_device_train_batch_size "$PER_DEVICE_TRAIN_BATCH_SIZE" \
     --gradient_accumulation_steps "$GRADIENT_ACCUMULATION_STEPS" \
+    --verdict_head "$VERDICT_HEAD" \
     "$@"

@@ -47,7 +47,7 @@ from defect_judge.results import RESULTS_FILE, load_results
 from defect_judge.schema import read_records
 
 # ----------------------------------------------------------------------------
-MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # base model folder (default: the embedded model)
+MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # base model folder (the embedded model)
 TRAIN_DATA = "./dataset/train.jsonl"  # training split (chat JSONL)
 # dev split (chat JSONL): every checkpoint is scored on it; every choice is made here, never on test
 EVAL_DATA = "./dataset/dev.jsonl"
@@ -93,8 +93,12 @@ def train(recipe: Recipe, args, folder: Path, train_samples: int) -> tuple[float
     command = [str(LAUNCHER), *recipe.train_args(), "--max_steps", str(max_steps), "--save_total_limit", "1000",
                "--early_stopping_patience", "0", "--load_best_model_at_end", "false", "--logging_steps",
                str(max(1, save_steps // 4))]
-    log.info("%s: training %d steps (%.2g epochs), a checkpoint every %d: %s", recipe.name, max_steps, args.epochs,
-             save_steps, " ".join(command[1:]))
+    if recipe.fine_tunes:
+        log.info("%s: training %d steps (%.2g epochs), a checkpoint every %d: %s", recipe.name, max_steps,
+                 args.epochs, save_steps, " ".join(command[1:]))
+    else:
+        log.info("%s: fitting the verdict head %s on the frozen model (no training steps)", recipe.name,
+                 recipe.verdict_head)
     started = time.perf_counter()
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / "train.log", "w", encoding="utf-8") as handle:  # readable while it trains
@@ -106,7 +110,8 @@ def train(recipe: Recipe, args, folder: Path, train_samples: int) -> tuple[float
 
 
 def score_on_dev(checkpoint: Path, args, folder: Path) -> dict:
-    """Score-mode accuracy and ROC-AUC of one checkpoint on the dev split."""
+    """Score-mode accuracy and ROC-AUC of one checkpoint on the dev split: its verdict head's when it carries
+    one (and then what the model alone scores, beside it)."""
     if not (folder / RESULTS_FILE).is_file():
         scored = subprocess.run([PYTHON, str(EVALUATE), "--model_path", str(checkpoint), "--test_dataset_path",
                                  str(args.eval_data), "--output_dir", str(folder), "--mode", "score",
@@ -115,8 +120,10 @@ def score_on_dev(checkpoint: Path, args, folder: Path) -> dict:
             raise InputError(f"scoring {checkpoint} on dev failed (exit {scored.returncode}; its error is above)")
     results = load_results(folder / RESULTS_FILE)
     per = results["per_judgement"]
+    alone = results.get("model_alone")
     return {"accuracy": results["overall"]["accuracy"], "roc_auc": results["roc_auc"],
-            "per_judgement": {j: s["accuracy"] for j, s in per.items()}}
+            "per_judgement": {j: s["accuracy"] for j, s in per.items()}, "verdict_source": results["verdict_source"],
+            "model_alone": {"accuracy": alone["overall"]["accuracy"], "roc_auc": alone["roc_auc"]} if alone else None}
 
 
 def run_recipe(recipe: Recipe, args, train_samples: int) -> dict:
@@ -129,8 +136,9 @@ def run_recipe(recipe: Recipe, args, train_samples: int) -> dict:
     seconds, save_steps = train(recipe, args, train_dir, train_samples)
     per_epoch = recipe.steps_per_epoch(train_samples, ranks())
     curve = []
-    for checkpoint in list_checkpoints(train_dir):
-        step = checkpoint_step(checkpoint)
+    # A linear probe alone has no checkpoints: its OUTPUT_DIR (the head on the frozen model) is scored, at epoch 0.
+    for checkpoint in list_checkpoints(train_dir) if recipe.fine_tunes else [train_dir]:
+        step = checkpoint_step(checkpoint) if recipe.fine_tunes else 0
         scores = score_on_dev(checkpoint, args, root / f"dev-{step}")
         curve.append({"step": step, "epoch": step / per_epoch, **scores})
         log.info("%s: step %d (epoch %.2f): dev accuracy %.3f, AUC %s", recipe.name, step, step / per_epoch,

@@ -11,21 +11,24 @@ Every transformers TrainingArguments flag works as well (see --help).
 
 Stages: check OUTPUT_DIR (refuse to overwrite, or find the checkpoint to resume)
 -> tokenize the chat JSONL (labels = the answer and its end-of-turn token; long
-events are cut) -> load the model (+ LoRA adapters) -> train with the
-key-token-weighted loss, evaluating on the dev split every SAVE_STEPS -> save the
-best model in OUTPUT_DIR, name it (and the file it was chosen on) in
-best_checkpoint.json, and draw learning_curve.png.
+events are cut) -> with --verdict_head, fit the head on the frozen model (a linear
+probe; --finetuning_type none stops here, the head is the judge) -> load the model
+(+ LoRA adapters, + the head) -> train with the key-token-weighted loss (+ the head's
+BCE), evaluating on the dev split every SAVE_STEPS -> save the best model (and its
+head) in OUTPUT_DIR, name it (and the file it was chosen on) in best_checkpoint.json,
+and draw learning_curve.png.
 """
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
+import argparse
 import logging
 import netrc
 import os
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from urllib.parse import urlparse
 
 import torch
@@ -34,15 +37,19 @@ from transformers.trainer_utils import IntervalStrategy
 
 from defect_judge.checkpoints import (BEST_CHECKPOINT_FILE, best_checkpoint_info, find_resume_checkpoint,
                                       list_checkpoints, remove_checkpoints, write_best_checkpoint)
+from defect_judge.linear_probe import fit_head
 from defect_judge.errors import EXIT_INPUT_ERROR, InputError, run_main
 from defect_judge.fileio import check_output_dir
 from defect_judge.curves import LEARNING_CURVE_FILE, learning_curve_chart
 from defect_judge.modeling import (check_model_folder, check_tokenizer_matches, load_causal_lm, load_tokenizer,
-                                   pick_dtype)
+                                   pick_dtype, quiet_library_deprecations)
+from defect_judge.results import judgement_vocabulary, two_classes
 from defect_judge.schema import read_records
 from defect_judge.training import (ACCURACY_THEN_LOSS, CheckpointCompleteCallback, fit_samples, judgement_only,
                                    length_stats, limit_heap_fragmentation, mark_trained_text, PaddingCollator,
                                    PairedDataset, PeakGpuMemoryCallback, SupervisedDataset, WeightedLossTrainer)
+from defect_judge.verdict_head import (DEFAULT_C_GRID, HEAD_CONFIG_FILE, HEAD_MODULE, HEAD_WEIGHTS_FILE, HeadSpec,
+                                       VerdictHead, has_head, load_head)
 
 log = logging.getLogger("train_lora")
 
@@ -81,8 +88,10 @@ class DataArguments:
 
 @dataclass
 class LoraArguments:
-    finetuning_type: str = field(default="lora", metadata={"choices": ["lora", "full"],
-                                                           "help": "LoRA adapters or all parameters."})
+    finetuning_type: str = field(default="lora", metadata={
+        "choices": ["lora", "full", "none"],
+        "help": "LoRA adapters, all parameters, or none: only a --verdict_head is fitted on the frozen model (a "
+                "linear probe, no fine-tuning steps; OUTPUT_DIR then holds the head alone)."})
     lora_rank: int = field(default=32, metadata={"help": "LoRA rank r."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
     # peft's default: dropout would keep a copy of every adapted layer's input
@@ -93,6 +102,33 @@ class LoraArguments:
     trainable_layers: int = field(default=0, metadata={
         "help": "Train only the top N transformer layers (LoRA adapters there, or those layers' weights in full "
                 "fine-tuning); the backward pass then stops below them. 0: every layer."})
+
+
+@dataclass
+class VerdictHeadArguments:
+    verdict_head: str = field(default="", metadata={
+        "help": "Read the verdict from a head over the model's hidden states instead of the generated token: "
+                "POOLING@LAYERS, POOLING mean (over the prompt) or last (its last token), LAYERS indices or "
+                "fractions of the depth, several concatenated (mean@0.5, mean@8,12,16,20,24). It is fitted on "
+                "the frozen model first (a linear probe), then trained with the model (the answer's loss + "
+                "--verdict_head_loss_weight x its BCE); dev evaluation and the best checkpoint use its accuracy. "
+                "Empty: no head."})
+    verdict_head_loss_weight: float = field(default=1.0, metadata={
+        "help": "Weight of the head's binary cross-entropy in the loss, beside the answer's."})
+    verdict_head_learning_rate: float | None = field(default=None, metadata={
+        "help": "The head's learning rate (default: --learning_rate)."})
+    verdict_head_dropout: float = field(default=0.0, metadata={
+        "help": "Dropout on the head's standardised features while training (0: none)."})
+    verdict_head_choose_c: str = field(default="cv", metadata={
+        "choices": ["cv", "dev"],
+        "help": "How the probe's regularisation C is chosen: cv (cross-validation over whole pairs on the "
+                "training split) or dev (the dev split's accuracy)."})
+    verdict_head_c_grid: list[float] = field(default_factory=lambda: list(DEFAULT_C_GRID), metadata={
+        "help": "The probe's candidate C values (logistic regression on standardised features)."})
+    train_above_head: bool = field(default=False, metadata={
+        "help": "Fine-tune only the layers above the head's highest (--trainable_layers follows): the head's "
+                "features stay those it was fitted on, and the model learns to write the answer above them. With "
+                "--verdict_head_loss_weight 0 the head stays the linear probe as fitted."})
 
 
 @dataclass
@@ -169,18 +205,28 @@ class OneLineErrorParser(HfArgumentParser):
     def error(self, message: str):
         raise InputError(f"{message} (--help lists the flags)")
 
+    @staticmethod
+    def _parse_dataclass_field(parser, field):
+        HfArgumentParser._parse_dataclass_field(parser, field)
+        # transformers gives the --no_X complement of a true-by-default flag X's own help and "(default: False)":
+        # read as the opposite of what it does
+        for action in parser._actions:
+            if f"--no_{field.name}" in action.option_strings:
+                action.help, action.default = f"Turn --{field.name} off (it is on by default).", argparse.SUPPRESS
+
 
 # Settings that must be positive numbers; checked before anything is loaded or created.
 POSITIVE_SETTINGS = ("learning_rate", "num_train_epochs", "save_steps", "per_device_train_batch_size",
                      "gradient_accumulation_steps", "per_device_eval_batch_size", "logging_steps", "eval_steps")
 
 
-def parse_args(argv=None) -> tuple[ModelArguments, DataArguments, LoraArguments, FineTuningArguments]:
-    parser = OneLineErrorParser((ModelArguments, DataArguments, LoraArguments, FineTuningArguments),
-                                description=__doc__.split("\n\n")[0],
+def parse_args(argv=None) -> tuple[ModelArguments, DataArguments, LoraArguments, VerdictHeadArguments,
+                                   FineTuningArguments]:
+    parser = OneLineErrorParser((ModelArguments, DataArguments, LoraArguments, VerdictHeadArguments,
+                                 FineTuningArguments), description=__doc__.split("\n\n")[0],
                                 epilog="Add --debug to show the full traceback of an error.")
     try:
-        model_args, data_args, lora_args, train_args = parser.parse_args_into_dataclasses(args=argv)
+        model_args, data_args, lora_args, head_args, train_args = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:  # TrainingArguments' own checks (a scheduler name, conflicting flags, ...)
         raise InputError(str(error).strip().splitlines()[0]) from None
     for name, value in (("--model_path", model_args.model_path), ("--train_data", data_args.train_data)):
@@ -202,7 +248,24 @@ def parse_args(argv=None) -> tuple[ModelArguments, DataArguments, LoraArguments,
                     "dataset/convert_and_split.py and pass --eval_data)", data_args.test_data)
     if data_args.max_length < 16:
         raise InputError(f"--max_length must be at least 16, got {data_args.max_length}")
-    return model_args, data_args, lora_args, train_args
+    check_head_args(head_args, lora_args)
+    return model_args, data_args, lora_args, head_args, train_args
+
+
+def check_head_args(head_args: VerdictHeadArguments, lora_args: LoraArguments) -> None:
+    if head_args.verdict_head:
+        HeadSpec.parse(head_args.verdict_head, field="--verdict_head")
+    elif lora_args.finetuning_type == "none":
+        raise InputError("--finetuning_type none fits a verdict head only: pass --verdict_head (e.g. mean@0.5)")
+    if not 0 <= head_args.verdict_head_dropout < 1:
+        raise InputError(f"--verdict_head_dropout must be in [0, 1), got {head_args.verdict_head_dropout}")
+    if head_args.verdict_head_loss_weight < 0:
+        raise InputError(f"--verdict_head_loss_weight must be 0 or more, got {head_args.verdict_head_loss_weight}")
+    if not head_args.verdict_head_c_grid or any(not c > 0 for c in head_args.verdict_head_c_grid):
+        raise InputError(f"--verdict_head_c_grid must be positive numbers, got {head_args.verdict_head_c_grid}")
+    if head_args.train_above_head and (not head_args.verdict_head or lora_args.trainable_layers):
+        raise InputError("--train_above_head needs a --verdict_head and sets the trainable layers itself: drop "
+                         "--trainable_layers")
 
 
 def _evaluates(train_args) -> bool:
@@ -223,20 +286,24 @@ def prepare_output_dir(train_args: FineTuningArguments, main: bool) -> str | Non
     output_dir = check_output_dir(train_args.output_dir)
     existing = list_checkpoints(output_dir)
     best_file = output_dir / BEST_CHECKPOINT_FILE
+    earlier = best_file.exists() or has_head(output_dir)
     requested = train_args.resume_from_checkpoint
     if requested and train_args.overwrite_output_dir:
         raise InputError("pass either --resume_from_checkpoint or --overwrite_output_dir, not both")
     if not requested:
-        if (existing or best_file.exists()) and not train_args.overwrite_output_dir:
-            names = ", ".join(p.name for p in existing[-3:]) or BEST_CHECKPOINT_FILE
+        if (existing or earlier) and not train_args.overwrite_output_dir:
+            names = ", ".join(p.name for p in existing[-3:]) or (BEST_CHECKPOINT_FILE if best_file.exists()
+                                                                else HEAD_CONFIG_FILE)
             raise InputError(f"already holds an earlier run ({names}): pass --resume_from_checkpoint auto to continue "
                              f"it, or --overwrite_output_dir to start over (deleting its checkpoints)",
                              path=output_dir)
-        if main and (existing or best_file.exists()):
+        if main and (existing or earlier):
             log.warning("--overwrite_output_dir: deleting %d checkpoint(s) of the earlier run in %s",
                         len(existing), output_dir)
             remove_checkpoints(existing)
             best_file.unlink(missing_ok=True)
+            for name in (HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE):
+                (output_dir / name).unlink(missing_ok=True)
         return None
     if requested.lower() in ("auto", "true", "latest"):
         newest, incomplete = find_resume_checkpoint(output_dir)
@@ -280,15 +347,18 @@ def has_wandb_api_key() -> bool:
         return False
 
 
-def default_run_name(lora_args: LoraArguments, data_args: DataArguments, train_args: FineTuningArguments) -> str:
+def default_run_name(lora_args: LoraArguments, data_args: DataArguments, head_args: VerdictHeadArguments,
+                     train_args: FineTuningArguments) -> str:
     adapter = (f"lora-r{lora_args.lora_rank}-a{lora_args.lora_alpha}" if lora_args.finetuning_type == "lora"
-               else "full")
+               else lora_args.finetuning_type)
+    head = f"-head-{head_args.verdict_head}" if head_args.verdict_head else ""
     return (f"{adapter}-lr{train_args.learning_rate:g}-len{data_args.max_length}-kw{train_args.key_token_weight:g}"
-            f"-{Path(train_args.output_dir).name}")
+            f"{head}-{Path(train_args.output_dir).name}")
 
 
-def load_data(tokenizer, data_args: DataArguments, train_args: FineTuningArguments, main: bool):
-    """Chat JSONL -> token ids, labels and key-token masks; prints what training will see."""
+def load_samples(tokenizer, data_args: DataArguments, train_args: FineTuningArguments, main: bool):
+    """Chat JSONL -> fitted samples (token ids, labels and key-token masks) of train and eval; prints what
+    training will see."""
     train_records = read_records(data_args.train_data)
     train_samples = fit_samples(tokenizer, train_records, data_args.max_length, path=data_args.train_data,
                                 progress=main)
@@ -306,14 +376,85 @@ def load_data(tokenizer, data_args: DataArguments, train_args: FineTuningArgumen
             eval_samples = [judgement_only(s) for s in eval_samples]
     if main:
         report_data(tokenizer, train_samples, eval_samples, data_args)
-    return train_dataset(train_samples, data_args, main), (SupervisedDataset(eval_samples) if eval_samples else None)
+    return train_samples, eval_samples
 
 
-def train_dataset(samples, data_args: DataArguments, main: bool):
+def head_classes(train_samples, eval_samples, data_args: DataArguments) -> tuple[str, str]:
+    """(defective, clean): the two judgements of the training split, which a verdict head tells apart; every
+    training and eval sample must carry one of them."""
+    classes = two_classes(judgement_vocabulary(s.judgement for s in train_samples if s.judgement is not None))
+    if classes is None:
+        found = sorted({s.judgement for s in train_samples if s.judgement is not None})
+        raise InputError(f"a verdict head needs two judgements (defective / clean), the training split has "
+                         f"{'/'.join(found) or 'none'}", path=data_args.train_data, field="text")
+    for samples, path in ((train_samples, data_args.train_data), (eval_samples, data_args.eval_data)):
+        wrong = next((s for s in samples if s.judgement not in classes), None)
+        if wrong is not None:
+            raise InputError(f"a verdict head learns {classes[0]}/{classes[1]}, this sample's reference judgement is "
+                             f"{wrong.judgement or 'missing'}", path=path, sample=wrong.id, field="text")
+    return classes
+
+
+def starting_head(model_args: ModelArguments, data_args: DataArguments, head_args: VerdictHeadArguments,
+                  train_args: FineTuningArguments, train_samples, eval_samples, classes: tuple[str, str],
+                  resume: str | None) -> VerdictHead:
+    """The head training starts from: a resumed checkpoint's, or the linear probe fitted on the frozen model."""
+    spec = HeadSpec.parse(head_args.verdict_head, field="--verdict_head")
+    if resume is not None:
+        if not has_head(resume):
+            raise InputError(f"--verdict_head {spec}: the checkpoint to resume has no {HEAD_CONFIG_FILE} (it was "
+                             f"trained without a head)", path=resume)
+        head = load_head(resume)
+        if head.spec != str(spec):
+            raise InputError(f"--verdict_head {spec}: the checkpoint to resume holds a head {head.spec}", path=resume)
+        log.info("resuming the %s", head.describe())
+        return head
+    return fit_head(model_args.model_path, spec, train_samples, eval_samples, positive=classes[0],
+                    negative=classes[1], train_path=data_args.train_data, dev_path=data_args.eval_data,
+                    device=train_args.device, trust_remote_code=model_args.trust_remote_code,
+                    allow_pickle=model_args.allow_pickle, c_grid=head_args.verdict_head_c_grid,
+                    choose_on=head_args.verdict_head_choose_c)
+
+
+def layers_to_train(lora_args: LoraArguments, head_args: VerdictHeadArguments, head: VerdictHead | None) -> LoraArguments:
+    """The fine-tuning settings, with --train_above_head: the layers above the head's highest only."""
+    if not head_args.train_above_head:
+        return lora_args
+    above = head.num_hidden_layers - max(head.layers)
+    if above < 1:
+        raise InputError(f"--train_above_head: the head {head.spec} reads the top layer, so there is no layer above it "
+                         f"to train")
+    log.info("--train_above_head: fine-tuning the top %d of %d layers, above the head's layer %d", above,
+             head.num_hidden_layers, max(head.layers))
+    return replace(lora_args, trainable_layers=above)
+
+
+def save_head_only(head: VerdictHead, train_args: FineTuningArguments, main: bool) -> None:
+    """--finetuning_type none: the fitted head is the whole result; it goes into OUTPUT_DIR."""
+    if main:
+        head.save(train_args.output_dir)
+        log.info("linear probe only (--finetuning_type none): the %s is saved in %s; evaluate it with "
+                 "eval/model_evaluation.py --model_path %s", head.describe(), train_args.output_dir,
+                 train_args.output_dir)
+
+
+def attach_head(model, head: VerdictHead, head_args: VerdictHeadArguments) -> None:
+    """The head becomes a trainable submodule of the causal LM: the optimizer, DeepSpeed and the
+    checkpoints then handle it with the model."""
+    from defect_judge.verdict_head import causal_lm
+
+    head.dropout = head_args.verdict_head_dropout
+    head.requires_grad_(True)
+    causal_lm(model).add_module(HEAD_MODULE, head)
+    log.info("training with the %s: loss = answer + %g x head BCE", head.describe(),
+             head_args.verdict_head_loss_weight)
+
+
+def train_dataset(samples, data_args: DataArguments, main: bool, positive: str | None = None):
     """The samples one by one, or with --pair_batches grouped into twin pairs."""
     if not data_args.pair_batches:
-        return SupervisedDataset(samples)
-    dataset = PairedDataset(samples)
+        return SupervisedDataset(samples, positive)
+    dataset = PairedDataset(samples, positive)
     if main:
         if dataset.pairs == 0:
             log.warning("--pair_batches: no two training records share a pair_id, so every sample is its own item")
@@ -360,7 +501,8 @@ def training_model(model_args: ModelArguments, lora_args: LoraArguments, train_a
                             lora_dropout=lora_args.lora_dropout, target_modules=targets,
                             layers_to_transform=layers, layers_pattern="layers" if layers else None)
         try:
-            model = get_peft_model(model, config)
+            with quiet_library_deprecations():
+                model = get_peft_model(model, config)
         except ValueError as error:
             raise InputError(f"--lora_target_modules {lora_args.lora_target_modules!r}: {error}") from None
         if train_args.activation_checkpointing:
@@ -418,16 +560,27 @@ class WandbConfigCallback(TrainerCallback):
                 wandb.config.update(self.config, allow_val_change=True)
 
 
-def build_trainer(model, tokenizer, train_dataset, eval_dataset, model_args, data_args, lora_args,
-                  train_args: FineTuningArguments) -> WeightedLossTrainer:
+def run_settings(lora_args: LoraArguments) -> dict:
+    """The fine-tuning settings that apply to this run: the LoRA ones only when it trains adapters."""
+    settings = asdict(lora_args)
+    if lora_args.finetuning_type != "lora":
+        settings = {k: v for k, v in settings.items() if not k.startswith("lora_")}
+    return settings
+
+
+def build_trainer(model, tokenizer, train_dataset, eval_dataset, model_args, data_args, lora_args, head_args,
+                  train_args: FineTuningArguments, head: VerdictHead | None = None) -> WeightedLossTrainer:
     callbacks = [CheckpointCompleteCallback(), PeakGpuMemoryCallback(),
-                 WandbConfigCallback({**asdict(model_args), **asdict(data_args), **asdict(lora_args)})]
+                 WandbConfigCallback({**asdict(model_args), **asdict(data_args), **run_settings(lora_args),
+                                      **asdict(head_args)})]
     if train_args.early_stopping_patience > 0 and train_args.load_best_model_at_end:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=train_args.early_stopping_patience))
     return WeightedLossTrainer(model=model, args=train_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                                data_collator=PaddingCollator(tokenizer.pad_token_id), processing_class=tokenizer,
                                callbacks=callbacks, key_token_weight=train_args.key_token_weight,
-                               loss_chunk_size=train_args.loss_chunk_size)
+                               loss_chunk_size=train_args.loss_chunk_size, verdict_head=head,
+                               head_loss_weight=head_args.verdict_head_loss_weight,
+                               head_learning_rate=head_args.verdict_head_learning_rate)
 
 
 def save_best_model(trainer: WeightedLossTrainer, model_args, data_args, lora_args,
@@ -435,6 +588,7 @@ def save_best_model(trainer: WeightedLossTrainer, model_args, data_args, lora_ar
     """The best (or, without evaluation, the last) model into OUTPUT_DIR, named in best_checkpoint.json
     together with the file it was chosen on."""
     output_dir = Path(train_args.output_dir)
+    head_spec = trainer.verdict_head.spec if trainer.verdict_head is not None else None
     trainer.save_model(str(output_dir))  # every rank: DeepSpeed gathers the weights collectively
     trainer.save_state()
     state = trainer.state
@@ -443,13 +597,14 @@ def save_best_model(trainer: WeightedLossTrainer, model_args, data_args, lora_ar
                                     value=state.best_metric, greater_is_better=bool(train_args.greater_is_better),
                                     finetuning_type=lora_args.finetuning_type, base_model_path=model_args.model_path,
                                     eval_data=data_args.eval_data, eval_samples=len(trainer.eval_dataset),
-                                    test_data=data_args.test_data)
+                                    test_data=data_args.test_data, verdict_head=head_spec)
     else:  # no evaluation: the last checkpoint
         checkpoints = list_checkpoints(output_dir)
         if not checkpoints:
             return {}
         info = best_checkpoint_info(checkpoints[-1].name, metric=None, value=None, greater_is_better=None,
-                                    finetuning_type=lora_args.finetuning_type, base_model_path=model_args.model_path)
+                                    finetuning_type=lora_args.finetuning_type, base_model_path=model_args.model_path,
+                                    verdict_head=head_spec)
     if trainer.is_world_process_zero():
         write_best_checkpoint(output_dir, info)
         draw_learning_curve(output_dir, state.log_history, info)
@@ -487,29 +642,40 @@ def main() -> None:
     main_process = is_main_process()
     setup_logging(main_process)
     try:
-        model_args, data_args, lora_args, train_args = parse_args()
+        model_args, data_args, lora_args, head_args, train_args = parse_args()
         if train_args.use_cpu and train_args.cpu_heap_mmap_threshold_mb > 0:
             limit_heap_fragmentation(train_args.cpu_heap_mmap_threshold_mb << 20)  # activations live in the heap
         resume = prepare_output_dir(train_args, main_process)
         check_model_folder(model_args.model_path, allow_pickle=model_args.allow_pickle)
         tokenizer = load_tokenizer(model_args.tokenizer_path or model_args.model_path,
                                    trust_remote_code=model_args.trust_remote_code)
-        train_dataset, eval_dataset = load_data(tokenizer, data_args, train_args, main_process)
+        train_samples, eval_samples = load_samples(tokenizer, data_args, train_args, main_process)
+        classes = head_classes(train_samples, eval_samples, data_args) if head_args.verdict_head else None
     except InputError:
         if not main_process:
             sys.exit(EXIT_INPUT_ERROR)  # rank 0 reports it once
         raise
-    wandb_offline = setup_wandb(train_args)
+    head_only = lora_args.finetuning_type == "none"
+    wandb_offline = False if head_only else setup_wandb(train_args)
     if train_args.run_name is None or train_args.run_name == train_args.output_dir:
-        train_args.run_name = default_run_name(lora_args, data_args, train_args)
+        train_args.run_name = default_run_name(lora_args, data_args, head_args, train_args)
     if train_args.deepspeed and train_args.use_cpu and train_args.world_size > 1:
         import deepspeed
 
         # ZeRO-3 partitions the weights while they load; on CPU ranks DeepSpeed must join the gloo group first.
         deepspeed.init_distributed(dist_backend="gloo")
-    model = training_model(model_args, lora_args, train_args, tokenizer)
-    trainer = build_trainer(model, tokenizer, train_dataset, eval_dataset, model_args, data_args, lora_args,
-                            train_args)
+    head = starting_head(model_args, data_args, head_args, train_args, train_samples, eval_samples, classes,
+                         resume) if classes else None
+    if head_only:
+        save_head_only(head, train_args, main_process)
+        return
+    positive = classes[0] if classes else None
+    model = training_model(model_args, layers_to_train(lora_args, head_args, head), train_args, tokenizer)
+    if head is not None:
+        attach_head(model, head, head_args)
+    trainer = build_trainer(model, tokenizer, train_dataset(train_samples, data_args, main_process, positive),
+                            SupervisedDataset(eval_samples, positive) if eval_samples else None, model_args,
+                            data_args, lora_args, head_args, train_args, head)
     trainer.train(resume_from_checkpoint=resume)
     info = save_best_model(trainer, model_args, data_args, lora_args, train_args)
     if trainer.is_world_process_zero():

@@ -54,6 +54,18 @@ def build_tiny_model(folder: Path, tokenizer, *, seed: int = 0, hidden: int = 64
     return folder
 
 
+def few_samples(folder: Path, pairs_per_file: int = 5) -> Path:
+    """The first twin pairs of two shipped subtype files (both judgements, whole pairs): raw data as a user
+    brings it, small enough for a tiny-model run of the whole pipeline."""
+    folder.mkdir()
+    for name in ("null_pointer_dereference.json", "division_by_zero.json"):
+        samples = json.loads((REPO_ROOT / "dataset" / "output" / name).read_text(encoding="utf-8"))
+        pairs = sorted({s["pair_id"] for s in samples})[:pairs_per_file]
+        chosen = [s for s in samples if s["pair_id"] in pairs]
+        (folder / name).write_text(json.dumps(chosen, ensure_ascii=False), encoding="utf-8")
+    return folder
+
+
 def write_subset(source: Path, target: Path, n: int) -> Path:
     """The first ``n`` lines of a JSONL file."""
     lines = source.read_text(encoding="utf-8").splitlines(keepends=True)[:n]

@@ -108,3 +108,49 @@ def test_twin_pairs_scores_and_charts(tmp_path):
     assert results["decision"]["headline"] == "argmax" and results["overall"]["mcc"] is not None
     for chart in ("subtype_accuracy.png", "pair_outcomes.png", "roc_curve.png"):
         assert (tmp_path / "out" / chart).is_file(), chart
+
+
+def leaky_split(tmp_path, dev_judgements=("是", "否")) -> dict:
+    """Train/dev/test whose events carry their judgement as a comment: C is chosen on a clean signal."""
+    rows = make_records(56)
+    for i, row in enumerate(rows):  # a row number too: every event distinct, so cross-validation folds are fair
+        judgement = row["text"][1]["content"][3]
+        row["text"][0]["content"] = row["text"][0]["content"].replace(
+            "\n\n输出格式", f"\n/* verdict_{judgement} row {i} */\n\n输出格式")
+    dev = [r for r in rows[32:48] if r["text"][1]["content"][3] in dev_judgements]
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return {name: write_records(tmp_path / f"{name}.jsonl", part)
+            for name, part in (("train", rows[:32]), ("dev", dev), ("test", rows[48:]))}
+
+
+def test_a_dev_split_of_one_judgement_is_warned_about(tmp_path):
+    """Its accuracy rewards the C that predicts that judgement most often: the run used to be silent."""
+    files = leaky_split(tmp_path, dev_judgements=("是",))
+    result = run_script(SCRIPT, "--train_dataset_path", files["train"], "--dev_dataset_path", files["dev"],
+                        "--test_dataset_path", files["test"], "--output_dir", tmp_path / "out", check=True)
+    assert (f"dev split {files['dev']} holds a single judgement (是, all 8 samples): its accuracy rewards the C "
+            "that predicts 是 most often") in result.stderr
+    assert '--dev_dataset_path "" to choose C by cross-validation' in result.stderr
+    both = run_script(SCRIPT, "--train_dataset_path", files["train"], "--dev_dataset_path",
+                      leaky_split(tmp_path / "both")["dev"], "--test_dataset_path", files["test"],
+                      "--output_dir", tmp_path / "out2", check=True)
+    assert "single judgement" not in both.stderr
+
+
+def test_a_c_on_the_edge_of_its_grid_is_warned_about_on_dev_and_in_cross_validation(tmp_path):
+    """Labels in the code: every C is right on dev, and the weakest regularisation has the lowest log-loss, so
+    the largest C wins; the best may lie beyond the grid, and the run used to be silent about it."""
+    files = leaky_split(tmp_path)
+    common = ["--train_dataset_path", files["train"], "--test_dataset_path", files["test"]]
+    on_dev = run_script(SCRIPT, *common, "--dev_dataset_path", files["dev"], "--output_dir", tmp_path / "dev",
+                        "--c_grid", "0.1", "1", "10", check=True)
+    assert load_results(tmp_path / "dev" / "evaluation_results.json")["settings"]["chosen_C"] == 10
+    assert (f"the chosen C=10 is the largest value of --c_grid [0.1, 1, 10] (chosen on dev split {files['dev']}): "
+            "the best C may lie beyond the grid; extend it past 10 and rerun (e.g. --c_grid 0.1 1 10 100)"
+            ) in on_dev.stderr
+    by_cv = run_script(SCRIPT, *common, "--dev_dataset_path", "", "--output_dir", tmp_path / "cv",
+                       "--c_grid", "0.1", "1", "10", check=True)
+    assert "is the largest value of --c_grid [0.1, 1, 10] (chosen on 5-fold cross-validation on train)" in by_cv.stderr
+    alone = run_script(SCRIPT, *common, "--dev_dataset_path", files["dev"], "--output_dir", tmp_path / "one",
+                       "--c_grid", "10", check=True)  # one value: nothing was chosen, nothing to warn about
+    assert "value of --c_grid" not in alone.stderr

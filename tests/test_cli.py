@@ -110,4 +110,5 @@ def test_the_document_names_stay_and_their_comments_are_the_help():
     for flag in ("--model_path", "--test_dataset_path", "--tokenizer_path"):
         assert flag in text
     assert "模型路径: a model folder, LoRA adapter folder, training OUTPUT_DIR" in text
-    assert "分词器路径; empty: the model's own" in text
+    assert "分词器路径 (the design document names /data/Qwen2.5-Coder-7B-Instruct" in text
+    assert "empty: the tokenizer that comes with the model" in text

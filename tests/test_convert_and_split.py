@@ -236,18 +236,26 @@ def test_dev_ratio_zero_keeps_the_documents_two_files(tmp_path):
     folder = balanced_corpus(tmp_path / "raw")
     files = convert(tmp_path, folder)
     assert (files["out"] / "dev.jsonl").is_file()
+    earlier_dev = (files["out"] / "dev.jsonl").read_bytes()
     files = convert(tmp_path, folder, "--dev_ratio", "0")
-    assert not (files["out"] / "dev.jsonl").exists()  # a stale dev split would overlap the new training split
+    # never deleted (the user did not ask to write it); the run warns that it is stale (test_split_refusals.py)
+    assert (files["out"] / "dev.jsonl").read_bytes() == earlier_dev
     stats = json.loads(files["stats"].read_text(encoding="utf-8"))
     assert stats["splits"] == ["train", "test"] and "dev" not in stats
     assert len(read_records(files["train"])) + len(read_records(files["test"])) == 30
 
 
-@pytest.mark.parametrize("ratios", [("0.2", "-0.1"), ("0.5", "0.5"), ("0.7", "0.4")])
-def test_invalid_dev_ratio(tmp_path, ratios):
+@pytest.mark.parametrize("ratios,words", [
+    (("0.2", "-0.1"), "dev_ratio must be at least 0, got -0.1"),
+    (("0.5", "0.5"), "--test_ratio 0.5 plus --dev_ratio 0.5 is 1, which leaves nothing to train on"),
+    (("0.7", "0.4"), "--test_ratio 0.7 plus --dev_ratio 0.4 is 1.1, which leaves nothing to train on"),
+])
+def test_invalid_dev_ratio(tmp_path, ratios, words):
     folder = balanced_corpus(tmp_path / "raw")
-    with pytest.raises(InputError, match="dev_ratio must be"):
+    with pytest.raises(InputError) as caught:
         convert(tmp_path, folder, "--test_ratio", ratios[0], "--dev_ratio", ratios[1])
+    assert words in str(caught.value)
+    assert not (tmp_path / "out").exists()
 
 
 def twin_corpus(folder: Path, pairs: int = 6) -> Path:
@@ -279,7 +287,7 @@ def test_pair_id_is_carried_into_the_chat_records(tmp_path):
     ({0: {"pair_id": 7}}, "field 'pair_id': must be a non-empty string, got 7"),
 ])
 def test_bad_pairs_are_one_clear_error_naming_file_sample_and_field(tmp_path, change, words):
-    folder = twin_corpus(tmp_path / "raw", pairs=2)
+    folder = twin_corpus(tmp_path / "raw")  # enough left to split once --skip_invalid drops the bad pair
     samples = json.loads((folder / "twins.json").read_text(encoding="utf-8"))
     for index, fields in change.items():
         samples[index].update(fields)
@@ -303,7 +311,7 @@ def test_single_sample_subtype_goes_to_test_with_warning(tmp_path, caplog):
     (folder / "lonely.json").write_text(json.dumps(raw("未初始化变量", event="int x; return x;")), encoding="utf-8")
     files = convert(tmp_path, folder)
     assert any(r.subtype == "未初始化变量" for r in read_records(files["test"]))
-    assert "training has none of it" in caplog.text
+    assert "subtype '未初始化变量' has 1 sample(s), none in train (test 1): training has none of it" in caplog.text
 
 
 # ----------------------------------------------------------- shipped data

@@ -4,23 +4,10 @@ model is run and timed by hand (README)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from PIL import Image
 
-from helpers import REPO_ROOT, run_script
-
-
-
-def few_samples(folder: Path, pairs_per_file: int = 5) -> Path:
-    """The first twin pairs of two shipped subtype files (both judgements, whole pairs)."""
-    folder.mkdir()
-    for name in ("null_pointer_dereference.json", "division_by_zero.json"):
-        samples = json.loads((REPO_ROOT / "dataset" / "output" / name).read_text(encoding="utf-8"))
-        pairs = sorted({s["pair_id"] for s in samples})[:pairs_per_file]
-        chosen = [s for s in samples if s["pair_id"] in pairs]
-        (folder / name).write_text(json.dumps(chosen, ensure_ascii=False), encoding="utf-8")
-    return folder
+from helpers import REPO_ROOT, few_samples, run_script
 
 
 def test_demo_pipeline_runs_every_stage(tmp_path, tiny_model_dir):
@@ -42,13 +29,22 @@ def test_demo_pipeline_runs_every_stage(tmp_path, tiny_model_dir):
     # chosen on dev by the recipe's metric, never on test
     assert best["eval_data"] == str((data / "dev.jsonl").resolve()) and best["eval_is_test_data"] is False
     assert best["metric"] == "accuracy_then_loss"
-    for name in ("eval_base", "eval_tfidf", "eval_tuned"):
+    for name in ("eval_base", "eval_tfidf", "eval_tuned", "eval_head"):
         results = json.loads((run_dir / name / "evaluation_results.json").read_text(encoding="utf-8"))
         assert {s["id"] for s in results["samples"]} == test_ids
     tuned = json.loads((run_dir / "eval_tuned" / "evaluation_results.json").read_text(encoding="utf-8"))
     assert tuned["model_kind"].startswith("output_dir")  # followed best_checkpoint.json
+    assert tuned["verdict_source"] == "generated" and tuned["verdict_head"] is None  # the model alone
+    # The default recipe has a verdict head: fitted on the frozen model, carried by the chosen checkpoint; the
+    # judge with it answers in the document's format, the head's verdict first.
+    assert best["verdict_head"] == "mean@0.5" and (run_dir / "train" / best["best_checkpoint"] / "verdict_head.json").is_file()
+    assert "linear probe on the frozen model's layers" in result.stderr
+    head = json.loads((run_dir / "eval_head" / "evaluation_results.json").read_text(encoding="utf-8"))
+    assert head["verdict_source"] == "head" and head["overall"]["invalid_format"] == 0
+    assert all(s["response"].startswith(f"判断:{s['prediction']}\n\n原因：") for s in head["samples"])
     for image in [run_dir / "comparison" / name for name in
-                  ("model_comparison.png", "overall_accuracy_comparison.png", "type_accuracy_comparison.png")] + \
+                  ("model_comparison.png", "overall_accuracy_comparison.png", "type_accuracy_comparison.png",
+                   "pair_outcomes_comparison.png")] + \
                  [run_dir / "train" / "learning_curve.png"]:
         with Image.open(image) as png:
             assert png.width >= 600 and png.height >= 300
@@ -59,9 +55,13 @@ def test_demo_pipeline_runs_every_stage(tmp_path, tiny_model_dir):
     assert "exact binomial" in summary and "McNemar" in summary and "4 fine-tuning" in summary
     assert "chosen on" in summary and "the dev split" in summary and "learning_curve.png" in summary
     assert "## Twin pairs" in summary and "| fine-tuned | " in summary and "P-C" in summary
+    assert "| fine-tuned + head `mean@0.5`" in summary and "| fine-tuned + head |" in summary
+    assert "## Does the judge with the head judge well?" in summary and "agree on" in summary
+    assert "the model alone (its scored answer, no head)" in summary
     assert "VD-S at FPR ≤ 0.5%" in summary and "ROC-AUC" in summary
     scored = json.loads((run_dir / "eval_tuned_score" / "evaluation_results.json").read_text(encoding="utf-8"))
     assert scored["decision"]["headline"] == "threshold" and scored["pairs"]["overall"]["pairs"] >= 1
+    assert scored["verdict_source"] == "head" and scored["model_alone"] is not None
     with Image.open(run_dir / "eval_tuned_score" / "roc_curve.png") as png:
         assert png.width >= 600
     offline_runs = list((run_dir / "train" / "wandb").glob("offline-run-*"))

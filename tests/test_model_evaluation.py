@@ -24,6 +24,7 @@ from defect_judge.errors import InputError
 from defect_judge.results import SCHEMA, load_results, metrics, positive_judgement, roc_auc, summary
 from defect_judge.resume import PARTIAL_NAME
 from defect_judge.schema import read_records
+from defect_judge.splitting import spread_subset
 from defect_judge.stats import wilson_interval
 from defect_judge.templates import parse_answer
 from helpers import EVALUATE, PYTHON, REPO_ROOT, build_tiny_model, run_script
@@ -382,7 +383,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_results(slow_tiny_model, s
     assert straight.returncode == 0, straight.stderr[-3000:]
     got = load_results(out / "evaluation_results.json")["samples"]
     want = load_results(tmp_path / "straight" / "evaluation_results.json")["samples"]
-    assert [s["id"] for s in got] == [r.id for r in read_records(test_file)[:24]]
+    assert [s["id"] for s in got] == [r.id for r in spread_subset(read_records(test_file), 24)]
     keys = ("id", "prediction", "response", "generated_tokens")
     assert [{k: s[k] for k in keys} for s in got] == [{k: s[k] for k in keys} for s in want]
 
@@ -688,3 +689,56 @@ def test_score_mode_over_pairs_with_a_threshold_chosen_on_dev(tiny_model_dir, tm
     assert_clean_error(evaluate(*common, "--output_dir", tmp_path / "x", "--threshold_from", tmp_path / "other.json"),
                        "other.json", "results of another model", "field 'model'")
     assert not (tmp_path / "x").exists()
+
+
+# -------------------------------------------------------------- a new user's runs
+
+def test_a_finished_results_folder_is_refused_and_overwrite_leaves_nothing_stale(tiny_model_dir, tmp_path):
+    """Evaluating into a folder that holds finished results is refused, byte for byte untouched; --overwrite
+    replaces them, and what the new run does not write again (threshold_dev/, the ROC chart) goes."""
+    test_file, dev_file = twin_split(tmp_path)
+    out = tmp_path / "out"
+    common = ["--model_path", tiny_model_dir, "--test_dataset_path", test_file, "--output_dir", out]
+    first = evaluate(*common, "--mode", "score", "--threshold_from", dev_file)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (out / "threshold_dev").is_dir() and (out / "roc_curve.png").is_file()
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    again = evaluate(*common, "--mode", "score", "--max_new_tokens", "4")
+    assert_clean_error(again, "evaluation_results.json", "finished results", "--overwrite")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    replaced = evaluate(*common, "--max_new_tokens", "2", "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    assert load_results(out / "evaluation_results.json")["mode"] == "generate"
+    assert not (out / "threshold_dev").exists() and not (out / "roc_curve.png").exists()
+
+
+def test_a_dev_results_file_of_the_same_model_is_accepted_by_any_path_to_it(tiny_model_dir, tmp_path):
+    """--threshold_from with dev results of the model reached through a symlink (runs/demo/latest/...) or from
+    another folder: the same model folder, so the same model."""
+    test_file, dev_file = twin_split(tmp_path)
+    (tmp_path / "latest").symlink_to(tiny_model_dir)
+    dev = run_script(SCRIPT, "--model_path", "latest", "--test_dataset_path", dev_file, "--output_dir",
+                     tmp_path / "dev", "--mode", "score", cwd=tmp_path)
+    assert dev.returncode == 0, dev.stderr[-3000:]
+    test = evaluate("--model_path", tiny_model_dir.resolve(), "--test_dataset_path", test_file, "--output_dir",
+                    tmp_path / "test", "--mode", "score", "--threshold_from", tmp_path / "dev")
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert load_results(tmp_path / "test" / "evaluation_results.json")["decision"]["headline"] == "threshold"
+
+
+def test_limit_takes_whole_pairs_spread_over_subtypes_and_judgements(tiny_model_dir, tmp_path):
+    """--limit 6 on a test file sorted by subtype: three subtypes, both judgements, whole twin pairs (not the
+    first six samples of the first subtype), and no tokenizer warning on a fresh machine."""
+    from helpers import make_records, write_records
+
+    rows = sorted((r | {"pair_id": f"p{i // 2}"} for i, r in enumerate(make_records(16))), key=lambda r: r["subtype"])
+    test_file = write_records(tmp_path / "test.jsonl", rows)
+    result = evaluate("--model_path", tiny_model_dir, "--test_dataset_path", test_file, "--output_dir",
+                      tmp_path / "out", "--mode", "score", "--limit", "6")
+    assert result.returncode == 0, result.stderr[-3000:]
+    samples = load_results(tmp_path / "out" / "evaluation_results.json")["samples"]
+    assert len(samples) == 6 and len({s["subtype"] for s in samples}) == 3
+    assert sorted(s["reference"] for s in samples) == ["否"] * 3 + ["是"] * 3
+    assert all(sum(t["pair_id"] == s["pair_id"] for t in samples) == 2 for s in samples)
+    assert "--limit 6: 6 of the samples" in result.stderr
+    assert "tokenizer_path" not in result.stderr and "FutureWarning" not in result.stderr

@@ -306,3 +306,52 @@ def test_a_lone_twin_is_only_counted(tmp_path, caplog):
     records = read_records(write_records(tmp_path / "test.jsonl", rows))
     check_record_pairs(records, tmp_path / "test.jsonl", "是")
     assert "1 pair_id(s) with a single sample" in caplog.text
+
+
+# ------------------------------------------------- a model that answers nothing valid, printing a threshold
+
+def test_a_model_with_every_answer_invalid_gets_n_a_not_a_misleading_number(tmp_path):
+    """All answers invalid: balanced accuracy, MCC, precision/recall/F1 and the pair outcomes need valid answers,
+    so they are null in the JSON and n/a in the table and the pair chart (the counting rule alone would give
+    balanced accuracy 0, MCC -1 and P-R 100%); the table's first line says the model failed the format."""
+    samples = [row(f"{p}{j}", "空指针解引用", "是" if j else "否", None, pair=p) for p in "ABC" for j in (1, 0)]
+    results = document(samples)
+    overall = results["overall"]
+    assert overall["accuracy"] == 0.0 and overall["invalid_format"] == 6
+    assert overall["balanced_accuracy"] is None and overall["mcc"] is None
+    assert all(results["per_judgement"][j]["precision"] is None for j in YES_NO)
+    pairs = results["pairs"]["overall"]
+    assert pairs["all_invalid"] and all(pairs[o] == {"count": None, "share": None, "ci95": None}
+                                        for o in ("P-C", "P-V", "P-B", "P-R"))
+    assert set(results["pairs"]["outcomes"].values()) == {None}
+    table = format_results_table(results)
+    assert table.splitlines()[0].startswith("the model failed the answer format: all 6 answers are invalid")
+    assert "balanced accuracy, MCC: n/a (all answers invalid)" in table and "pair outcomes: n/a" in table
+    assert "MCC -1" not in table and "100%" not in table.split("pairs (PrimeVul")[1]
+    written = result_charts(tmp_path, json.loads(json.dumps(results)))
+    assert tmp_path / PAIR_OUTCOMES_FILE in written
+    # one valid answer among them: the pair rule applies again (the invalid twin counts as wrong)
+    samples[0] = row("A1", "空指针解引用", "是", "是", pair="A")
+    mixed = document(samples)
+    assert mixed["pairs"]["overall"]["all_invalid"] is False and mixed["overall"]["mcc"] is not None
+
+
+def test_a_printed_threshold_reproduces_its_decisions():
+    from defect_judge.decisions import threshold_text
+
+    assert threshold_text(0.99997, [0.99996, 0.99998]) == "0.99997"  # "1" would call nothing defective
+    assert float(threshold_text(0.999999997, [0.99999999])) < 1.0
+    assert threshold_text(0.5173289775, [0.3, 0.9]) == "0.5173"  # no score near it: four digits do
+    assert threshold_text(0.5173289775, [0.51732897, 0.51732898]) == "0.51732898"
+    scores = [0.2, 0.99996, 0.99997, 0.99998]
+    results = document([row(str(i), "a", "是" if i % 2 else "否", None, p_yes=p) for i, p in enumerate(scores)],
+                       mode="score", threshold={"threshold": 0.999965, "samples": 4, "balanced_accuracy": 0.75,
+                                                "source": "dev", "test_dataset_path": "dev.jsonl"})
+    line = next(l for l in format_results_table(results).splitlines() if l.startswith("decision:"))
+    assert "P(是) >= 0.999965," in line
+
+
+def test_a_judgement_no_test_sample_has_is_not_reported_as_zero_of_zero():
+    results = document([row("a", "空指针解引用", "是", "是"), row("b", "空指针解引用", "是", "否")])
+    table = format_results_table(results)
+    assert "of 0" not in table and "reference 否: no test sample has it" in table

@@ -205,6 +205,25 @@ def test_default_labels_grow_until_different_model_paths_differ():
     assert script.model_labels(models, []) == [
         "Qwen2.5-Coder-7B-Instruct", "x/ft/final_model #1", "y/ft/final_model", "x/ft/final_model #2",
         "run_0401/checkpoint-140"]
+    # a training OUTPUT_DIR named "train" (the demo's) keeps its run folder; a verdict head says so
+    runs = [script.Model(Path("a.json"), {"model_path": "runs/demo/20261205-1200/train", "mode": "generate"}),
+            script.Model(Path("b.json"), {"model_path": "runs/demo/20261205-1200/train", "mode": "generate",
+                                          "verdict_source": "head"})]
+    assert script.model_labels(runs, []) == ["20261205-1200/train", "20261205-1200/train + head"]
+
+
+def test_results_folders_are_accepted_for_their_results_files(tmp_path: Path):
+    base = tmp_path / "base"
+    tuned = tmp_path / "tuned"
+    base.mkdir()
+    tuned.mkdir()
+    write_pair_results(base / "evaluation_results.json", "/m/base", BASE_OUTCOMES)
+    write_pair_results(tuned / "evaluation_results.json", "/m/tuned", TUNED_OUTCOMES)
+    out = tmp_path / "out"
+    result = run_script(SCRIPT, "--results", base, tuned, "--output_dir", out)
+    assert_clean_exit(result)
+    summary = (out / "comparison_summary.md").read_text(encoding="utf-8")
+    assert str(base / "evaluation_results.json") in summary and (out / PAIR_CHART).is_file()
 
 
 # ------------------------------------------------------------ twin pairs

@@ -10,18 +10,22 @@ from helpers import REPO_ROOT, assert_clean_failure, make_records, run_script, w
 SCRIPT = REPO_ROOT / "tools" / "probe_features.py"
 
 
-def test_probe_scores_every_layer_and_pooling_on_test(tmp_path, tiny_model_dir):
+def test_probe_scores_every_head_on_the_held_out_split(tmp_path, tiny_model_dir):
     data = twin_split(tmp_path, pairs_per_file=8)
     out = tmp_path / "probe.json"
     result = run_script(SCRIPT, "--model_path", tiny_model_dir, "--train_dataset_path", data / "train.jsonl",
-                        "--test_dataset_path", data / "test.jsonl", "--layers", "0.5", "1.0", "--json", out,
-                        check=True)
-    rows = json.loads(out.read_text(encoding="utf-8"))["rows"]
-    assert [(r["layer"], r["pooling"]) for r in rows] == [(1, "mean"), (1, "last"), (2, "mean"), (2, "last")]
+                        "--test_dataset_path", data / "dev.jsonl", "--heads", "mean@0.5", "last@1.0", "mean@1,2",
+                        "--c_grid", "0.01", "0.1", "1.0", "--json", out, check=True)
+    table = json.loads(out.read_text(encoding="utf-8"))
+    rows = table["rows"]
+    assert [(r["head"], r["layers"], r["pooling"]) for r in rows] == [("mean@0.5", [1], "mean"), ("last@1.0", [2], "last"),
+                                                                     ("mean@1,2", [1, 2], "mean")]
     for row in rows:
         assert 0 <= row["accuracy"] <= 1 and 0 <= row["cv_accuracy"] <= 1 and row["C"] in (0.01, 0.1, 1.0)
+        assert row["correct"] == round(row["accuracy"] * row["samples"]) and row["samples"] == table["held_out_samples"]
         assert row["roc_auc"] is None or 0 <= row["roc_auc"] <= 1
-    assert "pooling" in result.stdout and "mean" in result.stdout
+        assert 0 < row["p_value"] <= 1 and row["majority"] == 0.5
+    assert "held-out acc" in result.stdout and "mean@1,2" in result.stdout and "test samples" not in result.stderr
 
 
 def test_one_judgement_only_is_one_clear_line(tmp_path, tiny_model_dir):

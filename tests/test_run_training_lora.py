@@ -78,6 +78,7 @@ def test_lora_run_leaves_adapter_checkpoints_the_best_model_and_wandb_offline(lo
     assert "<|im_start|>assistant\n[[判断:{{" in result.output
     assert "tokens min" in result.output and "truncated to max_length 256 (event cut): 1" in result.output
     assert "wandb: no API key" in result.output and "wandb sync " in result.output
+    assert "FutureWarning" not in result.output  # a library's deprecation the user cannot act on
     for step in (2, 4):
         checkpoint = output_dir / f"checkpoint-{step}"
         names = {p.name for p in checkpoint.iterdir()}
@@ -105,7 +106,7 @@ def test_lora_run_leaves_adapter_checkpoints_the_best_model_and_wandb_offline(lo
                     "value": pytest.approx(evals[best_step]), "greater_is_better": False,
                     "finetuning_type": "lora", "base_model_path": str(tiny_model_dir.resolve()),
                     "eval_data": str(dev.resolve()), "eval_data_sha256": file_sha256(dev), "eval_samples": 2,
-                    "eval_is_test_data": False}
+                    "eval_is_test_data": False, "verdict_head": None}
     assert "optimistic" not in result.output
     check_learning_curve(output_dir / "learning_curve.png")
     best_adapter = load_file(output_dir / f"checkpoint-{best_step}" / "adapter_model.safetensors")
@@ -141,6 +142,67 @@ def test_two_ranks_train_exactly_like_one_rank_with_accumulation(lora_run, data,
     assert (checkpoint / "rng_state_0.pth").is_file() and (checkpoint / "rng_state_1.pth").is_file()
     assert len(list(checkpoint.glob("global_step4/*optim_states.pt"))) == 2  # ZeRO-2: one shard per rank
     assert json.loads((output_dir / "best_checkpoint.json").read_text())["finetuning_type"] == "lora"
+
+
+@pytest.fixture(scope="module")
+def head_run(tmp_path_factory, tiny_model_dir):
+    """Two ranks, LoRA and a verdict head on both layers of the tiny model: the linear probe first, then both
+    trained together; dev evaluation and the best checkpoint by the head's accuracy."""
+    folder = tmp_path_factory.mktemp("head-data")
+    write_records(folder / "train.jsonl", make_records(8))
+    write_records(folder / "dev.jsonl", make_records(4, start=2))
+    write_records(folder / "test.jsonl", make_records(2, start=6))
+    env = {"MODEL_PATH": str(tiny_model_dir), "TRAIN_DATA": str(folder / "train.jsonl"),
+           "TEST_DATA": str(folder / "test.jsonl"), "OUTPUT_DIR": str(folder / "head"), "NUM_GPUS": "2",
+           "LORA_RANK": "4", "GRADIENT_ACCUMULATION_STEPS": "1", "VERDICT_HEAD": "mean@0.5,1.0"}
+    args = (*ARGS, "--report_to", "none", "--metric_for_best_model", "accuracy_then_loss",
+            "--verdict_head_c_grid", "0.1")
+    result = launch(*args, cwd=REPO_ROOT, env=env)
+    check_ok(result)
+    return result, folder, env, args
+
+
+def test_two_ranks_with_a_verdict_head_keep_it_in_every_checkpoint_and_select_on_it(head_run):
+    from defect_judge.verdict_head import load_head
+
+    result, folder, _, _ = head_run
+    output_dir = folder / "head"
+    assert "linear probe on the frozen model's layers 1, 2" in result.output and "head BCE" in result.output
+    for checkpoint in (output_dir / "checkpoint-2", output_dir / "checkpoint-4", output_dir):
+        head = load_head(checkpoint)
+        assert head.spec == "mean@0.5,1.0" and head.layers == (1, 2) and head.fit["C"] == 0.1
+        assert all("lora_" in name for name in load_file(checkpoint / "adapter_model.safetensors"))
+    evals = [e for e in log_history(output_dir) if "eval_loss" in e]
+    assert all(e["eval_head_samples"] == 4 for e in evals)
+    chosen = max(evals, key=lambda e: (e["eval_head_accuracy"], -(e["eval_loss"] + e["eval_head_loss"])))
+    best = json.loads((output_dir / "best_checkpoint.json").read_text())
+    assert best["best_checkpoint"] == f"checkpoint-{chosen['step']}" and best["verdict_head"] == "mean@0.5,1.0"
+    assert best["value"] == pytest.approx(chosen["eval_accuracy_then_loss"])
+    final, chosen_head = load_head(output_dir).state_tensors(), load_head(output_dir / best["best_checkpoint"])
+    assert all(torch_equal(final[k], v) for k, v in chosen_head.state_tensors().items())  # the best model's head
+    assert all("head_loss" in e for e in log_history(output_dir) if "loss" in e)
+
+
+def test_a_resumed_head_run_continues_exactly(head_run):
+    result, folder, env, args = head_run
+    finished_dir, output_dir = folder / "head", folder / "head-resumed"
+    output_dir.mkdir()
+    shutil.copytree(finished_dir / "checkpoint-2", output_dir / "checkpoint-2")
+    resumed = launch(*args, "--resume_from_checkpoint", "auto", cwd=REPO_ROOT,
+                     env=env | {"OUTPUT_DIR": str(output_dir)})
+    check_ok(resumed)
+    assert "resuming the verdict head mean@0.5,1.0" in resumed.output and "linear probe" not in resumed.output
+    for step in (3, 4):
+        assert losses(output_dir)[step] == pytest.approx(losses(finished_dir)[step], abs=1e-5)
+        assert losses(output_dir, "head_loss")[step] == pytest.approx(losses(finished_dir, "head_loss")[step], abs=1e-5)
+    ours, theirs = (load_file(d / "checkpoint-4" / "verdict_head.safetensors") for d in (output_dir, finished_dir))
+    assert all(torch_equal(ours[k], theirs[k], atol=1e-6) for k in theirs)
+
+
+def torch_equal(a, b, atol: float = 0.0) -> bool:
+    import torch
+
+    return bool(torch.allclose(a, b, atol=atol, rtol=0))
 
 
 def test_full_fine_tuning_saves_whole_models(data, tiny_model_dir, tmp_path):
@@ -204,7 +266,7 @@ def test_resume_auto_skips_a_half_written_checkpoint_and_reproduces_the_run(lora
     assert (output_dir / "checkpoint-4" / "checkpoint_complete.json").is_file()
 
 
-@pytest.mark.parametrize("name", ["MODEL_PATH", "TRAIN_DATA", "TEST_DATA", "EVAL_DATA"])
+@pytest.mark.parametrize("name", ["MODEL_PATH", "TRAIN_DATA", "EVAL_DATA"])
 def test_missing_inputs_are_named_before_anything_launches(data, tiny_model_dir, tmp_path, name):
     env = {"MODEL_PATH": str(tiny_model_dir), "TRAIN_DATA": str(data / "train.jsonl"),
            "TEST_DATA": str(data / "test.jsonl"), "OUTPUT_DIR": str(tmp_path / "out")}
@@ -215,13 +277,29 @@ def test_missing_inputs_are_named_before_anything_launches(data, tiny_model_dir,
     assert "deepspeed" not in result.stdout and not (tmp_path / "out").exists()
 
 
+def test_test_data_is_required_only_when_training_would_read_it(data, tiny_model_dir, tmp_path):
+    """With a dev split the test split is never read during training: a missing TEST_DATA does not stop the
+    launch. Without one, evaluation falls back to TEST_DATA, which must then be there."""
+    env = {"MODEL_PATH": str(tiny_model_dir), "TRAIN_DATA": str(data / "train.jsonl"),
+           "TEST_DATA": str(tmp_path / "missing"), "OUTPUT_DIR": str(tmp_path / "out")}
+    launched = launch("--not_a_flag", cwd=tmp_path, env=env)  # stops in train_lora.py, after the launcher's checks
+    assert "TEST_DATA" not in launched.stderr and "deepspeed" in launched.stdout and "--not_a_flag" in launched.output
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(data / "train.jsonl", alone / "train.jsonl")
+    result = launch(cwd=tmp_path, env=env | {"TRAIN_DATA": str(alone / "train.jsonl")})
+    assert result.returncode == 2 and "TEST_DATA: file not found" in result.stderr
+    assert "deepspeed" not in result.stdout
+
+
 # The launcher's settings and the train_lora.py flags they become (the document's names on the left).
 LAUNCHER_FLAGS = {"MODEL_PATH": "model_path", "TRAIN_DATA": "train_data", "EVAL_DATA": "eval_data",
-                  "TEST_DATA": "test_data", "OUTPUT_DIR": "output_dir", "LEARNING_RATE": "learning_rate",
+                  "OUTPUT_DIR": "output_dir", "LEARNING_RATE": "learning_rate",
                   "MAX_LENGTH": "max_length", "SCHEDULER": "lr_scheduler_type", "LORA_RANK": "lora_rank",
                   "LORA_ALPHA": "lora_alpha", "MAX_EPOCHS": "num_train_epochs", "SAVE_STEPS": "save_steps",
                   "PER_DEVICE_TRAIN_BATCH_SIZE": "per_device_train_batch_size",
-                  "GRADIENT_ACCUMULATION_STEPS": "gradient_accumulation_steps", "DS_CONFIG": "deepspeed"}
+                  "GRADIENT_ACCUMULATION_STEPS": "gradient_accumulation_steps", "DS_CONFIG": "deepspeed",
+                  "VERDICT_HEAD": "verdict_head"}
 
 
 def test_the_launcher_passes_only_its_settings_and_their_defaults_are_train_loras():
@@ -236,7 +314,8 @@ def test_the_launcher_passes_only_its_settings_and_their_defaults_are_train_lora
     assert {setting: flag for flag, setting in passed.items()} == LAUNCHER_FLAGS
     train_lora = load_script("instruct_fine_tuning/train_lora.py")
     defaults = {f.name: f.default for cls in (train_lora.DataArguments, train_lora.LoraArguments,
-                                              train_lora.FineTuningArguments) for f in fields(cls)}
+                                              train_lora.VerdictHeadArguments, train_lora.FineTuningArguments)
+                for f in fields(cls)}
     numbers = {setting: value for setting, value in re.findall(r'^(\w+)="\$\{\1:-([^}]*)\}"', text, re.MULTILINE)
                if setting in LAUNCHER_FLAGS and re.fullmatch(r"[\d.e-]+|[a-z_]+", value)}
     assert set(numbers) == {"LEARNING_RATE", "MAX_LENGTH", "SCHEDULER", "LORA_RANK", "LORA_ALPHA", "MAX_EPOCHS",

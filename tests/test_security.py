@@ -222,7 +222,8 @@ def test_paths_in_data_files_do_not_move_outputs(tiny_model_dir, tmp_path):
 
     split = tmp_path / "nested" / "deeper" / "split"
     run_script(CONVERT, "--input_dir", raw, "--converted_file", split / "converted.jsonl", "--train_file",
-               split / "train.jsonl", "--test_file", split / "test.jsonl", "--test_ratio", "0.5", check=True)
+               split / "train.jsonl", "--test_file", split / "test.jsonl", "--test_ratio", "0.5", "--dev_ratio", "0",
+               check=True)
     # Chat JSONL with hostile ids as well (the converter makes ids from file names).
     records = [json.loads(line) for line in (split / "converted.jsonl").read_text(encoding="utf-8").splitlines()]
     for record, name in zip(records, hostile * 2):

@@ -135,3 +135,20 @@ def test_split_is_deterministic_per_seed_and_differs_across_seeds():
     first = [r.id for r in split_samples(records, judgements, 0.2, 1)[1]]
     assert first == [r.id for r in split_samples(records, judgements, 0.2, 1)[1]]
     assert first != [r.id for r in split_samples(records, judgements, 0.2, 2)[1]]
+
+
+def test_dev_never_takes_the_last_twin_pair_of_a_subtype_from_train():
+    """Two pairs of one subtype: test takes one, and dev used to take the other (train then had none of it,
+    with exit 0); a subtype left with one group after test gives dev nothing."""
+    records, judgements = [], {}
+    specs = [("A", f"a{k}", j) for k in range(10) for j in ("是", "否")] + \
+        [("B", f"b{k}", j, f"pair-{k}") for k in range(2) for j in ("是", "否")]
+    for i, (subtype, event, judgement, *pair) in enumerate(specs):
+        raw = RawSample(subtype, f"检查{subtype}", f"code {event}", "判断:是/否", judgement, "r",
+                        pair_id=pair[0] if pair else None)
+        records.append(raw_to_record(raw, f"f.json#{i}"))
+        judgements[records[-1].id] = judgement
+    for seed in range(20):
+        train, dev, test = split_three_ways(records, judgements, 0.2, 0.1, seed)
+        assert [sum(r.subtype == "B" for r in part) for part in (train, dev, test)] == [2, 0, 2], seed
+        assert any(r.subtype == "A" for r in dev)

@@ -90,3 +90,27 @@ def test_tiny_sweep_trains_scores_every_checkpoint_on_dev_and_resumes(tmp_path, 
     # a second run finds the recipe done and trains nothing
     again = run_script(*args, check=True)
     assert "already done" in again.stderr
+
+
+def test_help_states_each_default_once():
+    text = run_script(SWEEP, "--help", check=True).stdout
+    for block in text.split("\n  --")[1:]:
+        assert block.count("default") <= 1, block
+
+
+def test_a_linear_probe_recipe_is_scored_once_with_its_head(tmp_path, tiny_model_dir):
+    """probe_mid fits a verdict head and trains nothing: its OUTPUT_DIR is scored on dev at epoch 0, by the head,
+    with what the model alone scores beside it."""
+    data = twin_split(tmp_path)
+    out = tmp_path / "sweep"
+    result = run_script(SWEEP, "--model_path", tiny_model_dir, "--train_data", data / "train.jsonl", "--eval_data",
+                        data / "dev.jsonl", "--output_dir", out, "--recipes", "probe_mid", "--baseline", "false",
+                        env={"OMP_NUM_THREADS": "1"}, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "fitting the verdict head mean@0.5 on the frozen model" in result.stderr
+    (recipe,) = json.loads((out / "sweep_results.json").read_text(encoding="utf-8"))["recipes"]
+    (point,) = recipe["curve"]
+    assert point["step"] == 0 and point["epoch"] == 0 and point["verdict_source"] == "head"
+    assert point["model_alone"] is not None and 0 <= point["accuracy"] <= 1
+    assert (out / "probe_mid" / "train" / "verdict_head.json").is_file()
+    assert not list((out / "probe_mid" / "train").glob("checkpoint-*"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -211,13 +212,15 @@ def test_judgement_accuracy_is_argmax_over_the_key_tokens(tiny_model, embedded_t
     assert parts.judgement_correct.tolist() == expected
 
 
-def make_trainer(model, tokenizer, tmp_path, key_token_weight: float, loss_chunk_size: int = 1024, **overrides):
+def make_trainer(model, tokenizer, tmp_path, key_token_weight: float, loss_chunk_size: int = 1024,
+                 trainer_kwargs: dict | None = None, **overrides):
     from transformers import TrainingArguments
 
     args = TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none",
                              remove_unused_columns=False, **({"per_device_train_batch_size": 1} | overrides))
     return WeightedLossTrainer(model=model, args=args, data_collator=PaddingCollator(tokenizer.pad_token_id),
-                               key_token_weight=key_token_weight, loss_chunk_size=loss_chunk_size)
+                               key_token_weight=key_token_weight, loss_chunk_size=loss_chunk_size,
+                               **(trainer_kwargs or {}))
 
 
 @pytest.mark.parametrize("key_token_weight", [1.0, 5.0])
@@ -306,12 +309,19 @@ def test_output_dir_of_an_earlier_run_is_refused_resumed_or_overwritten(train_lo
     assert not (tmp_path / "checkpoint-2").exists()
 
 
-def test_help_lists_the_task_and_trainer_flags():
+def test_help_lists_the_task_and_trainer_flags(train_lora):
     result = run_script(SCRIPT, "--help", check=True)
     for flag in ("--model_path", "--train_data", "--key_token_weight", "--finetuning_type", "--lora_rank",
                  "--early_stopping_patience", "--overwrite_output_dir", "--resume_from_checkpoint",
-                 "--gradient_checkpointing", "--save_total_limit", "--metric_for_best_model", "--trust_remote_code"):
+                 "--gradient_checkpointing", "--save_total_limit", "--metric_for_best_model", "--trust_remote_code",
+                 "--verdict_head", "--verdict_head_loss_weight"):
         assert flag in result.stdout, flag
+    # the complement of a flag that is on by default says what it does, not the flag's own help
+    complement = result.stdout.split("--no_load_best_model_at_end, --no-load-best-model-at-end")[1].split("\n  --")[0]
+    assert "Turn --load_best_model_at_end off" in complement and "Keep the checkpoint" not in complement
+    full = train_lora.run_settings(train_lora.LoraArguments(finetuning_type="full"))
+    assert full["finetuning_type"] == "full" and not [k for k in full if k.startswith("lora_")]
+    assert "lora_rank" in train_lora.run_settings(train_lora.LoraArguments())
 
 
 def test_bad_training_data_is_one_clear_error(tiny_model_dir, tmp_path):
@@ -350,7 +360,7 @@ def test_accuracy_wins_where_loss_and_accuracy_disagree(train_lora, tmp_path):
     assert max(scores, key=scores.get) == 60  # most accurate, and of the two at 0.75 the lower loss
     args = train_lora.parse_args(["--model_path", "m", "--train_data", "t", "--eval_data", "d", "--output_dir",
                                   str(tmp_path), "--metric_for_best_model", "accuracy_then_loss", "--report_to",
-                                  "none"])[3]
+                                  "none"])[4]
     assert args.greater_is_better is True and args.metric_for_best_model == "accuracy_then_loss"
 
 
@@ -426,3 +436,149 @@ def test_pair_batches_keep_twins_in_one_micro_batch(tmp_path, tiny_model, embedd
         assert len(pair_ids) == 1  # one pair (or one lone sample) per micro-batch
         sizes.append(len(rows_in_batch))
     assert sorted(sizes) == [1, 2, 2, 2]
+
+
+# ------------------------------------------------------------ verdict head
+
+def head_batches(tokenizer, recs: list[Record]) -> tuple[list[dict], dict]:
+    """One micro-batch per record, and one batch of them all, with the head's labels (是 = defective)."""
+    samples = fit_samples(tokenizer, recs, 4096)
+    collate = PaddingCollator(tokenizer.pad_token_id)
+    dataset = SupervisedDataset(samples, "是")
+    return [collate([dataset[i]]) for i in range(len(samples))], collate([dataset[i] for i in range(len(samples))])
+
+
+def random_head(model, seed: int = 0):
+    from defect_judge.verdict_head import VerdictHead
+
+    generator = torch.Generator().manual_seed(seed)
+    head = VerdictHead([1, 2], "mean", model.config.hidden_size, model.config.num_hidden_layers, positive="是",
+                       negative="否")
+    with torch.no_grad():
+        head.mean.copy_(torch.randn(head.dim, generator=generator) * 0.1)
+        head.weight.copy_(torch.randn(head.dim, generator=generator))
+        head.bias.fill_(0.1)
+    return head
+
+
+def test_head_loss_is_the_answer_loss_plus_the_weighted_bce_of_the_accumulated_batch(tiny_model, embedded_tokenizer,
+                                                                                       tmp_path):
+    """With a verdict head the loss adds head_loss_weight x the head's mean BCE over the accumulated batch,
+    computed from the states of the same forward pass; accumulation does not change it, and gradients reach
+    the head and the model's layers below the head's."""
+    from defect_judge.verdict_head import HEAD_MODULE, prompt_features
+
+    model = copy.deepcopy(tiny_model)
+    head = random_head(model)
+    model.add_module(HEAD_MODULE, head)
+    trainer = make_trainer(model, embedded_tokenizer, tmp_path, 5.0,
+                           trainer_kwargs={"verdict_head": head, "head_loss_weight": 2.0})
+    recs = records(3)
+    micro, whole = head_batches(embedded_tokenizer, recs)
+    fetched, weight_sum = trainer.get_batch_samples(iter(micro), 3, torch.device("cpu"))
+    assert trainer._head_items.item() == 3
+    model.zero_grad()
+    accumulated = 0.0
+    for batch in fetched:
+        loss = trainer.compute_loss(model, batch, num_items_in_batch=weight_sum)
+        loss.backward()
+        accumulated += loss.item()
+    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters()
+               if ".layers.0." in n)
+    with torch.no_grad():
+        prompts = [list(f["input_ids"][:f["prompt_length"]]) for f in SupervisedDataset(
+            fit_samples(embedded_tokenizer, recs, 4096)).features]
+        logits = head(prompt_features(model, prompts, [1, 2], "mean"))
+        labels = torch.tensor([1.0 if r.judgement == "是" else 0.0 for r in recs])
+        expected = reference_loss(model, whole, 5.0) + 2.0 * F.binary_cross_entropy_with_logits(logits, labels)
+    assert accumulated == pytest.approx(expected.item(), abs=1e-4)
+
+
+def test_a_head_run_evaluates_and_selects_on_the_head_and_saves_it_beside_the_model(tiny_model, embedded_tokenizer,
+                                                                                      tmp_path):
+    """evaluate() reports the head's accuracy, ROC-AUC and loss, and accuracy_then_loss follows the head's
+    accuracy; every save writes verdict_head.* and keeps the head out of the model's own weights; the
+    best model's head is restored at the end."""
+    from safetensors.torch import load_file as load_tensors
+
+    from defect_judge.verdict_head import HEAD_MODULE, load_head
+
+    model = copy.deepcopy(tiny_model)
+    head = random_head(model, seed=1)
+    model.add_module(HEAD_MODULE, head)
+    dataset = SupervisedDataset(fit_samples(embedded_tokenizer, records(8), 4096), "是")
+    trainer = make_trainer(model, embedded_tokenizer, tmp_path, 5.0, per_device_train_batch_size=2, max_steps=4,
+                           learning_rate=5e-3, save_steps=2, eval_strategy="steps", eval_steps=2,
+                           logging_steps=1, disable_tqdm=True, load_best_model_at_end=True,
+                           metric_for_best_model="accuracy_then_loss", greater_is_better=True,
+                           trainer_kwargs={"verdict_head": head, "head_learning_rate": 5e-2,
+                                           "train_dataset": dataset, "eval_dataset": dataset})
+    trainer.train()
+    evaluations = [h for h in trainer.state.log_history if "eval_head_accuracy" in h]
+    assert len(evaluations) == 2
+    for entry in evaluations:
+        assert entry["eval_head_samples"] == 8 and 0 <= entry["eval_head_roc_auc"] <= 1
+        total = entry["eval_loss"] + entry["eval_head_loss"]  # head_loss_weight 1
+        assert entry["eval_accuracy_then_loss"] == pytest.approx(accuracy_then_loss(entry["eval_head_accuracy"], total, 8))
+    assert all("head_loss" in h for h in trainer.state.log_history if "loss" in h)
+    assert {g["lr"] for g in trainer.optimizer.param_groups} and any(
+        p is head.weight for g in trainer.optimizer.param_groups for p in g["params"] if g.get("weight_decay") == 0.0)
+    best = Path(trainer.state.best_model_checkpoint)
+    for step in (2, 4):
+        folder = tmp_path / "out" / f"checkpoint-{step}"
+        saved = load_head(folder)
+        assert saved.layers == (1, 2) and not any(HEAD_MODULE in k for k in load_tensors(folder / "model.safetensors"))
+    restored = load_head(best).state_tensors()
+    assert all(torch.equal(head.state_tensors()[name], value) for name, value in restored.items())
+
+
+def test_full_fine_tuning_with_a_head_saves_it_beside_whole_models(tiny_model_dir, tmp_path):
+    """Full fine-tuning (no DeepSpeed): each checkpoint's model.safetensors is the model alone, the head is in
+    verdict_head.*, and loading the best model at the end restores the head without warning about it."""
+    from safetensors.torch import load_file as load_tensors
+
+    from defect_judge.verdict_head import load_head
+
+    train = write_records(tmp_path / "train.jsonl", make_records(8))
+    dev = write_records(tmp_path / "dev.jsonl", make_records(4, start=2))
+    out = tmp_path / "full"
+    result = run_script(SCRIPT, "--model_path", tiny_model_dir, "--train_data", train, "--eval_data", dev,
+                        "--output_dir", out, "--finetuning_type", "full", "--verdict_head", "last@0.5",
+                        "--verdict_head_c_grid", "0.1", "--max_steps", "2", "--save_steps", "1", "--report_to", "none",
+                        "--metric_for_best_model", "accuracy_then_loss", "--gradient_accumulation_steps", "1",
+                        "--learning_rate", "1e-3", check=True)
+    assert not re.search(r"missing keys[^\n]*verdict_head", result.stderr)
+    for folder in (out / "checkpoint-1", out / "checkpoint-2", out):
+        assert load_head(folder).layers == (1,)
+        assert not [k for k in load_tensors(folder / "model.safetensors") if "verdict_head" in k]
+    best = json.loads((out / "best_checkpoint.json").read_text())
+    assert best["verdict_head"] == "last@0.5" and best["finetuning_type"] == "full"
+
+
+def test_training_above_the_head_keeps_the_probe_as_fitted(tmp_path, embedded_tokenizer):
+    """--train_above_head with --verdict_head_loss_weight 0: LoRA only in the layers above the head's highest
+    (the head's features do not move), and the head every checkpoint carries is the linear probe as fitted."""
+    from safetensors.torch import load_file as load_tensors
+
+    from defect_judge.verdict_head import load_head
+    from helpers import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "tiny-4", embedded_tokenizer, layers=4)
+    train = write_records(tmp_path / "train.jsonl", make_records(8))
+    dev = write_records(tmp_path / "dev.jsonl", make_records(4, start=2))
+    common = ["--model_path", model_dir, "--train_data", train, "--eval_data", dev, "--verdict_head", "mean@0.5",
+              "--verdict_head_c_grid", "0.1", "--report_to", "none"]
+    probe = run_script(SCRIPT, *common, "--output_dir", tmp_path / "probe", "--finetuning_type", "none", check=True)
+    above = run_script(SCRIPT, *common, "--output_dir", tmp_path / "above", "--train_above_head",
+                       "--verdict_head_loss_weight", "0", "--lora_rank", "4", "--max_steps", "2", "--save_steps", "1",
+                       "--learning_rate", "1e-2", "--gradient_accumulation_steps", "1", check=True)
+    assert "fine-tuning the top 2 of 4 layers, above the head's layer 2" in above.stderr and probe.returncode == 0
+    fitted = load_head(tmp_path / "probe").state_tensors()
+    for folder in (tmp_path / "above" / "checkpoint-1", tmp_path / "above" / "checkpoint-2", tmp_path / "above"):
+        assert all(torch.equal(load_head(folder).state_tensors()[k], v) for k, v in fitted.items())
+    adapter = load_tensors(tmp_path / "above" / "adapter_model.safetensors")
+    assert adapter and all(".layers.2." in name or ".layers.3." in name for name in adapter)
+    refused = run_script(SCRIPT, *common, "--output_dir", tmp_path / "x", "--train_above_head", "--trainable_layers",
+                         "1")
+    assert refused.returncode == 2 and "--train_above_head" in refused.stderr

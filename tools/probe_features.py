@@ -2,25 +2,25 @@
 """Linear probe of a frozen model: can the base model's hidden states tell defective code from clean at all?
 
 Runs the base model (no training) over every prompt of the training split and of a held-out split
-(TEST_DATASET_PATH: dev by default), exactly as evaluation renders them, and fits a logistic
-regression (scikit-learn) on the hidden states of chosen layers, pooled two ways:
+(TEST_DATASET_PATH: dev by default), exactly as evaluation renders them, and fits one verdict head
+(defect_judge/verdict_head.py: standardised features, logistic regression) per spec in HEADS:
 
-  mean   the average over every prompt token: what the model has read, wherever it is
-  last   the prompt's last token (after the chat template's assistant header): the position a
-         generative judge answers from
+  mean@L   the average over every prompt token of layer L's output: what the model has read, wherever it is
+  last@L   the prompt's last token (after the chat template's assistant header): where a generative judge
+           answers from
+  L is a layer index (15), a fraction of the depth (0.5) or several of them concatenated (8,12,16,20,24).
 
 Regularisation C is chosen by cross-validation over whole twin pairs on the training split; the
-held-out split is only scored. When the mean pool is well above chance and the last token is not, the
-information is in the model and a fine-tuned judge still has to learn to gather it where it answers:
-a matter of training data and steps rather than of the model. When both stay at chance, this model
-cannot see the difference without changing its lower layers.
+held-out split is only scored, with the majority class and an exact binomial test beside it. When the
+mean pool is well above chance and the last token is not, the information is in the model and a
+generative judge still has to learn to gather it where it answers; a verdict head reads it where it is
+(train_lora.py --verdict_head). When both stay at chance, this model cannot see the difference.
 
-Forward passes only: about 0.6 s per sample for the embedded model on a 2-core CPU.
+Features are computed once for every layer the specs name, each forward pass stopping after the highest.
 
-Example (the shipped half of the table in instruct_fine_tuning/readme.md; the probe is scored on dev, so
-the test split stays unread for a later honest report):
+Example (the table in instruct_fine_tuning/readme.md; scored on dev, so the test split stays unread):
   python tools/probe_features.py --train_dataset_path dataset/train.jsonl \\
-      --test_dataset_path dataset/dev.jsonl --layers 0.17 0.33 0.5 0.67 0.83 1.0 --json runs/probe/shipped_dev.json
+      --test_dataset_path dataset/dev.jsonl --json runs/probe/shipped_dev.json
 """
 from __future__ import annotations
 
@@ -37,27 +37,23 @@ from defect_judge.fileio import write_json_atomic
 from defect_judge.modeling import check_model_folder, load_causal_lm, load_tokenizer
 from defect_judge.results import positive_judgement
 from defect_judge.schema import Record, read_records
+from defect_judge.stats import binomial_p_above
+from defect_judge.verdict_head import DEFAULT_C_GRID, HeadSpec, fit_probe, pooled_prompt_features
 
 # ----------------------------------------------------------------------------
 MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # the frozen model to probe (folder, safetensors)
-# training split (chat JSONL): fits the probe (C by cross-validation over whole pairs)
+# training split (chat JSONL): fits each probe (C by cross-validation over whole pairs)
 TRAIN_DATASET_PATH = "./dataset/train.jsonl"
-# held-out split (chat JSONL) that scores the probe: dev by default, so that the test split stays unread
+# held-out split (chat JSONL) that scores the probes: dev by default, so that the test split stays unread
 TEST_DATASET_PATH = "./dataset/dev.jsonl"
-LAYERS = [0.33, 0.67, 1.0]  # layers to probe, as fractions of the depth (1.0: the last layer)
-C_GRID = [0.01, 0.1, 1.0]  # logistic regression's C (the features are standardised)
+# the probes, as verdict-head specs POOLING@LAYERS (layers: indices, or fractions of the depth)
+HEADS = ["mean@0.33", "mean@0.5", "mean@0.67", "mean@1.0", "last@0.5", "last@1.0", "mean@0.27,0.4,0.53,0.67,0.8"]
+C_GRID = list(DEFAULT_C_GRID)  # logistic regression's C (the features are standardised)
 JSON = ""  # also write the table here
 # ----------------------------------------------------------------------------
 PATHS = ("model_path", "train_dataset_path", "test_dataset_path", "json")
-POOLINGS = ("mean", "last")
-CV_FOLDS = 5
 
 log = logging.getLogger("probe_features")
-
-
-def layer_indices(fractions: list[float], depth: int) -> list[int]:
-    """Hidden-state indices (1..depth: the output of that layer) for fractions of the depth."""
-    return sorted({min(depth, max(1, round(f * depth))) for f in fractions})
 
 
 def labels(records: list[Record], path: str) -> list[int]:
@@ -72,80 +68,74 @@ def labels(records: list[Record], path: str) -> list[int]:
     return [int(r.judgement == positive) for r in records]
 
 
-def pooled_states(model, tokenizer, records: list[Record], layers: list[int], desc: str):
-    """{(layer, pooling): [samples x hidden]} of the prompts as evaluation renders them."""
-    import numpy as np
-    import torch
-    from tqdm import tqdm
-
-    features = {(layer, pooling): [] for layer in layers for pooling in POOLINGS}
-    for record in tqdm(records, desc=desc, unit="sample"):
-        text = render_prompt(tokenizer, record.prompt_messages)
-        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
-        with torch.inference_mode():
-            hidden = model(input_ids=ids, output_hidden_states=True, logits_to_keep=1).hidden_states
-        for layer in layers:
-            states = hidden[layer][0].float()
-            features[(layer, "mean")].append(states.mean(0).numpy())
-            features[(layer, "last")].append(states[-1].numpy())
-    return {key: np.stack(rows) for key, rows in features.items()}
+def prompt_ids(tokenizer, records: list[Record]) -> list[list[int]]:
+    return [tokenizer(render_prompt(tokenizer, r.prompt_messages), add_special_tokens=False)["input_ids"]
+            for r in records]
 
 
 def group_of(record: Record) -> str:
     return record.pair_id if record.pair_id is not None else record.id
 
 
-def probe(train_x, train_y, groups, test_x, test_y, c_grid: list[float]) -> dict:
-    """C chosen by cross-validation over whole pairs, then fitted on all of train and scored on test."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+def columns(features, all_layers: list[int], layers: tuple[int, ...], hidden: int):
+    """The blocks of ``layers`` out of features computed for ``all_layers``."""
+    import numpy as np
 
-    folds = StratifiedGroupKFold(n_splits=max(2, min(CV_FOLDS, len(set(groups)))), shuffle=True, random_state=0)
+    return np.concatenate([features[:, all_layers.index(l) * hidden:(all_layers.index(l) + 1) * hidden]
+                           for l in layers], axis=1)
 
-    def model(c: float):
-        return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
 
-    cv = {c: float(cross_val_score(model(c), train_x, train_y, groups=groups, cv=folds).mean()) for c in c_grid}
-    best = max(c_grid, key=lambda c: (cv[c], -c))
-    fitted = model(best).fit(train_x, train_y)
-    scores = fitted.predict_proba(test_x)[:, 1]
-    return {"C": best, "cv_accuracy": cv[best], "accuracy": float(((scores > 0.5) == test_y).mean()),
-            "roc_auc": float(roc_auc_score(test_y, scores)) if len(set(test_y)) == 2 else None}
+def probe_row(spec: HeadSpec, layers: tuple[int, ...], fit, test_y) -> dict:
+    """One table row: the probe's choice on train and its scores on the held-out split."""
+    held_out = fit.report["dev"]
+    correct = round(held_out["accuracy"] * len(test_y))
+    majority = max(sum(test_y), len(test_y) - sum(test_y)) / len(test_y)
+    chosen = next(row for row in fit.report["grid"] if row["C"] == fit.report["C"])
+    return {"head": str(spec), "layers": list(layers), "pooling": spec.pooling, "C": fit.report["C"],
+            "cv_accuracy": chosen["accuracy"], "accuracy": held_out["accuracy"], "correct": correct,
+            "samples": len(test_y), "roc_auc": held_out["roc_auc"], "majority": majority,
+            "p_value": binomial_p_above(correct, len(test_y), majority)}
 
 
 def main() -> None:
     args, _ = parse_settings(globals(), paths=PATHS)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    import numpy as np
     import torch
 
+    specs = [HeadSpec.parse(text, field="heads") for text in args.heads]
     train, test = read_records(args.train_dataset_path), read_records(args.test_dataset_path)
-    train_y = np.array(labels(train, args.train_dataset_path))
-    test_y = np.array(labels(test, args.test_dataset_path))
+    train_y, test_y = labels(train, args.train_dataset_path), labels(test, args.test_dataset_path)
     check_model_folder(args.model_path)
     tokenizer = load_tokenizer(args.model_path)
     model = load_causal_lm(args.model_path, dtype=torch.float32).eval()
-    layers = layer_indices(args.layers, model.config.num_hidden_layers)
-    log.info("probing layers %s of %d; %d training and %d test samples", layers, model.config.num_hidden_layers,
-             len(train), len(test))
-    train_x = pooled_states(model, tokenizer, train, layers, "train")
-    test_x = pooled_states(model, tokenizer, test, layers, "test")
+    depth, hidden = model.config.num_hidden_layers, model.config.hidden_size
+    all_layers = sorted({layer for spec in specs for layer in spec.layer_indices(depth)})
+    poolings = sorted({spec.pooling for spec in specs})
+    log.info("probing %d head(s) over layers %s of %d; %d training and %d held-out samples (%s)", len(specs),
+             all_layers, depth, len(train), len(test), args.test_dataset_path)
+    train_x = pooled_prompt_features(model, prompt_ids(tokenizer, train), all_layers, poolings, progress=True,
+                                     desc="train")
+    test_x = pooled_prompt_features(model, prompt_ids(tokenizer, test), all_layers, poolings, progress=True,
+                                    desc="held-out")
     groups = [group_of(r) for r in train]
-    rows = [{"layer": layer, "pooling": pooling,
-             **probe(train_x[(layer, pooling)], train_y, groups, test_x[(layer, pooling)], test_y, args.c_grid)}
-            for layer in layers for pooling in POOLINGS]
-    print(f"{'layer':>5}  {'pooling':7}  {'C':>5}  {'cv acc':>6}  {'test acc':>8}  {'AUC':>5}")
+    rows = []
+    for spec in specs:
+        layers = spec.layer_indices(depth)
+        fit = fit_probe(columns(train_x[spec.pooling].numpy(), all_layers, layers, hidden), train_y, groups,
+                        c_grid=args.c_grid, dev_x=columns(test_x[spec.pooling].numpy(), all_layers, layers, hidden),
+                        dev_y=test_y)
+        rows.append(probe_row(spec, layers, fit, test_y))
+    print(f"{'head':32}  {'C':>6}  {'cv acc':>6}  {'held-out acc':>14}  {'AUC':>5}  {'p vs majority':>13}")
     for row in rows:
         auc = "n/a" if row["roc_auc"] is None else f"{row['roc_auc']:.3f}"
-        print(f"{row['layer']:>5}  {row['pooling']:7}  {row['C']:>5g}  {row['cv_accuracy']:>6.3f}  "
-              f"{row['accuracy']:>8.3f}  {auc:>5}")
+        print(f"{row['head'] + ' (' + ','.join(map(str, row['layers'])) + ')':32}  {row['C']:>6g}  "
+              f"{row['cv_accuracy']:>6.3f}  {row['correct']:>3}/{row['samples']:<3} {row['accuracy']:>6.3f}  "
+              f"{auc:>5}  {row['p_value']:>13.2g}")
+    print(f"majority class on {args.test_dataset_path}: {rows[0]['majority']:.3f}" if rows else "no heads")
     if args.json:
         write_json_atomic(args.json, {"model_path": str(args.model_path), "train": str(args.train_dataset_path),
-                                      "test": str(args.test_dataset_path), "train_samples": len(train),
-                                      "test_samples": len(test), "rows": rows})
+                                      "held_out": str(args.test_dataset_path), "train_samples": len(train),
+                                      "held_out_samples": len(test), "rows": rows})
 
 
 if __name__ == "__main__":

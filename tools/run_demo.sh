@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # make demo: the whole pipeline on the embedded SmolLM2-135M-Instruct and the shipped sample data, on a CPU.
 #   1 convert + split (train/dev/test)   2 TF-IDF baseline   3 base model evaluation
-#   4 fine-tuning with a named recipe (defect_judge/recipes.py), checkpoints chosen on dev
-#   5 evaluation of the chosen checkpoint on test (answers, and scores: ROC, VD-S, dev threshold)
+#   4 fine-tuning with a named recipe (defect_judge/recipes.py), checkpoints chosen on dev; with a verdict head
+#     (the default recipe has one) the head is fitted on the frozen model first, then trained with the model
+#   5 evaluation of the chosen checkpoint on test: the generative judge alone (its answers), and the judge with
+#     its verdict head (the head's verdict, the model's reason after it; scores: ROC, VD-S, dev threshold)
 #   6 comparison plots   -> runs/demo/<time>/summary.md
 # The test split is read only by stages 2, 3 and 5, and never for a choice.
 # Knobs (environment): DEMO_RECIPE (a name from defect_judge/recipes.py; default demo), DEMO_MAX_STEPS (cut training short),
@@ -14,7 +16,7 @@ PY=.venv/bin/python
 MODEL="${DEMO_MODEL:-models/SmolLM2-135M-Instruct}"
 INPUT_DIR="${DEMO_INPUT_DIR:-dataset/output}"
 RUN_DIR="${RUN_DIR:-runs/demo/$(date +%Y%m%d-%H%M%S)}"
-RECIPE="${DEMO_RECIPE:-demo}"
+RECIPE="${DEMO_RECIPE:-demo_head}"
 MAX_STEPS="${DEMO_MAX_STEPS:-}"
 EVAL_MODE="${DEMO_EVAL_MODE:-generate}"
 MAX_NEW_TOKENS="${DEMO_MAX_NEW_TOKENS:-64}"
@@ -48,8 +50,9 @@ T3=$(seconds)
 
 stage "4/6 fine-tuning, recipe '$RECIPE', through instruct_fine_tuning/run_training_lora.sh (best checkpoint chosen on dev)"
 eval "$($PY -m defect_judge.recipes "$RECIPE" --train_data "$DATA/train.jsonl")"  # LEARNING_RATE=... TRAIN_ARGS=(...)
+VERDICT_HEAD="${VERDICT_HEAD:-}"  # set by a recipe with a head
 export LEARNING_RATE SCHEDULER LORA_RANK LORA_ALPHA PER_DEVICE_TRAIN_BATCH_SIZE GRADIENT_ACCUMULATION_STEPS \
-    MAX_LENGTH MAX_EPOCHS SAVE_STEPS
+    MAX_LENGTH MAX_EPOCHS SAVE_STEPS VERDICT_HEAD
 if [[ -n "$MAX_STEPS" ]]; then TRAIN_ARGS+=(--max_steps "$MAX_STEPS"); fi
 MODEL_PATH="$MODEL" TRAIN_DATA="$DATA/train.jsonl" EVAL_DATA="$DATA/dev.jsonl" TEST_DATA="$DATA/test.jsonl" \
 OUTPUT_DIR="$RUN_DIR/train" NUM_GPUS=1 \
@@ -58,16 +61,26 @@ OUTPUT_DIR="$RUN_DIR/train" NUM_GPUS=1 \
 T4=$(seconds)
 
 stage "5/6 evaluate the chosen checkpoint ($RUN_DIR/train/best_checkpoint.json) on test, and score it (ROC, VD-S)"
-evaluate "$RUN_DIR/train" "$RUN_DIR/eval_tuned"
-# Score mode gives every sample a probability: ROC, VD-S, and a decision threshold chosen on dev.
+# The generative judge alone: the verdict it writes itself (the head, if any, left out).
+$PY eval/model_evaluation.py --model_path "$RUN_DIR/train" --test_dataset_path "$DATA/test.jsonl" \
+    --output_dir "$RUN_DIR/eval_tuned" --mode "$EVAL_MODE" --max_new_tokens "$MAX_NEW_TOKENS" --verdict_head none
+RESULTS=("$RUN_DIR/eval_base" "$RUN_DIR/eval_tfidf" "$RUN_DIR/eval_tuned")
+LABELS=("$(basename "$MODEL") (base)" "TF-IDF baseline" "$(basename "$MODEL") + $RECIPE")
+if [[ -f "$RUN_DIR/train/verdict_head.json" ]]; then
+    # The judge with its head: the head's verdict opens each answer and the model writes the reason after it.
+    evaluate "$RUN_DIR/train" "$RUN_DIR/eval_head"
+    RESULTS+=("$RUN_DIR/eval_head")
+    LABELS+=("$(basename "$MODEL") + $RECIPE + head")
+fi
+# Score mode gives every sample a probability (the head's, when there is one, with what the model alone
+# scores beside it): ROC, VD-S, and a decision threshold chosen on dev.
 $PY eval/model_evaluation.py --model_path "$RUN_DIR/train" --test_dataset_path "$DATA/test.jsonl" \
     --output_dir "$RUN_DIR/eval_tuned_score" --mode score --threshold_from "$DATA/dev.jsonl"
 T5=$(seconds)
 
-stage "6/6 compare base, TF-IDF baseline and fine-tuned"
-$PY eval/plot_subtype_acc.py --results "$RUN_DIR/eval_base/evaluation_results.json" \
-    "$RUN_DIR/eval_tfidf/evaluation_results.json" "$RUN_DIR/eval_tuned/evaluation_results.json" \
-    --labels "$(basename "$MODEL") (base)" "TF-IDF baseline" "$(basename "$MODEL") + $RECIPE" --output_dir "$RUN_DIR/comparison"
+stage "6/6 compare base, TF-IDF baseline and fine-tuned (with and without its head)"
+$PY eval/plot_subtype_acc.py --results "${RESULTS[@]}" --labels "${LABELS[@]}" \
+    --output_dir "$RUN_DIR/comparison"
 T6=$(seconds)
 
 $PY tools/demo_summary.py --run_dir "$RUN_DIR" --recipe "$RECIPE" \

@@ -1,0 +1,114 @@
+"""Linear probing (LP), the first stage of a run with a verdict head: the frozen base model's features of
+the training and dev samples, computed once and shared over the ranks, and the head fitted on them.
+
+``train_lora.py`` calls ``fit_head``: the head it returns is the judge of an LP-only run
+(``--finetuning_type none``) and the starting point of fine-tuning with the head (LP-FT). The features
+are those of the prompts exactly as training encodes them (an over-long event already cut), so the
+head starts from what the model it trains with sees.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from .errors import InputError
+from .modeling import load_causal_lm, pick_dtype
+from .training import FittedSample, prompt_ids, verdict_label
+from .verdict_head import (DEFAULT_C_GRID, HeadSpec, VerdictHead, describe_fit, fit_probe, head_from_probe,
+                           prompt_features)
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def plain_loading() -> Iterator[None]:
+    """Load a model whole even when a DeepSpeed ZeRO-3 config is active (which would partition its weights
+    over the ranks as it loads): the frozen model of the probe runs alone on every rank."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    reference = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = reference
+
+
+def _distributed() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def shared_features(model, prompts: Sequence[Sequence[int]], head_layers: Sequence[int], pooling: str, *,
+                    desc: str) -> torch.Tensor:
+    """Every prompt's features, each rank computing a strided share and all of them receiving the whole."""
+    rank, world = _distributed()
+    mine = list(range(rank, len(prompts), world))
+    features = prompt_features(model, [prompts[i] for i in mine], head_layers, pooling, progress=rank == 0,
+                               desc=desc)
+    if world == 1:
+        return features
+    parts: list = [None] * world
+    torch.distributed.all_gather_object(parts, (mine, features))
+    width = features.shape[1]
+    whole = torch.zeros((len(prompts), width), dtype=torch.float32)
+    for indices, values in parts:
+        if indices:
+            whole[indices] = values
+    return whole
+
+
+def labelled(samples: Sequence[FittedSample], positive: str, path: str) -> list[int]:
+    labels = [verdict_label(s, positive) for s in samples]
+    missing = next((s for s, label in zip(samples, labels) if label < 0), None)
+    if missing is not None:
+        raise InputError("a verdict head needs every sample's reference judgement (判断:…)", path=path,
+                         sample=missing.id, field="text")
+    return labels
+
+
+def fit_head(model_path: str | os.PathLike, spec: HeadSpec, train: Sequence[FittedSample],
+             dev: Sequence[FittedSample], *, positive: str, negative: str, train_path: str, dev_path: str | None,
+             device, trust_remote_code: bool = False, allow_pickle: bool = False,
+             c_grid: Sequence[float] = DEFAULT_C_GRID, choose_on: str = "cv") -> VerdictHead:
+    """Fit the head on the frozen model at ``model_path``: features on every rank's share, the probe fitted
+    on rank 0 (C by cross-validation over pairs, or on dev) and sent to the others."""
+    train_y = labelled(train, positive, train_path)
+    dev_y = labelled(dev, positive, dev_path or "") if dev else []
+    dtype = pick_dtype(str(device))
+    with plain_loading():
+        model = load_causal_lm(model_path, dtype=dtype, trust_remote_code=trust_remote_code,
+                               allow_pickle=allow_pickle).to(device).eval()
+    layers = spec.layer_indices(model.config.num_hidden_layers)
+    config = model.config
+    log.info("verdict head %s: linear probe on the frozen model's layers %s (%s over the prompt), %d training "
+             "and %d dev samples", spec, ", ".join(map(str, layers)), spec.pooling, len(train), len(dev))
+    train_x = shared_features(model, [prompt_ids(s) for s in train], layers, spec.pooling, desc="probe: train")
+    dev_x = shared_features(model, [prompt_ids(s) for s in dev], layers, spec.pooling, desc="probe: dev") \
+        if dev else None
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    rank, world = _distributed()
+    fitted = [None]
+    if rank == 0:
+        groups = [s.pair_id if s.pair_id is not None else s.id for s in train]
+        fit = fit_probe(train_x.numpy(), train_y, groups, c_grid=c_grid,
+                        dev_x=dev_x.numpy() if dev_x is not None else None, dev_y=dev_y, choose_on=choose_on)
+        fit.report["train_data"] = str(Path(train_path).resolve())
+        if dev_path:
+            fit.report["dev_data"] = str(Path(dev_path).resolve())
+        fitted = [fit]
+    if world > 1:
+        torch.distributed.broadcast_object_list(fitted, src=0)
+    head = head_from_probe(fitted[0], spec, config, positive=positive, negative=negative, base_model_path=model_path)
+    log.info("verdict head %s fitted: %s", spec, describe_fit(head.fit))
+    return head
