@@ -119,15 +119,19 @@ def threshold_text(threshold: float, scores: Sequence[float] = ()) -> str:
     return repr(threshold)
 
 
+def most_probable(sample: dict) -> str:
+    """The judgement with the highest probability of a scored sample (the first in sorted order on a tie)."""
+    probabilities = sample["probabilities"]
+    return max(sorted(probabilities), key=lambda judgement: probabilities[judgement])
+
+
 def apply_threshold(samples: Sequence[dict], positive: str, negative: str, threshold: float) -> list[dict]:
     """Copies of the scored samples decided by the threshold: ``prediction``/``correct`` become the
     thresholded call, ``argmax_prediction`` keeps the most probable judgement, ``threshold_prediction``
     the thresholded one."""
     decided = []
     for sample in samples:
-        probabilities = sample["probabilities"]
-        call = positive if probabilities[positive] >= threshold else negative
-        argmax = max(sorted(probabilities), key=lambda judgement: probabilities[judgement])
-        decided.append(sample | {"argmax_prediction": argmax, "threshold_prediction": call,
+        call = positive if sample["probabilities"][positive] >= threshold else negative
+        decided.append(sample | {"argmax_prediction": most_probable(sample), "threshold_prediction": call,
                                  "prediction": call, "correct": call == sample["reference"]})
     return decided

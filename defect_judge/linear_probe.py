@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from .distributed import all_ranks, from_rank_zero, rank_and_world
 from .errors import InputError
 from .modeling import load_causal_lm, pick_dtype
 from .training import FittedSample, prompt_ids, verdict_label
@@ -40,26 +41,17 @@ def plain_loading() -> Iterator[None]:
         hf_deepspeed._hf_deepspeed_config_weak_ref = reference
 
 
-def _distributed() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def shared_features(model, prompts: Sequence[Sequence[int]], head_layers: Sequence[int], pooling: str, *,
                     desc: str) -> torch.Tensor:
     """Every prompt's features, each rank computing a strided share and all of them receiving the whole."""
-    rank, world = _distributed()
+    rank, world = rank_and_world()
     mine = list(range(rank, len(prompts), world))
     features = prompt_features(model, [prompts[i] for i in mine], head_layers, pooling, progress=rank == 0,
                                desc=desc)
     if world == 1:
         return features
-    parts: list = [None] * world
-    torch.distributed.all_gather_object(parts, (mine, features))
-    width = features.shape[1]
-    whole = torch.zeros((len(prompts), width), dtype=torch.float32)
-    for indices, values in parts:
+    whole = torch.zeros((len(prompts), features.shape[1]), dtype=torch.float32)
+    for indices, values in all_ranks((mine, features)):
         if indices:
             whole[indices] = values
     return whole
@@ -97,18 +89,15 @@ def fit_head(model_path: str | os.PathLike, spec: HeadSpec, train: Sequence[Fitt
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    rank, world = _distributed()
-    fitted = [None]
-    if rank == 0:
+    fit = None
+    if rank_and_world()[0] == 0:
         groups = [s.pair_id if s.pair_id is not None else s.id for s in train]
         fit = fit_probe(train_x.numpy(), train_y, groups, c_grid=c_grid,
                         dev_x=dev_x.numpy() if dev_x is not None else None, dev_y=dev_y, choose_on=choose_on)
         fit.report["train_data"] = str(Path(train_path).resolve())
         if dev_path:
             fit.report["dev_data"] = str(Path(dev_path).resolve())
-        fitted = [fit]
-    if world > 1:
-        torch.distributed.broadcast_object_list(fitted, src=0)
-    head = head_from_probe(fitted[0], spec, config, positive=positive, negative=negative, base_model_path=model_path)
+    head = head_from_probe(from_rank_zero(fit), spec, config, positive=positive, negative=negative,
+                           base_model_path=model_path)
     log.info("verdict head %s fitted: %s", spec, describe_fit(head.fit))
     return head

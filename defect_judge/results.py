@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .decisions import (DEFAULT_VDS_FPR, PRIMEVUL_FPR, apply_threshold, both_classes, positive_scores,
-                        threshold_text, vd_s_levels)
+                        most_probable, threshold_text, vd_s_levels)
 from .errors import InputError
 from .fileio import read_json_object
 from .pairs import has_pairs, pair_results
@@ -293,12 +293,6 @@ def results_document(*, model_path: str, model_kind: str, test_dataset_path: str
             "samples": list(samples)}
 
 
-def most_probable(sample: dict) -> str:
-    """The judgement with the highest probability of a scored sample."""
-    probabilities = sample["probabilities"]
-    return max(sorted(probabilities), key=lambda judgement: probabilities[judgement])
-
-
 def decided_by(sample: dict, prediction: str | None) -> dict:
     """The sample with another prediction (and its correctness)."""
     return sample | {"prediction": prediction, "correct": prediction == sample["reference"]}
@@ -380,7 +374,7 @@ def format_results_table(results: dict) -> str:
 
 def _source_lines(results: dict) -> list[str]:
     """Which mechanism decided, and with a head what the model alone would have answered."""
-    source = results.get("verdict_source") or source_of_results(results)
+    source = source_of_results(results)
     mechanism = MECHANISMS.get(source)
     lines = [f"verdicts: {source}" + (f" ({mechanism.description})" if mechanism else "")]
     head = results.get("verdict_head")

@@ -34,6 +34,7 @@ from transformers.trainer_utils import EvalLoopOutput
 
 from .chat import EncodedConversation, encode_conversation
 from .checkpoints import mark_complete
+from .distributed import all_ranks
 from .errors import InputError
 from .schema import Record
 from .templates import event_char_span
@@ -536,7 +537,7 @@ class WeightedLossTrainer(Trainer):
         metrics = {f"{metric_key_prefix}_loss": loss, f"{metric_key_prefix}_judgement_accuracy": accuracy,
                    f"{metric_key_prefix}_{ACCURACY_THEN_LOSS}": accuracy_then_loss(accuracy, loss, int(judged))}
         if head is not None:
-            head_metrics = head_eval_metrics(self._gathered(head_scores))
+            head_metrics = head_eval_metrics([row for part in all_ranks(head_scores) for row in part])
             metrics |= {f"{metric_key_prefix}_{name}": value for name, value in head_metrics.items()
                         if value is not None}
             if head_metrics["head_accuracy"] is not None:
@@ -546,14 +547,6 @@ class WeightedLossTrainer(Trainer):
                 metrics[f"{metric_key_prefix}_{ACCURACY_THEN_LOSS}"] = accuracy_then_loss(
                     head_metrics["head_accuracy"], total, head_metrics["head_samples"])
         return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=len(dataset))
-
-    def _gathered(self, rows: list) -> list:
-        """Every rank's rows (each rank holds a strided share of the eval set)."""
-        if self.args.world_size <= 1:
-            return rows
-        everyone: list = [None] * self.args.world_size
-        torch.distributed.all_gather_object(everyone, rows)
-        return [row for part in everyone for row in part]
 
 
 def head_eval_metrics(scores: Sequence[tuple[float, float]]) -> dict:

@@ -122,10 +122,9 @@ class VerdictHead(torch.nn.Module):
         self.spec = spec or f"{pooling}@" + ",".join(map(str, self.layers))
         self.base_model_path, self.fit = base_model_path, dict(fit or {})
         self.dropout = float(dropout)  # on the standardised features, while training
-        dim = len(self.layers) * self.hidden_size
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("scale", torch.ones(dim))
-        self.weight = torch.nn.Parameter(torch.zeros(dim))
+        self.register_buffer("mean", torch.zeros(self.dim))
+        self.register_buffer("scale", torch.ones(self.dim))
+        self.weight = torch.nn.Parameter(torch.zeros(self.dim))
         self.bias = torch.nn.Parameter(torch.zeros(1))  # not 0-d: DeepSpeed broadcasts parameters as byte views
 
     @property
@@ -331,16 +330,13 @@ def pool(states: Sequence[torch.Tensor], mask: torch.Tensor, pooling: str) -> to
 
 
 def _length_groups(lengths: Sequence[int], budget: int) -> Iterator[list[int]]:
-    """Indices, longest first, in groups of similar length whose padded size stays within ``budget`` tokens."""
+    """Indices, longest first, in the low-padding groups evaluation prefills in (``inference.prefill_groups``),
+    each of at most ``budget`` padded tokens."""
+    from .inference import prefill_groups
+
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    group: list[int] = []
-    for index in order:
-        if group and lengths[group[0]] * (len(group) + 1) > budget:
-            yield group
-            group = []
-        group.append(index)
-    if group:
-        yield group
+    for run in prefill_groups([lengths[i] for i in order], max_tokens=budget):
+        yield [order[i] for i in run]
 
 
 def pooled_prompt_features(model, prompts: Sequence[Sequence[int]], layers: Sequence[int], poolings: Sequence[str],

@@ -7,8 +7,8 @@ results, training metrics and charts.
                generate mode the model then writes the reason after 判断:{the head's verdict}
 
 ``judging.py`` implements one judge per mechanism; ``results.py`` records each sample's source and the
-headline one; ``training.py`` names its dev metrics by it; charts and tables label a model by it. A new
-mechanism is a new entry here and a new judge there.
+headline one; charts and tables label a model by it. A new mechanism is a new entry here and a new judge
+there.
 """
 from __future__ import annotations
 
@@ -25,14 +25,13 @@ class Mechanism:
     source: str
     description: str
     label_suffix: str        # appended to a model's name in charts and tables
-    training_metric: str     # the dev metric (after "eval_") training reports its accuracy as
 
 
 MECHANISMS = {m.source: m for m in (
-    Mechanism(GENERATED, "parsed from the model's generated answer", "", "judgement_accuracy"),
-    Mechanism(SCORED, "the more probable candidate answer (log-probability)", "", "judgement_accuracy"),
-    Mechanism(HEAD, "the verdict head over the model's hidden states", " + head", "head_accuracy"),
-    Mechanism(TFIDF, "a classifier outside the model", "", "accuracy"),
+    Mechanism(GENERATED, "parsed from the model's generated answer", ""),
+    Mechanism(SCORED, "the more probable candidate answer (log-probability)", ""),
+    Mechanism(HEAD, "the verdict head over the model's hidden states", " + head"),
+    Mechanism(TFIDF, "a classifier outside the model", ""),
 )}
 
 
@@ -57,9 +56,3 @@ def labelled(label: str, source: str) -> str:
     """A model's display name with its mechanism's suffix (``SmolLM2 + demo + head``), not doubled."""
     suffix = MECHANISMS[source].label_suffix if source in MECHANISMS else ""
     return label if not suffix or label.endswith(suffix) else label + suffix
-
-
-def training_metric(*, head: bool) -> str:
-    """The accuracy training selects checkpoints on: the head's when there is one, else the answer's
-    judgement under teacher forcing."""
-    return MECHANISMS[HEAD if head else SCORED].training_metric

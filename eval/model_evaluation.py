@@ -75,12 +75,13 @@ from defect_judge import model_paths, verdicts
 from defect_judge.charts import result_charts
 from defect_judge.cli import parse_settings
 from defect_judge.decisions import choose_threshold, positive_scores, threshold_text
+from defect_judge.distributed import from_rank_zero
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import check_output_dir, write_json_atomic
 from defect_judge.modeling import check_tokenizer_matches, load_tokenizer, pick_dtype
 from defect_judge.pairs import check_record_pairs
 from defect_judge.results import (RESULTS_FILE, format_results_table, judgement_vocabulary, load_results,
-                                  positive_judgement, results_document, two_classes)
+                                  positive_judgement, results_document, results_file, two_classes)
 from defect_judge.resume import PartialWriter, file_sha256, load_finished, partial_path, remove_partials
 from defect_judge.schema import Record, read_records
 from defect_judge.splitting import spread_subset
@@ -443,9 +444,7 @@ def threshold_source(args, test_records: list[Record], vocabulary: list[str], re
     if len(vocabulary) != 2:
         raise InputError(f"a decision threshold needs two judgements (defective / clean), the test set has "
                          f"{'/'.join(vocabulary)}", field="threshold_from")
-    path = Path(args.threshold_from)
-    if path.is_dir():
-        path = path / RESULTS_FILE
+    path = results_file(args.threshold_from)
     if not path.exists():
         raise InputError("--threshold_from not found (the dev split's evaluation_results.json, or dev .jsonl)",
                          path=path, field="threshold_from")
@@ -524,17 +523,6 @@ def dev_threshold(args, session: Session, source: ThresholdSource, vocabulary: l
     return chosen | {"source": str(results_path), "test_dataset_path": results["test_dataset_path"]}
 
 
-def shared(value, ranks: Ranks):
-    """Rank 0's value on every rank (a head's threshold decides the answers each rank generates)."""
-    if ranks.world == 1:
-        return value
-    import torch.distributed as dist
-
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def main() -> None:
     args = parse_args()
     setup_logging()
@@ -546,7 +534,8 @@ def main() -> None:
     source = threshold_source(args, records, vocabulary, resolved, head)
     ranks = init_ranks()
     session = Session(args, resolved, tokenizer_dir, ranks, pick_dtype(ranks.device), head)
-    threshold = shared(dev_threshold(args, session, source, vocabulary), ranks) if source else None
+    # rank 0's threshold on every rank: a head's verdict at it opens the answers each rank generates
+    threshold = from_rank_zero(dev_threshold(args, session, source, vocabulary)) if source else None
     results = evaluate_split(args, session, records, vocabulary, skipped, threshold)
     if results is not None:
         stale_dev = Path(args.output_dir) / DEV_FOLDER

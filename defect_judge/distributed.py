@@ -1,0 +1,49 @@
+"""Exchanging Python values between the ranks of a data-parallel run (torchrun, accelerate, the DeepSpeed
+launcher): the same calls work in a single process, where they return the value as is.
+
+Used where every rank computes a share and one rank decides: the linear probe's features (``linear_probe.py``),
+the verdict head's dev scores (``training.py``) and the evaluation's dev threshold (``eval/model_evaluation.py``).
+"""
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _initialized() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of ranks (0, 1 outside a distributed run)."""
+    if not _initialized():
+        return 0, 1
+    import torch.distributed as dist
+
+    return dist.get_rank(), dist.get_world_size()
+
+
+def all_ranks(value: T) -> list[T]:
+    """Every rank's ``value``, in rank order, on every rank."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return [value]
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def from_rank_zero(value: T) -> T:
+    """Rank 0's ``value`` on every rank (what the other ranks pass is ignored)."""
+    if rank_and_world()[1] == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
