@@ -43,11 +43,11 @@ from tqdm import tqdm
 from defect_judge.cli import parse_settings
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic, write_jsonl_atomic
-from defect_judge.plotting import display_width
-from defect_judge.pairs import pair_problem
-from defect_judge.results import positive_judgement
-from defect_judge.schema import RawSample, Record, raw_to_record, report_stripped, validate_raw_sample
-from defect_judge.splitting import split_stats, split_three_ways
+from defect_judge.report.accuracy_bars import display_width
+from defect_judge.evaluate.pairs import pair_problem
+from defect_judge.evaluate.results import positive_judgement
+from defect_judge.data.schema import RawSample, Record, raw_to_record, report_stripped, validate_raw_sample
+from defect_judge.data.splitting import split_stats, split_three_ways
 
 # ----------------------------------------------------------------------------
 # 参数配置 (edit here, or override any of them with --NAME VALUE)

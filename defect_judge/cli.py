@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from . import REPO_ROOT
+from defect_judge import REPO_ROOT
 
 RULE = re.compile(r"^# ?-{20,}\s*$")
 

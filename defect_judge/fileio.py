@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
-from .errors import InputError
+from defect_judge.errors import InputError
 
 
 def check_output_dir(path: str | os.PathLike, flag: str = "--output_dir") -> Path:

@@ -35,14 +35,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
-from defect_judge.charts import result_charts
+from defect_judge.report.result_charts import result_charts
 from defect_judge.cli import parse_settings
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import check_output_dir, write_json_atomic
-from defect_judge.pairs import check_record_pairs
-from defect_judge.results import RESULTS_FILE, format_results_table, positive_judgement, results_document
-from defect_judge.resume import file_sha256
-from defect_judge.schema import Record, read_records
+from defect_judge.evaluate.pairs import check_record_pairs
+from defect_judge.evaluate.results import RESULTS_FILE, format_results_table, positive_judgement, results_document
+from defect_judge.evaluate.partial import file_sha256
+from defect_judge.data.schema import Record, read_records
 from defect_judge.templates import event_char_span
 
 # ----------------------------------------------------------------------------

@@ -40,13 +40,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
-from defect_judge import inference, judging
-from defect_judge import model_paths
+from defect_judge.model import inference
+from defect_judge.evaluate import judges
+from defect_judge.model import paths as model_paths
 from defect_judge.cli import parse_settings
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic
-from defect_judge.modeling import pick_dtype
-from defect_judge.schema import read_records
+from defect_judge.model.loading import pick_dtype
+from defect_judge.data.schema import read_records
 from defect_judge.templates import parse_answer
 
 # ----------------------------------------------------------------------------
@@ -67,7 +68,7 @@ TARGETS = {"generate_speedup": 5.0, "generate_judgement_agreement": 0.95, "score
 log = logging.getLogger("bench_eval")
 
 
-def naive_one(model, tokenizer, prompt: judging.Prompt, vocabulary, config) -> dict:
+def naive_one(model, tokenizer, prompt: judges.Prompt, vocabulary, config) -> dict:
     """One generate call for one sample, as the document's evaluation loop does."""
     import torch
 
@@ -80,7 +81,7 @@ def naive_one(model, tokenizer, prompt: judging.Prompt, vocabulary, config) -> d
             "generated_tokens": output.shape[1] - input_ids.shape[1]}
 
 
-def prefill_chunk(model, prompts: list[judging.Prompt], batched: bool) -> dict:
+def prefill_chunk(model, prompts: list[judges.Prompt], batched: bool) -> dict:
     """One forward pass over each prompt (logits of its last position only): as the batched modes run it, or one
     prompt at a time as the naive loop does."""
     import torch
@@ -102,7 +103,7 @@ def by_id(rows: list[dict]) -> dict[str, dict]:
     return {row["id"]: row for row in rows}
 
 
-def measure(model, tokenizer, ordered: list[judging.Prompt], vocabulary, args, stop_ids) -> tuple[dict, dict, dict]:
+def measure(model, tokenizer, ordered: list[judges.Prompt], vocabulary, args, stop_ids) -> tuple[dict, dict, dict]:
     """Best-of-REPEATS seconds per unit of work (a sample for naive, a chunk for the batched modes), the
     answers, and the first pass's seconds.
 
@@ -133,9 +134,9 @@ def measure(model, tokenizer, ordered: list[judging.Prompt], vocabulary, args, s
                 "naive": lambda: {p.record.id: record_time("naive", p.record.id,
                                                            lambda: naive_one(model, tokenizer, p, vocabulary, config))
                                   for p in chunk[min(args.naive_every // 2, len(chunk) - 1)::args.naive_every]},
-                "generate": lambda: record_time("generate", start, lambda: by_id(judging.generate_rows(
+                "generate": lambda: record_time("generate", start, lambda: by_id(judges.generate_rows(
                     model, tokenizer, chunk, vocabulary, max_new_tokens=args.max_new_tokens, stop_ids=stop_ids))),
-                "score": lambda: record_time("score", start, lambda: by_id(judging.score_rows(
+                "score": lambda: record_time("score", start, lambda: by_id(judges.score_rows(
                     model, tokenizer, chunk, vocabulary))),
                 "prefill": lambda: record_time("prefill", start, lambda: prefill_chunk(model, chunk, True)),
                 "naive_prefill": lambda: record_time("naive_prefill", start,
@@ -171,8 +172,8 @@ def benchmark(model, tokenizer, records, vocabulary: list[str], args) -> dict:
     import torch
 
     stop_ids = inference.stop_token_ids(tokenizer, model)
-    ordered = judging.prompts_longest_first(tokenizer, records)
-    judging.generate_rows(model, tokenizer, ordered[:2], vocabulary, max_new_tokens=2,
+    ordered = judges.prompts_longest_first(tokenizer, records)
+    judges.generate_rows(model, tokenizer, ordered[:2], vocabulary, max_new_tokens=2,
                           stop_ids=stop_ids)  # warm-up: first calls allocate
 
     load_before = os.getloadavg()

@@ -10,7 +10,7 @@ its judgement with the reference and writes into OUTPUT_DIR (default
                            95% intervals, balanced accuracy, MCC, confusion matrix,
                            precision/recall/F1, pair outcomes (PrimeVul's P-C/P-V/P-B/P-R,
                            when the test records carry pair_id), ROC-AUC and VD-S (score
-                           mode), every sample's answer (schema: defect_judge/results.py)
+                           mode), every sample's answer (schema: defect_judge/evaluate/results.py)
   subtype_accuracy.png     accuracy per subtype with error bars and sample counts
   pair_outcomes.png        the four pair outcomes overall and per subtype (twin pairs only)
   roc_curve.png            ROC with AUC and the VD-S points, and the precision-recall curve
@@ -70,22 +70,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
-from defect_judge import inference, judging
-from defect_judge import model_paths, verdicts
-from defect_judge.charts import result_charts
+from defect_judge.model import inference
+from defect_judge.evaluate import judges
+from defect_judge.model import paths as model_paths
+from defect_judge.evaluate import verdicts
+from defect_judge.report.result_charts import result_charts
 from defect_judge.cli import parse_settings
-from defect_judge.decisions import choose_threshold, positive_scores, threshold_text
+from defect_judge.evaluate.thresholds import choose_threshold, positive_scores, threshold_text
 from defect_judge.distributed import from_rank_zero
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import check_output_dir, write_json_atomic
-from defect_judge.modeling import check_tokenizer_matches, load_tokenizer, pick_dtype
-from defect_judge.pairs import check_record_pairs
-from defect_judge.results import (RESULTS_FILE, format_results_table, judgement_vocabulary, load_results,
+from defect_judge.model.loading import check_tokenizer_matches, load_tokenizer, pick_dtype
+from defect_judge.evaluate.pairs import check_record_pairs
+from defect_judge.evaluate.results import (RESULTS_FILE, format_results_table, judgement_vocabulary, load_results,
                                   positive_judgement, results_document, results_file, two_classes)
-from defect_judge.resume import PartialWriter, file_sha256, load_finished, partial_path, remove_partials
-from defect_judge.schema import Record, read_records
-from defect_judge.splitting import spread_subset
-from defect_judge.verdict_head import HEAD_WEIGHTS_FILE, VerdictHead, head_folder, load_head
+from defect_judge.evaluate.partial import PartialWriter, file_sha256, load_finished, partial_path, remove_partials
+from defect_judge.data.schema import Record, read_records
+from defect_judge.data.splitting import spread_subset
+from defect_judge.model.verdict_head import HEAD_WEIGHTS_FILE, VerdictHead, head_folder, load_head
 
 # ----------------------------------------------------------------------------
 # 参数配置 (edit here, or override any of them with --name value, e.g. --model_path)
@@ -317,7 +319,7 @@ def evaluation_model(args, resolved: model_paths.ResolvedModel, tokenizer, token
     return model
 
 
-def evaluate_share(judge: judging.Judge, share: list[judging.Prompt], args, ranks: Ranks, fingerprint: dict) -> None:
+def evaluate_share(judge: judges.Judge, share: list[judges.Prompt], args, ranks: Ranks, fingerprint: dict) -> None:
     """Run this rank's samples batch by batch, appending each finished batch to the partial file."""
     from tqdm import tqdm
 
@@ -383,10 +385,10 @@ class Session:
                                      self.dtype)
         return self._model
 
-    def judge(self, args, vocabulary: list[str], threshold: dict | None) -> judging.Judge:
+    def judge(self, args, vocabulary: list[str], threshold: dict | None) -> judges.Judge:
         """The model judging by its mechanism; a head decides at the dev threshold when there is one."""
         model = self.model
-        return judging.Judge(model, self.tokenizer, vocabulary, args.mode, head=self.head.head,
+        return judges.Judge(model, self.tokenizer, vocabulary, args.mode, head=self.head.head,
                              threshold=threshold["threshold"] if threshold else 0.5,
                              max_new_tokens=args.max_new_tokens, stop_ids=inference.stop_token_ids(self.tokenizer, model))
 
@@ -399,7 +401,7 @@ def evaluate_split(args, session: Session, records: list[Record], vocabulary: li
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     fingerprint = fingerprint_of(args, session.resolved, session.tokenizer_dir, session.dtype, session.head, threshold)
     finished = finished_samples(args, fingerprint, ranks)
-    prompts = judging.prompts_longest_first(session.tokenizer, [r for r in records if r.id not in finished])
+    prompts = judges.prompts_longest_first(session.tokenizer, [r for r in records if r.id not in finished])
     share = prompts[ranks.rank::ranks.world]  # strided over the length-sorted samples: every rank gets long and short
     if share:
         judge = session.judge(args, vocabulary, threshold)

@@ -34,17 +34,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
-from defect_judge.charts import ALL_PAIRS, pair_outcome_chart
+from defect_judge.report.result_charts import ALL_PAIRS, pair_outcome_chart
 from defect_judge.cli import parse_settings
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import check_output_dir, write_text_atomic
-from defect_judge.pairs import OUTCOMES, pair_mcnemar, pair_results
-from defect_judge.plotting import accuracy_bar_chart
-from defect_judge.results import judgement_vocabulary as answer_vocabulary
-from defect_judge.results import load_results, metrics, outcome_cell, results_file, two_classes
+from defect_judge.evaluate.pairs import OUTCOMES, pair_mcnemar, pair_results
+from defect_judge.report.accuracy_bars import accuracy_bar_chart
+from defect_judge.evaluate.results import judgement_vocabulary as answer_vocabulary
+from defect_judge.evaluate.results import load_results, metrics, outcome_cell, results_file, two_classes
 from defect_judge.stats import mcnemar
 from defect_judge.templates import JUDGEMENT_PREFIX
-from defect_judge.verdicts import labelled, source_of_results
+from defect_judge.evaluate.verdicts import labelled, source_of_results
 
 # ----------------------------------------------------------------------------
 # 参数配置 (edit here, or override any of them with --NAME VALUE)

@@ -78,10 +78,10 @@ def build_sequences(cfg, folder: Path) -> tuple[Path, Path, int]:
     """``cfg.steps`` conversations of ~seq_length tokens: the events of consecutive
     samples joined into one, then cut to fit (the answer is the first sample's).
     Written as the toolkit's chat JSONL and as TRL's prompt/completion JSONL."""
-    from defect_judge.modeling import load_tokenizer
-    from defect_judge.schema import Record, read_records
+    from defect_judge.model.loading import load_tokenizer
+    from defect_judge.data.schema import Record, read_records
     from defect_judge.templates import event_char_span
-    from defect_judge.training import fit_sample
+    from defect_judge.train.training import fit_sample
 
     tokenizer = load_tokenizer(cfg.model_path)
     records = read_records(cfg.data)
@@ -137,7 +137,7 @@ def trl_worker(config_path: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from defect_judge.modeling import pick_dtype
+    from defect_judge.model.loading import pick_dtype
 
     cfg = json.loads(Path(config_path).read_text())
     rows = [json.loads(line) for line in Path(cfg["sequences"]).read_text(encoding="utf-8").splitlines()]

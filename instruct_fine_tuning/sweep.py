@@ -38,13 +38,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
-from defect_judge.checkpoints import checkpoint_step, list_checkpoints, remove_checkpoints
+from defect_judge.train.run_folder import checkpoint_step, list_checkpoints, remove_checkpoints
 from defect_judge.cli import parse_settings
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic, write_text_atomic
-from defect_judge.recipes import RECIPES, Recipe
-from defect_judge.results import RESULTS_FILE, load_results
-from defect_judge.schema import read_records
+from defect_judge.train.recipes import RECIPES, Recipe
+from defect_judge.evaluate.results import RESULTS_FILE, load_results
+from defect_judge.data.schema import read_records
 
 # ----------------------------------------------------------------------------
 MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # base model folder (the embedded model)
@@ -52,7 +52,7 @@ TRAIN_DATA = "./dataset/train.jsonl"  # training split (chat JSONL)
 # dev split (chat JSONL): every checkpoint is scored on it; every choice is made here, never on test
 EVAL_DATA = "./dataset/dev.jsonl"
 OUTPUT_DIR = "./runs/sweep"  # the sweep's folder (one subfolder per recipe)
-RECIPES_TO_RUN = ["demo"]  # names from defect_judge/recipes.py (--list shows them)
+RECIPES_TO_RUN = ["demo"]  # names from defect_judge/train/recipes.py (--list shows them)
 EPOCHS = 2.0  # training length of every recipe, in epochs of TRAIN_DATA
 EVALS_PER_EPOCH = 2  # checkpoints scored on dev per epoch
 BASELINE = True  # also fit the TF-IDF baseline (eval/baseline.py) on train, chosen and scored on dev
@@ -193,8 +193,8 @@ def sweep_curves(path: Path, results: list[dict], reference: dict) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from defect_judge.fonts import use_cjk_font
-    from defect_judge.plotting import DPI, save_png
+    from defect_judge.report.fonts import use_cjk_font
+    from defect_judge.report.accuracy_bars import DPI, save_png
 
     use_cjk_font()
     fig = Figure(figsize=(11, 4.5), dpi=DPI)

@@ -35,20 +35,20 @@ import torch
 from transformers import EarlyStoppingCallback, HfArgumentParser, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import IntervalStrategy
 
-from defect_judge.checkpoints import (BEST_CHECKPOINT_FILE, best_checkpoint_info, find_resume_checkpoint,
+from defect_judge.train.run_folder import (BEST_CHECKPOINT_FILE, best_checkpoint_info, find_resume_checkpoint,
                                       list_checkpoints, remove_checkpoints, write_best_checkpoint)
-from defect_judge.linear_probe import fit_head
+from defect_judge.train.linear_probe import fit_head
 from defect_judge.errors import EXIT_INPUT_ERROR, InputError, run_main
 from defect_judge.fileio import check_output_dir
-from defect_judge.curves import LEARNING_CURVE_FILE, learning_curve_chart
-from defect_judge.modeling import (check_model_folder, check_tokenizer_matches, load_causal_lm, load_tokenizer,
+from defect_judge.report.learning_curve import LEARNING_CURVE_FILE, learning_curve_chart
+from defect_judge.model.loading import (check_model_folder, check_tokenizer_matches, load_causal_lm, load_tokenizer,
                                    pick_dtype, quiet_library_deprecations)
-from defect_judge.results import judgement_vocabulary, two_classes
-from defect_judge.schema import read_records
-from defect_judge.training import (ACCURACY_THEN_LOSS, CheckpointCompleteCallback, fit_samples, judgement_only,
+from defect_judge.evaluate.results import judgement_vocabulary, two_classes
+from defect_judge.data.schema import read_records
+from defect_judge.train.training import (ACCURACY_THEN_LOSS, CheckpointCompleteCallback, fit_samples, judgement_only,
                                    length_stats, limit_heap_fragmentation, mark_trained_text, PaddingCollator,
                                    PairedDataset, PeakGpuMemoryCallback, SupervisedDataset, WeightedLossTrainer)
-from defect_judge.verdict_head import (DEFAULT_C_GRID, HEAD_CONFIG_FILE, HEAD_MODULE, HEAD_WEIGHTS_FILE, HeadSpec,
+from defect_judge.model.verdict_head import (DEFAULT_C_GRID, HEAD_CONFIG_FILE, HEAD_MODULE, HEAD_WEIGHTS_FILE, HeadSpec,
                                        VerdictHead, has_head, load_head)
 
 log = logging.getLogger("train_lora")
@@ -441,7 +441,7 @@ def save_head_only(head: VerdictHead, train_args: FineTuningArguments, main: boo
 def attach_head(model, head: VerdictHead, head_args: VerdictHeadArguments) -> None:
     """The head becomes a trainable submodule of the causal LM: the optimizer, DeepSpeed and the
     checkpoints then handle it with the model."""
-    from defect_judge.verdict_head import causal_lm
+    from defect_judge.model.verdict_head import causal_lm
 
     head.dropout = head_args.verdict_head_dropout
     head.requires_grad_(True)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from defect_judge.schema import RawSample, raw_to_record
+from defect_judge.data.schema import RawSample, raw_to_record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED_MODEL = REPO_ROOT / "models" / "SmolLM2-135M-Instruct"

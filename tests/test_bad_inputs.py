@@ -316,7 +316,7 @@ def test_row2_a_control_character_inside_a_subtype_is_refused_by_converter_and_e
 
 
 def test_row2_chat_records_get_the_same_rule(tmp_path, good_jsonl, caplog):
-    from defect_judge.schema import read_records
+    from defect_judge.data.schema import read_records
 
     rows = jsonl(good_jsonl)
     rows[0]["subtype"] += " "
@@ -365,7 +365,7 @@ def test_row5_launcher_help_lists_its_settings_and_where_the_flags_are(tmp_path)
 def test_row6_a_well_formed_other_judgement_is_wrong_not_invalid_and_one_class_warns(good_jsonl, tmp_path, caplog):
     """Every reference is 是: an answer 判断:否 is a wrong prediction, not invalid_format."""
     evaluation = load_script("eval/model_evaluation.py")
-    from defect_judge.results import metrics
+    from defect_judge.evaluate.results import metrics
     from defect_judge.templates import parse_answer
 
     rows = [r for r in jsonl(good_jsonl) if r["text"][-1]["content"].startswith("判断:是")]
@@ -444,7 +444,7 @@ def test_row10_a_reference_without_judgement_is_an_error_naming_file_and_line(tm
 
 def long_subtype_results(path: Path, model_path: str, subtypes: list[str], right: int) -> Path:
     """An evaluation_results.json from the real results code: 4 samples a subtype, ``right`` of them correct."""
-    from defect_judge.results import results_document
+    from defect_judge.evaluate.results import results_document
 
     samples = [{"id": f"s{i}-{k}", "subtype": name, "reference": "是", "prediction": "是" if k < right else "否",
                 "correct": k < right} for i, name in enumerate(subtypes) for k in range(4)]
@@ -469,8 +469,8 @@ def test_row11_long_and_emoji_subtype_names_are_wrapped_without_glyph_warnings(t
         assert 1000 <= png.width <= 1800, png.width  # the full names made it 2,900 px, the bars a third of it
     summary = (out / "comparison_summary.md").read_text(encoding="utf-8")
     assert all(f"| {name} |" in summary for name in subtypes)  # the full names stay in the summary
-    from defect_judge.plotting import accuracy_figure
-    from defect_judge.results import summary as summarise
+    from defect_judge.report.accuracy_bars import accuracy_figure
+    from defect_judge.evaluate.results import summary as summarise
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

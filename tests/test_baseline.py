@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from defect_judge import load_script
-from defect_judge.results import load_results
+from defect_judge.evaluate.results import load_results
 from helpers import BASELINE, PLOT, assert_clean_failure, make_records, run_script, write_records
 
 SCRIPT = BASELINE

@@ -1,4 +1,4 @@
-"""defect_judge/checkpoints.py: the training run folder, and fileio.read_json_object."""
+"""defect_judge/train/run_folder.py: the training run folder, and fileio.read_json_object."""
 from __future__ import annotations
 
 import hashlib
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from defect_judge.checkpoints import (BEST_CHECKPOINT_FILE, best_checkpoint_info, best_model_folder, checkpoint_step,
+from defect_judge.train.run_folder import (BEST_CHECKPOINT_FILE, best_checkpoint_info, best_model_folder, checkpoint_step,
                                       find_resume_checkpoint, is_complete_checkpoint, list_checkpoints, mark_complete,
                                       read_best_checkpoint, write_best_checkpoint)
 from defect_judge.errors import InputError

@@ -8,7 +8,7 @@ import pytest
 
 from defect_judge import load_script
 from defect_judge.errors import InputError
-from defect_judge.schema import read_records
+from defect_judge.data.schema import read_records
 from defect_judge.templates import format_assistant, format_user
 from helpers import CONVERT, REPO_ROOT, run_script
 

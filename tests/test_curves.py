@@ -1,4 +1,4 @@
-"""defect_judge/curves.py: the learning curve drawn from a Trainer's log history."""
+"""defect_judge/report/learning_curve.py: the learning curve drawn from a Trainer's log history."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 from PIL import Image
 
-from defect_judge.curves import curve_points, learning_curve_chart, learning_curve_figure
+from defect_judge.report.learning_curve import curve_points, learning_curve_chart, learning_curve_figure
 
 # What trainer_state.json's log_history looks like: training logs, evaluations, the final summary.
 HISTORY = [

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from defect_judge import free_port
-from defect_judge.checkpoints import CHECKPOINT_COMPLETE_FILE, list_checkpoints
-from defect_judge.resume import partial_files
+from defect_judge.train.run_folder import CHECKPOINT_COMPLETE_FILE, list_checkpoints
+from defect_judge.evaluate.partial import partial_files
 from helpers import (CONVERT, EVALUATE, LAUNCHER, PYTHON, REPO_ROOT, TRAIN, assert_clean_failure, make_records,
                     run_script, write_records)
 

@@ -1,4 +1,4 @@
-"""defect_judge/judging.py's verdict-head judge through eval/model_evaluation.py, on a tiny real model: a
+"""defect_judge/evaluate/judges.py's verdict-head judge through eval/model_evaluation.py, on a tiny real model: a
 linear-probe run's OUTPUT_DIR (train_lora.py --finetuning_type none) evaluated in both modes, the model
 alone kept beside the head, a dev threshold deciding generated answers, and a head that does not fit."""
 from __future__ import annotations
@@ -9,10 +9,10 @@ import os
 import pytest
 from test_sweep import twin_split
 
-from defect_judge.results import load_results
-from defect_judge.schema import read_records
+from defect_judge.evaluate.results import load_results
+from defect_judge.data.schema import read_records
 from defect_judge.templates import answer_prefix, parse_answer
-from defect_judge.verdict_head import HEAD_WEIGHTS_FILE
+from defect_judge.model.verdict_head import HEAD_WEIGHTS_FILE
 from helpers import EVALUATE, TRAIN, assert_clean_failure, build_tiny_model, run_script
 
 SPEC = "mean@0.5,1.0"

@@ -1,4 +1,4 @@
-"""eval/model_evaluation.py, defect_judge/inference.py and model_paths.py, on real models and the shipped samples.
+"""eval/model_evaluation.py, defect_judge/model/inference.py and model_paths.py, on real models and the shipped samples.
 
 The embedded SmolLM2 runs where real answers matter (both modes end to end,
 batched vs unbatched); a tiny random Llama carries the plumbing tests (resume
@@ -17,14 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from defect_judge import free_port, inference
-from defect_judge import model_paths
-from defect_judge.chat import render_prompt
+from defect_judge import free_port
+from defect_judge.model import inference
+from defect_judge.model import paths as model_paths
+from defect_judge.model.chat import render_prompt
 from defect_judge.errors import InputError
-from defect_judge.results import SCHEMA, load_results, metrics, positive_judgement, roc_auc, summary
-from defect_judge.resume import PARTIAL_NAME
-from defect_judge.schema import read_records
-from defect_judge.splitting import spread_subset
+from defect_judge.evaluate.results import SCHEMA, load_results, metrics, positive_judgement, roc_auc, summary
+from defect_judge.evaluate.partial import PARTIAL_NAME
+from defect_judge.data.schema import read_records
+from defect_judge.data.splitting import spread_subset
 from defect_judge.stats import wilson_interval
 from defect_judge.templates import parse_answer
 from helpers import EVALUATE, PYTHON, REPO_ROOT, build_tiny_model, run_script

@@ -13,15 +13,15 @@ import matplotlib
 import pytest
 from PIL import Image
 
-from defect_judge.charts import (ALL_PAIRS, PAIR_OUTCOMES_FILE, ROC_FILE, SUBTYPE_ACCURACY_FILE, pair_categories,
+from defect_judge.report.result_charts import (ALL_PAIRS, PAIR_OUTCOMES_FILE, ROC_FILE, SUBTYPE_ACCURACY_FILE, pair_categories,
                                  pair_outcome_figure, result_charts, roc_figure)
-from defect_judge.decisions import apply_threshold, choose_threshold, vd_s, vd_s_levels
+from defect_judge.evaluate.thresholds import apply_threshold, choose_threshold, vd_s, vd_s_levels
 from defect_judge.errors import InputError
-from defect_judge.fonts import find_cjk_font
-from defect_judge.pairs import check_record_pairs, pair_mcnemar, pair_results
-from defect_judge.results import (SCHEMA, SCHEMA_V1, format_results_table, load_results, metrics,
+from defect_judge.report.fonts import find_cjk_font
+from defect_judge.evaluate.pairs import check_record_pairs, pair_mcnemar, pair_results
+from defect_judge.evaluate.results import (SCHEMA, SCHEMA_V1, format_results_table, load_results, metrics,
                                   results_document)
-from defect_judge.schema import read_records
+from defect_judge.data.schema import read_records
 from defect_judge.stats import wilson_interval
 from helpers import EVALUATE, assert_clean_failure, make_records, run_script, write_records
 
@@ -337,7 +337,7 @@ def test_a_model_with_every_answer_invalid_gets_n_a_not_a_misleading_number(tmp_
 
 
 def test_a_printed_threshold_reproduces_its_decisions():
-    from defect_judge.decisions import threshold_text
+    from defect_judge.evaluate.thresholds import threshold_text
 
     assert threshold_text(0.99997, [0.99996, 0.99998]) == "0.99997"  # "1" would call nothing defective
     assert float(threshold_text(0.999999997, [0.99999999])) < 1.0

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from defect_judge import load_script
-from defect_judge.results import SCHEMA, metrics
+from defect_judge.evaluate.results import SCHEMA, metrics
 from defect_judge.stats import mcnemar_exact
 from helpers import PLOT, run_script
 
@@ -238,7 +238,7 @@ TUNED_OUTCOMES = ["P-C", "P-V", "P-C", "P-C", "P-C", "P-C", "P-C", "P-C", "P-C",
 def write_pair_results(path: Path, model_path: str, outcomes: list[str], *, v1: bool = False) -> Path:
     """An evaluation_results.json over twin pairs, made by the real results code; ``v1``: as the v1 code
     wrote it (no pair_id, no pairs section)."""
-    from defect_judge.results import SCHEMA_V1, results_document
+    from defect_judge.evaluate.results import SCHEMA_V1, results_document
 
     samples = []
     for index, outcome in enumerate(outcomes):

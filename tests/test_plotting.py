@@ -1,4 +1,4 @@
-"""defect_judge.plotting: the accuracy bar chart shared by evaluation and comparison."""
+"""defect_judge.report.accuracy_bars: the accuracy bar chart shared by evaluation and comparison."""
 from __future__ import annotations
 
 import os
@@ -12,9 +12,9 @@ import pytest
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from defect_judge.fonts import find_cjk_font
-from defect_judge.plotting import DPI, N_ZERO_TEXT, accuracy_bar_chart, accuracy_figure, category_label
-from defect_judge.results import summary
+from defect_judge.report.fonts import find_cjk_font
+from defect_judge.report.accuracy_bars import DPI, N_ZERO_TEXT, accuracy_bar_chart, accuracy_figure, category_label
+from defect_judge.evaluate.results import summary
 
 MANY_SUBTYPES = ["空指针解引用", "资源泄漏", "数组越界", "除零错误", "未初始化变量", "整数溢出",
                  "并发竞争条件与死锁", "内存重复释放"]
@@ -136,7 +136,7 @@ def test_labels_do_not_overlap_and_legend_is_outside_the_data(tmp_path: Path):
 
 def test_missing_font_would_be_detected(tmp_path: Path, monkeypatch):
     """Control for the glyph check above: without a CJK font matplotlib does warn."""
-    import defect_judge.plotting as plotting
+    import defect_judge.report.accuracy_bars as plotting
 
     def latin_only_font():
         matplotlib.rcParams["font.sans-serif"] = ["DejaVu Sans"]

@@ -14,7 +14,7 @@ import pytest
 from safetensors.torch import load_file
 
 from defect_judge import free_port
-from defect_judge.resume import file_sha256
+from defect_judge.evaluate.partial import file_sha256
 from helpers import LAUNCHER, REPO_ROOT, make_records, write_records
 
 SCRIPT = LAUNCHER
@@ -163,7 +163,7 @@ def head_run(tmp_path_factory, tiny_model_dir):
 
 
 def test_two_ranks_with_a_verdict_head_keep_it_in_every_checkpoint_and_select_on_it(head_run):
-    from defect_judge.verdict_head import load_head
+    from defect_judge.model.verdict_head import load_head
 
     result, folder, _, _ = head_run
     output_dir = folder / "head"

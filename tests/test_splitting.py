@@ -1,4 +1,4 @@
-"""defect_judge/splitting.py: the stratified, leak-free train/dev/test split's invariants."""
+"""defect_judge/data/splitting.py: the stratified, leak-free train/dev/test split's invariants."""
 from __future__ import annotations
 
 from collections import Counter
@@ -6,8 +6,8 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from defect_judge.schema import RawSample, raw_to_record
-from defect_judge.splitting import split_samples, split_three_ways
+from defect_judge.data.schema import RawSample, raw_to_record
+from defect_judge.data.splitting import split_samples, split_three_ways
 from defect_judge.templates import event_char_span
 
 

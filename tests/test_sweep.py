@@ -1,4 +1,4 @@
-"""instruct_fine_tuning/sweep.py and defect_judge/recipes.py: a real (tiny) sweep through the launcher."""
+"""instruct_fine_tuning/sweep.py and defect_judge/train/recipes.py: a real (tiny) sweep through the launcher."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from defect_judge.recipes import RECIPES, Recipe
+from defect_judge.train.recipes import RECIPES, Recipe
 from helpers import CONVERT, PYTHON, REPO_ROOT, run_script
 
 SWEEP = REPO_ROOT / "instruct_fine_tuning" / "sweep.py"
@@ -33,7 +33,7 @@ def test_recipe_as_shell_assignments_and_training_items(tmp_path):
     assert recipe.training_items(["a", "a", "b", "b", None]) == 3  # two pairs and a lone sample
     assert RECIPES["demo"].training_items(["a", "a", None]) == 3
     data = twin_split(tmp_path)
-    printed = run_script(PYTHON, "-m", "defect_judge.recipes", "judgement_pairs", "--train_data",
+    printed = run_script(PYTHON, "-m", "defect_judge.train.recipes", "judgement_pairs", "--train_data",
                          data / "train.jsonl", check=True).stdout
     values = dict(line.split("=", 1) for line in printed.splitlines())
     train_pairs = {json.loads(line)["pair_id"] for line in (data / "train.jsonl").read_text().splitlines()}

@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from defect_judge import load_script
-from defect_judge.checkpoints import CHECKPOINT_COMPLETE_FILE
+from defect_judge.train.run_folder import CHECKPOINT_COMPLETE_FILE
 from defect_judge.errors import InputError
-from defect_judge.schema import Record
-from defect_judge.training import (IGNORE_INDEX, TRUNCATION_MARK, PaddingCollator, PairedDataset, accuracy_then_loss,
+from defect_judge.data.schema import Record
+from defect_judge.train.training import (IGNORE_INDEX, TRUNCATION_MARK, PaddingCollator, PairedDataset, accuracy_then_loss,
                                    judgement_only, sample_features, SupervisedDataset, WeightedLossTrainer,
                                    final_hidden_states, fit_sample, fit_samples, length_stats, mark_trained_text,
                                    weighted_token_loss)
@@ -449,7 +449,7 @@ def head_batches(tokenizer, recs: list[Record]) -> tuple[list[dict], dict]:
 
 
 def random_head(model, seed: int = 0):
-    from defect_judge.verdict_head import VerdictHead
+    from defect_judge.model.verdict_head import VerdictHead
 
     generator = torch.Generator().manual_seed(seed)
     head = VerdictHead([1, 2], "mean", model.config.hidden_size, model.config.num_hidden_layers, positive="是",
@@ -466,7 +466,7 @@ def test_head_loss_is_the_answer_loss_plus_the_weighted_bce_of_the_accumulated_b
     """With a verdict head the loss adds head_loss_weight x the head's mean BCE over the accumulated batch,
     computed from the states of the same forward pass; accumulation does not change it, and gradients reach
     the head and the model's layers below the head's."""
-    from defect_judge.verdict_head import HEAD_MODULE, prompt_features
+    from defect_judge.model.verdict_head import HEAD_MODULE, prompt_features
 
     model = copy.deepcopy(tiny_model)
     head = random_head(model)
@@ -502,7 +502,7 @@ def test_a_head_run_evaluates_and_selects_on_the_head_and_saves_it_beside_the_mo
     best model's head is restored at the end."""
     from safetensors.torch import load_file as load_tensors
 
-    from defect_judge.verdict_head import HEAD_MODULE, load_head
+    from defect_judge.model.verdict_head import HEAD_MODULE, load_head
 
     model = copy.deepcopy(tiny_model)
     head = random_head(model, seed=1)
@@ -538,7 +538,7 @@ def test_full_fine_tuning_with_a_head_saves_it_beside_whole_models(tiny_model_di
     verdict_head.*, and loading the best model at the end restores the head without warning about it."""
     from safetensors.torch import load_file as load_tensors
 
-    from defect_judge.verdict_head import load_head
+    from defect_judge.model.verdict_head import load_head
 
     train = write_records(tmp_path / "train.jsonl", make_records(8))
     dev = write_records(tmp_path / "dev.jsonl", make_records(4, start=2))
@@ -561,7 +561,7 @@ def test_training_above_the_head_keeps_the_probe_as_fitted(tmp_path, embedded_to
     (the head's features do not move), and the head every checkpoint carries is the linear probe as fitted."""
     from safetensors.torch import load_file as load_tensors
 
-    from defect_judge.verdict_head import load_head
+    from defect_judge.model.verdict_head import load_head
     from helpers import build_tiny_model
 
     model_dir = build_tiny_model(tmp_path / "tiny-4", embedded_tokenizer, layers=4)

@@ -1,4 +1,4 @@
-"""defect_judge/verdict_head.py on real components: the spec, a real linear probe finding a planted signal in
+"""defect_judge/model/verdict_head.py on real components: the spec, a real linear probe finding a planted signal in
 a tiny real model's hidden states, the head against scikit-learn's own pipeline, save/load, refusals of a
 head that does not fit, the forward pass that stops at the highest layer read, and the training path's
 features against the evaluation path's."""
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from defect_judge.chat import render_prompt
+from defect_judge.model.chat import render_prompt
 from defect_judge.errors import InputError
-from defect_judge.schema import RawSample, Record, raw_to_record
-from defect_judge.training import PaddingCollator, SupervisedDataset, fit_samples, prompt_ids
-from defect_judge.verdict_head import (HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, HeadSpec, LayerTap, VerdictHead,
+from defect_judge.data.schema import RawSample, Record, raw_to_record
+from defect_judge.train.training import PaddingCollator, SupervisedDataset, fit_samples, prompt_ids
+from defect_judge.model.verdict_head import (HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, HeadSpec, LayerTap, VerdictHead,
                                        decoder_layers, fit_probe, head_from_probe, load_head, pool, prompt_features)
 from helpers import OUTPUT_FORMAT, TASK, build_tiny_model
 

@@ -15,14 +15,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
-from defect_judge.checkpoints import read_best_checkpoint
+from defect_judge.train.run_folder import read_best_checkpoint
 from defect_judge.cli import parse_settings
-from defect_judge.curves import LEARNING_CURVE_FILE
+from defect_judge.report.learning_curve import LEARNING_CURVE_FILE
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_text_atomic
-from defect_judge.decisions import threshold_text
-from defect_judge.pairs import OUTCOMES
-from defect_judge.results import load_results, outcome_cell
+from defect_judge.evaluate.thresholds import threshold_text
+from defect_judge.evaluate.pairs import OUTCOMES
+from defect_judge.evaluate.results import load_results, outcome_cell
 from defect_judge.stats import mcnemar
 from defect_judge.templates import answer_prefix
 
@@ -159,7 +159,7 @@ def summary_markdown(run_dir: Path, timings: dict[str, int], recipe: str) -> str
         rows.append(overall_row(f"fine-tuned + head `{spec}` (the head's verdict, the model's reason)", head))
         pairs.append(("fine-tuned + head", head))
     lines = [f"# Demo run `{run_dir}`", "",
-             f"Recipe `{recipe}` (defect_judge/recipes.py). Evaluation mode `{tuned['mode']}` on the test split "
+             f"Recipe `{recipe}` (defect_judge/train/recipes.py). Evaluation mode `{tuned['mode']}` on the test split "
              f"`{tuned['test_dataset_path']}` ({tuned['overall']['total']} samples), used for no choice.", "",
              "| model | accuracy | Wilson 95% CI | per judgement | ROC-AUC | invalid format |",
              "|---|---|---|---|---|---|", *rows, "",
@@ -200,7 +200,7 @@ def summary_markdown(run_dir: Path, timings: dict[str, int], recipe: str) -> str
 
 def _majority(results: dict) -> dict:
     """The majority-class answer scored like a model, for the table."""
-    from defect_judge.results import metrics
+    from defect_judge.evaluate.results import metrics
 
     answer = results["versus_majority"]["judgement"]
     samples = [{**s, "prediction": answer, "correct": s["reference"] == answer} for s in results["samples"]]

@@ -210,7 +210,7 @@ def build_model(numbers: dict, tokenizer, device: str, seed: int):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from defect_judge.modeling import pick_dtype
+    from defect_judge.model.loading import pick_dtype
 
     numbers = dict(numbers)
     config = AutoConfig.for_model(numbers.pop("model_type"), **numbers)
@@ -552,7 +552,7 @@ def release(device: str) -> None:
 def main() -> None:
     import torch
 
-    from defect_judge.modeling import load_tokenizer
+    from defect_judge.model.loading import load_tokenizer
 
     cfg = parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -3,7 +3,7 @@
 
 Runs the base model (no training) over every prompt of the training split and of a held-out split
 (TEST_DATASET_PATH: dev by default), exactly as evaluation renders them, and fits one verdict head
-(defect_judge/verdict_head.py: standardised features, logistic regression) per spec in HEADS:
+(defect_judge/model/verdict_head.py: standardised features, logistic regression) per spec in HEADS:
 
   mean@L   the average over every prompt token of layer L's output: what the model has read, wherever it is
   last@L   the prompt's last token (after the chat template's assistant header): where a generative judge
@@ -30,15 +30,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
-from defect_judge.chat import render_prompt
+from defect_judge.model.chat import render_prompt
 from defect_judge.cli import parse_settings
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic
-from defect_judge.modeling import check_model_folder, load_causal_lm, load_tokenizer
-from defect_judge.results import positive_judgement
-from defect_judge.schema import Record, read_records
+from defect_judge.model.loading import check_model_folder, load_causal_lm, load_tokenizer
+from defect_judge.evaluate.results import positive_judgement
+from defect_judge.data.schema import Record, read_records
 from defect_judge.stats import binomial_p_above
-from defect_judge.verdict_head import DEFAULT_C_GRID, HeadSpec, fit_probe, pooled_prompt_features
+from defect_judge.model.verdict_head import DEFAULT_C_GRID, HeadSpec, fit_probe, pooled_prompt_features
 
 # ----------------------------------------------------------------------------
 MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # the frozen model to probe (folder, safetensors)

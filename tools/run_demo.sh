@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # make demo: the whole pipeline on the embedded SmolLM2-135M-Instruct and the shipped sample data, on a CPU.
 #   1 convert + split (train/dev/test)   2 TF-IDF baseline   3 base model evaluation
-#   4 fine-tuning with a named recipe (defect_judge/recipes.py), checkpoints chosen on dev; with a verdict head
+#   4 fine-tuning with a named recipe (defect_judge/train/recipes.py), checkpoints chosen on dev; with a verdict head
 #     (the default recipe has one) the head is fitted on the frozen model first, then trained with the model
 #   5 evaluation of the chosen checkpoint on test: the generative judge alone (its answers), and the judge with
 #     its verdict head (the head's verdict, the model's reason after it; scores: ROC, VD-S, dev threshold)
 #   6 comparison plots   -> runs/demo/<time>/summary.md
 # The test split is read only by stages 2, 3 and 5, and never for a choice.
-# Knobs (environment): DEMO_RECIPE (a name from defect_judge/recipes.py; default demo), DEMO_MAX_STEPS (cut training short),
+# Knobs (environment): DEMO_RECIPE (a name from defect_judge/train/recipes.py; default demo), DEMO_MAX_STEPS (cut training short),
 # DEMO_EVAL_MODE (generate/score), DEMO_MAX_NEW_TOKENS, RUN_DIR, DEMO_MODEL and DEMO_INPUT_DIR (the
 # end-to-end test runs the same pipeline on a tiny model and a few samples).
 set -euo pipefail
@@ -49,7 +49,7 @@ evaluate "$MODEL" "$RUN_DIR/eval_base"
 T3=$(seconds)
 
 stage "4/6 fine-tuning, recipe '$RECIPE', through instruct_fine_tuning/run_training_lora.sh (best checkpoint chosen on dev)"
-eval "$($PY -m defect_judge.recipes "$RECIPE" --train_data "$DATA/train.jsonl")"  # LEARNING_RATE=... TRAIN_ARGS=(...)
+eval "$($PY -m defect_judge.train.recipes "$RECIPE" --train_data "$DATA/train.jsonl")"  # LEARNING_RATE=... TRAIN_ARGS=(...)
 VERDICT_HEAD="${VERDICT_HEAD:-}"  # set by a recipe with a head
 export LEARNING_RATE SCHEDULER LORA_RANK LORA_ALPHA PER_DEVICE_TRAIN_BATCH_SIZE GRADIENT_ACCUMULATION_STEPS \
     MAX_LENGTH MAX_EPOCHS SAVE_STEPS VERDICT_HEAD

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from . import inference
-from .chat import render_prompt
-from .schema import Record
-from .templates import answer_prefix, parse_answer
-from .verdicts import GENERATED, HEAD, SCORED, source_for
+from defect_judge.model import inference
+from defect_judge.model.chat import render_prompt
+from defect_judge.data.schema import Record
+from defect_judge.templates import answer_prefix, parse_answer
+from defect_judge.evaluate.verdicts import GENERATED, HEAD, SCORED, source_for
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def head_rows(model, tokenizer, batch: Sequence[Prompt], vocabulary: Sequence[st
     ``threshold``. Score mode keeps what the model alone would answer (its scored candidates, one more
     forward pass). Generate mode fixes the answer's start, ``判断:{verdict}\\n\\n原因：``, and the model
     writes the reason after it, so every answer keeps the document's format."""
-    from .verdict_head import head_probabilities
+    from defect_judge.model.verdict_head import head_probabilities
 
     probabilities = head_probabilities(model, head, [prompt.ids for prompt in batch])
     verdicts = head.verdicts(probabilities, threshold)

@@ -32,13 +32,13 @@ import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import REPO_ROOT
-from .checkpoints import BEST_CHECKPOINT_FILE, best_model_folder, read_best_checkpoint
-from .errors import InputError
-from .fileio import read_json_object
-from .modeling import (ADAPTER_CONFIG_FILE, check_model_folder, check_tokenizer_matches, load_causal_lm,
+from defect_judge import REPO_ROOT
+from defect_judge.train.run_folder import BEST_CHECKPOINT_FILE, best_model_folder, read_best_checkpoint
+from defect_judge.errors import InputError
+from defect_judge.fileio import read_json_object
+from defect_judge.model.loading import (ADAPTER_CONFIG_FILE, check_model_folder, check_tokenizer_matches, load_causal_lm,
                        load_tokenizer, quiet_library_deprecations, weights_error_message)
-from .verdict_head import HEAD_CONFIG_FILE, has_head
+from defect_judge.model.verdict_head import HEAD_CONFIG_FILE, has_head
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ Top level::
     average_precision   float | null (the area under the precision-recall curve; same condition)
     vd_s                [VD-S at PrimeVul's FPR 0.5%, then at settings.vds_fpr] | null (scored runs):
                         {fpr_target, fnr, tpr, fpr, threshold, negatives, positives,
-                         false_positives_allowed, meaningful, note} (defect_judge/decisions.py)
+                         false_positives_allowed, meaningful, note} (defect_judge/evaluate/thresholds.py)
     decision            {headline: "answer" (generate) | "argmax" | "threshold", positive, negative,
                          threshold: float | null, chosen_on: {source, test_dataset_path, samples,
                          balanced_accuracy, ...} | null, argmax: Summary of the argmax predictions (only
@@ -26,7 +26,7 @@ Top level::
     pairs               null (no sample has a pair_id) | {positive, negative, invalid_rule, overall: PairSummary,
                          per_subtype: {subtype: PairSummary}, unpaired: {samples, without_pair_id,
                          in_incomplete_groups, incomplete_groups, example_incomplete}, outcomes: {pair_id:
-                         "P-C" | "P-V" | "P-B" | "P-R"}} (defect_judge/pairs.py)
+                         "P-C" | "P-V" | "P-B" | "P-R"}} (defect_judge/evaluate/pairs.py)
     versus_majority     {judgement, accuracy, p_value}: always answering the most common reference, and the
                         one-sided exact binomial p-value that the model beats it by chance
     verdict_source      where the verdicts come from: generated | scored | head | classical (verdicts.py)
@@ -60,13 +60,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .decisions import (DEFAULT_VDS_FPR, PRIMEVUL_FPR, apply_threshold, both_classes, positive_scores,
+from defect_judge.evaluate.thresholds import (DEFAULT_VDS_FPR, PRIMEVUL_FPR, apply_threshold, both_classes, positive_scores,
                         most_probable, threshold_text, vd_s_levels)
-from .errors import InputError
-from .fileio import read_json_object
-from .pairs import has_pairs, pair_results
-from .stats import binomial_p_above, wilson_interval
-from .verdicts import HEAD, MECHANISMS, SCORED, source_of_results
+from defect_judge.errors import InputError
+from defect_judge.fileio import read_json_object
+from defect_judge.evaluate.pairs import has_pairs, pair_results
+from defect_judge.stats import binomial_p_above, wilson_interval
+from defect_judge.evaluate.verdicts import HEAD, MECHANISMS, SCORED, source_of_results
 
 SCHEMA = "defect-judge/evaluation-results/v3"
 SCHEMA_V1 = "defect-judge/evaluation-results/v1"
@@ -326,7 +326,7 @@ def versus_majority(samples: Sequence[dict]) -> dict:
 
 def format_results_table(results: dict) -> str:
     """The per-subtype table a script prints after an evaluation."""
-    from .plotting import display_width
+    from defect_judge.report.accuracy_bars import display_width
 
     def pad(text: str, width: int) -> str:
         return text + " " * max(0, width - display_width(text))
@@ -423,8 +423,8 @@ def outcome_cell(outcome: dict) -> str:
 
 def pair_table(results: dict) -> list[str]:
     """The pair outcomes (PrimeVul) per subtype and overall, when the test set has twin pairs."""
-    from .pairs import OUTCOMES
-    from .plotting import display_width
+    from defect_judge.evaluate.pairs import OUTCOMES
+    from defect_judge.report.accuracy_bars import display_width
 
     pairs = results.get("pairs")
     if not pairs:

@@ -17,11 +17,11 @@ from typing import Iterator, Sequence
 
 import torch
 
-from .distributed import all_ranks, from_rank_zero, rank_and_world
-from .errors import InputError
-from .modeling import load_causal_lm, pick_dtype
-from .training import FittedSample, prompt_ids, verdict_label
-from .verdict_head import (DEFAULT_C_GRID, HeadSpec, VerdictHead, describe_fit, fit_probe, head_from_probe,
+from defect_judge.distributed import all_ranks, from_rank_zero, rank_and_world
+from defect_judge.errors import InputError
+from defect_judge.model.loading import load_causal_lm, pick_dtype
+from defect_judge.train.training import FittedSample, prompt_ids, verdict_label
+from defect_judge.model.verdict_head import (DEFAULT_C_GRID, HeadSpec, VerdictHead, describe_fit, fit_probe, head_from_probe,
                            prompt_features)
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from .errors import InputError
-from .fileio import read_json_object, write_json_atomic
-from .resume import file_sha256
+from defect_judge.errors import InputError
+from defect_judge.fileio import read_json_object, write_json_atomic
+from defect_judge.evaluate.partial import file_sha256
 
 BEST_CHECKPOINT_FILE = "best_checkpoint.json"
 CHECKPOINT_COMPLETE_FILE = "checkpoint_complete.json"  # written last into a checkpoint: it is complete

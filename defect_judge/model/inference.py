@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from .errors import InputError
-from .templates import JUDGEMENT_PREFIX
+from defect_judge.errors import InputError
+from defect_judge.templates import JUDGEMENT_PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from .errors import InputError
-from .stats import mcnemar, wilson_interval
+from defect_judge.errors import InputError
+from defect_judge.stats import mcnemar, wilson_interval
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from .errors import InputError
-from .templates import judgement_char_span
+from defect_judge.errors import InputError
+from defect_judge.templates import judgement_char_span
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ One place for them, so the demo and the recipe sweep
 measured. A recipe says what differs from the launcher's defaults; everything
 else (the document's values) stays as run_training_lora.sh sets it.
 
-``python -m defect_judge.recipes NAME [--train_data train.jsonl]`` prints a recipe as
+``python -m defect_judge.train.recipes NAME [--train_data train.jsonl]`` prints a recipe as
 shell assignments (``LEARNING_RATE=2e-4 ...`` and ``TRAIN_ARGS=(...)``) for the shell scripts.
 """
 from __future__ import annotations
@@ -138,13 +138,13 @@ def main(argv: list[str] | None = None) -> None:
     recipe = RECIPES[args.name]
     items = None
     if args.train_data:
-        from .schema import read_records
+        from defect_judge.data.schema import read_records
 
         items = recipe.training_items([r.pair_id for r in read_records(args.train_data)])
     print(recipe.shell(items))
 
 
 if __name__ == "__main__":
-    from .errors import run_main
+    from defect_judge.errors import run_main
 
     run_main(main)

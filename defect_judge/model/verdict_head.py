@@ -37,8 +37,8 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
-from .fileio import atomic_open, read_json_object, write_json_atomic
+from defect_judge.errors import InputError
+from defect_judge.fileio import atomic_open, read_json_object, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +332,7 @@ def pool(states: Sequence[torch.Tensor], mask: torch.Tensor, pooling: str) -> to
 def _length_groups(lengths: Sequence[int], budget: int) -> Iterator[list[int]]:
     """Indices, longest first, in the low-padding groups evaluation prefills in (``inference.prefill_groups``),
     each of at most ``budget`` padded tokens."""
-    from .inference import prefill_groups
+    from defect_judge.model.inference import prefill_groups
 
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     for run in prefill_groups([lengths[i] for i in order], max_tokens=budget):

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import IO, Iterable
 
-from .errors import InputError
+from defect_judge.errors import InputError
 
 PARTIAL_SCHEMA = "defect-judge/evaluation-partial/v1"
 PARTIAL_NAME = "evaluation_results.partial.jsonl"

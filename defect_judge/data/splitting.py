@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 
-from .schema import Record
-from .templates import event_char_span
+from defect_judge.data.schema import Record
+from defect_judge.templates import event_char_span
 
 SPLITS = ("train", "dev", "test")
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .errors import InputError
-from .templates import format_assistant, format_user, parse_answer
+from defect_judge.errors import InputError
+from defect_judge.templates import format_assistant, format_user, parse_answer
 
 log = logging.getLogger(__name__)
 

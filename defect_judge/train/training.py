@@ -32,13 +32,13 @@ from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import EvalLoopOutput
 
-from .chat import EncodedConversation, encode_conversation
-from .checkpoints import mark_complete
-from .distributed import all_ranks
-from .errors import InputError
-from .schema import Record
-from .templates import event_char_span
-from .verdict_head import HEAD_CONFIG_FILE, HEAD_MODULE, LayerTap, VerdictHead, pool
+from defect_judge.model.chat import EncodedConversation, encode_conversation
+from defect_judge.train.run_folder import mark_complete
+from defect_judge.distributed import all_ranks
+from defect_judge.errors import InputError
+from defect_judge.data.schema import Record
+from defect_judge.templates import event_char_span
+from defect_judge.model.verdict_head import HEAD_CONFIG_FILE, HEAD_MODULE, LayerTap, VerdictHead, pool
 
 log = logging.getLogger(__name__)
 
@@ -469,7 +469,7 @@ class WeightedLossTrainer(Trainer):
     def _load_best_model(self) -> None:
         super()._load_best_model()
         if self.verdict_head is not None:
-            from .verdict_head import load_head
+            from defect_judge.model.verdict_head import load_head
 
             best = Path(self.state.best_model_checkpoint)
             if (best / HEAD_CONFIG_FILE).is_file():

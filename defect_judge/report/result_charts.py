@@ -1,10 +1,10 @@
 """The charts beside ``subtype_accuracy.png``: pair outcomes (stacked bars) and ROC / precision-recall.
 
 ``pair_outcomes.png``: for every category (all pairs, then each subtype) one bar per model, split
-into the shares of P-C, P-V, P-B and P-R (defect_judge/pairs.py), with the Wilson interval of P-C;
+into the shares of P-C, P-V, P-B and P-R (defect_judge/evaluate/pairs.py), with the Wilson interval of P-C;
 ``eval/plot_subtype_acc.py`` draws the same chart for several models. ``roc_curve.png``: the ROC
 curve with its AUC, the VD-S operating points and the dev threshold's, beside the precision-recall
-curve. Labels go through the same font handling as the accuracy charts (defect_judge/plotting.py),
+curve. Labels go through the same font handling as the accuracy charts (defect_judge/report/accuracy_bars.py),
 so Chinese renders and nothing warns about missing glyphs.
 """
 from __future__ import annotations
@@ -14,11 +14,11 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .decisions import both_classes, positive_scores
-from .fonts import use_cjk_font
-from .pairs import OUTCOMES
-from .results import NOT_APPLICABLE
-from .plotting import (COLORS, DPI, ERROR_BAR_COLOR, LABEL_COLUMNS, MAX_BAR_THICKNESS, N_ZERO_TEXT, category_label,
+from defect_judge.evaluate.thresholds import both_classes, positive_scores
+from defect_judge.report.fonts import use_cjk_font
+from defect_judge.evaluate.pairs import OUTCOMES
+from defect_judge.evaluate.results import NOT_APPLICABLE
+from defect_judge.report.accuracy_bars import (COLORS, DPI, ERROR_BAR_COLOR, LABEL_COLUMNS, MAX_BAR_THICKNESS, N_ZERO_TEXT, category_label,
                        chart_names, check_series, drawable_text, results_label, save_png, subtype_accuracy_chart)
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def _legend_and_note_below(fig, ax, handles: list, note: str | None) -> None:
 def pair_outcome_chart(path: str | os.PathLike, categories: list[str], series: list[tuple[str, list[dict | None]]],
                        *, title: str, note: str | None = None) -> None:
     """Write the pair-outcome chart as a PNG atomically. ``series``: (model label, one PairSummary per
-    category, as ``defect_judge.pairs.outcome_summary`` makes them; None or 0 pairs is drawn as n = 0)."""
+    category, as ``defect_judge.evaluate.pairs.outcome_summary`` makes them; None or 0 pairs is drawn as n = 0)."""
     save_png(pair_outcome_figure(categories, series, title=title, note=note), path)
 
 

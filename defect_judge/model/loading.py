@@ -12,8 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
-from .chat import require_chat_template
-from .errors import InputError
+from defect_judge.model.chat import require_chat_template
+from defect_judge.errors import InputError
 
 log = logging.getLogger(__name__)
 
