@@ -40,7 +40,8 @@ from defect_judge.train.run_folder import (BEST_CHECKPOINT_FILE, best_checkpoint
 from defect_judge.train.linear_probe import fit_head
 from defect_judge.errors import EXIT_INPUT_ERROR, InputError, run_main
 from defect_judge.fileio import check_output_dir
-from defect_judge.report.learning_curve import LEARNING_CURVE_FILE, learning_curve_chart
+from defect_judge.report.learning_curve import learning_curve_chart
+from defect_judge.train.run_folder import LEARNING_CURVE_FILE
 from defect_judge.model.loading import (check_model_folder, check_tokenizer_matches, load_causal_lm, load_tokenizer,
                                    pick_dtype, quiet_library_deprecations)
 from defect_judge.evaluate.results import judgement_vocabulary, two_classes

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defec
 
 from defect_judge.train.run_folder import read_best_checkpoint
 from defect_judge.cli import parse_settings
-from defect_judge.report.learning_curve import LEARNING_CURVE_FILE
+from defect_judge.train.run_folder import LEARNING_CURVE_FILE
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_text_atomic
 from defect_judge.evaluate.thresholds import threshold_text

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from defect_judge import REPO_ROOT
-from defect_judge.train.run_folder import BEST_CHECKPOINT_FILE, best_model_folder, read_best_checkpoint
+from defect_judge.train.run_folder import (BEST_CHECKPOINT_FILE, TRAINER_STATE_FILE, best_model_folder,
+                                           read_best_checkpoint)
 from defect_judge.errors import InputError
 from defect_judge.fileio import read_json_object
 from defect_judge.model.loading import (ADAPTER_CONFIG_FILE, check_model_folder, check_tokenizer_matches, load_causal_lm,
@@ -56,7 +57,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_PICKLE_WEIGHTS = "adapter_model.bin"  # loaded only with allow_pickle
 WEIGHT_SUFFIXES = (".safetensors", ".bin")  # what the resume fingerprint covers
-TRAINER_STATE_FILE = "trainer_state.json"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from typing import Sequence
 from defect_judge.report.fonts import use_cjk_font
 from defect_judge.report.accuracy_bars import DPI, save_png
 
-LEARNING_CURVE_FILE = "learning_curve.png"
 TRAIN_COLOR, EVAL_COLOR, ACCURACY_COLOR, BEST_COLOR = "#4C72B0", "#DD8452", "#55A868", "#C44E52"
 
 

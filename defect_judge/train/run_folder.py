@@ -1,6 +1,6 @@
-"""The training run folder (OUTPUT_DIR): its checkpoints and ``best_checkpoint.json``.
+"""The training run folder (OUTPUT_DIR): the names of what it holds, its checkpoints and ``best_checkpoint.json``.
 
-One module writes and reads it; training, evaluation, the sweep and the demo summary call it.
+One module names, writes and reads it; training, evaluation, the sweep, the benchmarks and the demo summary call it.
 
     OUTPUT_DIR/
       checkpoint-N/                    what the Trainer saves every SAVE_STEPS
@@ -23,7 +23,15 @@ from defect_judge.evaluate.partial import file_sha256
 
 BEST_CHECKPOINT_FILE = "best_checkpoint.json"
 CHECKPOINT_COMPLETE_FILE = "checkpoint_complete.json"  # written last into a checkpoint: it is complete
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+CHECKPOINT_PREFIX = "checkpoint"  # transformers' PREFIX_CHECKPOINT_DIR: checkpoint-{step}
+CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)$")
+TRAINER_STATE_FILE = "trainer_state.json"  # the Trainer's log history, in OUTPUT_DIR and in every checkpoint
+LEARNING_CURVE_FILE = "learning_curve.png"
+
+
+def checkpoint_name(step: int) -> str:
+    """The folder name the Trainer gives the checkpoint of optimizer step ``step``."""
+    return f"{CHECKPOINT_PREFIX}-{step}"
 
 
 def checkpoint_step(name: str | os.PathLike) -> int:
