@@ -45,7 +45,7 @@ from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic, write_jsonl_atomic
 from defect_judge.report.accuracy_bars import display_width
 from defect_judge.evaluate.pairs import pair_problem
-from defect_judge.evaluate.results import positive_judgement
+from defect_judge.data.labels import positive_judgement
 from defect_judge.data.schema import RawSample, Record, raw_to_record, report_stripped, validate_raw_sample
 from defect_judge.data.splitting import split_stats, split_three_ways
 
@@ -169,6 +169,18 @@ def sample_id(relative: str, index: int) -> str:
     return f"{relative}#{index}"
 
 
+def sample_source(folder: Path, record_id: str) -> tuple[Path, int]:
+    """The file (under ``folder``) and the position in it of the sample that ``sample_id`` named."""
+    relative, index = record_id.rsplit("#", 1)
+    return folder / relative, int(index)
+
+
+def rejection(folder: Path, sample: Sample, field: str, error: str) -> Rejected:
+    """A sample refused with ``error``, named by its file and its position there."""
+    path, index = sample_source(folder, sample.record.id)
+    return Rejected(str(path), index, None, field, error)
+
+
 def load_samples(folder: Path, skip_invalid: bool) -> tuple[list[Sample], list[Rejected]]:
     samples, rejected = [], []
     for path in tqdm(raw_files(folder), desc="reading raw files", unit="file", disable=None):
@@ -208,8 +220,7 @@ def check_conflicts(samples: list[Sample], folder: Path, skip_invalid: bool) -> 
                                  field="output.judgement")
             conflicting.update(ids)
     kept = [s for s in samples if s.record.id not in conflicting]
-    rejected = [Rejected(str(folder / s.record.id.rsplit("#", 1)[0]), int(s.record.id.rsplit("#", 1)[1]), None, "output.judgement",
-                         "conflicting duplicate: same question, different judgement")
+    rejected = [rejection(folder, s, "output.judgement", "conflicting duplicate: same question, different judgement")
                 for s in samples if s.record.id in conflicting]
     return kept, rejected
 
@@ -232,11 +243,10 @@ def check_pairs(samples: list[Sample], folder: Path, skip_invalid: bool) -> tupl
         first = by_pair[pair_id][0].record.id
         if not skip_invalid:
             ids = ", ".join(str(folder / m.record.id) for m in by_pair[pair_id])
-            raise InputError(f"pair {pair_id!r} ({ids}): {reason}", path=folder / first.rsplit("#", 1)[0],
-                             sample=int(first.rsplit("#", 1)[1]), field="pair_id")
+            path, index = sample_source(folder, first)
+            raise InputError(f"pair {pair_id!r} ({ids}): {reason}", path=path, sample=index, field="pair_id")
     rejected_ids = {m.record.id for pair_id in bad for m in by_pair[pair_id]}
-    rejected = [Rejected(str(folder / s.record.id.rsplit("#", 1)[0]), int(s.record.id.rsplit("#", 1)[1]), None,
-                         "pair_id", f"pair {s.raw.pair_id!r}: {bad[s.raw.pair_id]}")
+    rejected = [rejection(folder, s, "pair_id", f"pair {s.raw.pair_id!r}: {bad[s.raw.pair_id]}")
                 for s in samples if s.record.id in rejected_ids]
     lone = sorted(pair_id for pair_id, members in by_pair.items() if len(members) == 1 and pair_id not in bad)
     if lone:

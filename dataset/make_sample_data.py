@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sample_templates
 from defect_judge.cli import parse_settings
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import check_output_dir, write_json_atomic, write_jsonl_atomic
+from defect_judge.templates import format_assistant
 from sample_templates import (buffer_overflow, division_by_zero, integer_overflow, memory_leak, null_pointer,
                               resource_leak, uninitialized_variable, use_after_free)
 from sample_templates.common import DOMAINS, Ctx, TemplateFn
@@ -70,11 +71,10 @@ TASK_PHRASES = (
     "请检查这段{lang}{unit}，判断它是否存在{subtype}缺陷。",
 )
 
-OUTPUT_FORMATS = (
-    "判断:是/否\n\n原因：<简要说明>",
-    "判断:是/否\n\n原因：<简要说明判断依据>",
-    "请严格按照以下格式输出：\n判断:是/否\n\n原因：<简要说明>",
-)
+YES, NO = "是", "否"  # the judgements of a defective and of a clean sample
+# The output format asked for: the answer template of defect_judge.templates, with its alternatives and a hint.
+_ANSWER_SHAPES = (format_assistant(f"{YES}/{NO}", "<简要说明>"), format_assistant(f"{YES}/{NO}", "<简要说明判断依据>"))
+OUTPUT_FORMATS = (*_ANSWER_SHAPES, "请严格按照以下格式输出：\n" + _ANSWER_SHAPES[0])
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def make_sample(rng: Random, subtype: Subtype, template_index: int, bad: bool) -
     return {
         "instruction": [{"subtype": subtype.name}],
         "input": {"task": task, "event": event, "output_format": rng.choice(OUTPUT_FORMATS)},
-        "output": {"judgement": "是" if bad else "否", "reason": reason},
+        "output": {"judgement": YES if bad else NO, "reason": reason},
     }
 
 
@@ -218,7 +218,7 @@ def print_summary(all_samples: dict[str, list[dict]], out_dir: Path, n_files: in
     lines_all = []
     for st in SUBTYPES:
         samples = all_samples[st.key]
-        yes = sum(s["output"]["judgement"] == "是" for s in samples)
+        yes = sum(s["output"]["judgement"] == YES for s in samples)
         print(f"{st.key:<26}{yes:>5}{len(samples) - yes:>5}{len(samples):>7}  {st.name}")
         lines_all += [s["input"]["event"].count("\n") + 1 for s in samples]
     total = sum(len(v) for v in all_samples.values())

@@ -2,7 +2,7 @@
 exchanging Python values between them. The same calls work in a single process (rank 0 of 1).
 
 Used where every rank computes a share and one rank decides: the linear probe's features (``linear_probe.py``),
-the verdict head's dev scores (``training.py``) and the evaluation's dev threshold (``eval/model_evaluation.py``).
+the verdict head's dev scores (``trainer.py``) and the evaluation's dev threshold (``eval/model_evaluation.py``).
 """
 from __future__ import annotations
 

@@ -1,7 +1,18 @@
-"""One error type for bad input, and the wrapper every script's ``main`` runs under.
+"""The two kinds of failure a script reports in one line, InputError (the input is wrong) and RunError (the run
+failed through no fault of its input), and the wrapper every script's ``main`` runs under.
 
-A user sees one line that names the file (and line, sample and field where
-there is one) and the script exits non-zero; ``--debug`` shows the traceback.
+A user sees one line, ``PROG: error: ...`` or ``PROG: failed: ...``, that names the file (and line, sample and
+field where there is one), and the script exits non-zero; ``--debug`` shows the traceback. The exit code says
+whose problem it is:
+
+    2    the input is wrong (InputError): a file, a flag, a setting, the data; fix it and run again. An OSError
+         (a file that cannot be read, an output that cannot be written) is reported the same way. 2 is also
+         what argparse exits with on a bad flag.
+    1    the input is fine, the run failed (RunError): a library or the environment (a package that is not
+         installed, a missing GPU, a download), a child process or a rank that died, an internal inconsistency,
+         an unexpected state of the toolkit's own outputs. 1 is also Python's exit code for an unexpected
+         exception (a traceback), which is not the user's input either.
+    130  interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -14,13 +25,18 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 EXIT_INPUT_ERROR = 2
+EXIT_RUN_ERROR = 1
+EXIT_INTERRUPTED = 130
 WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG)  # the output side failed, not a read
 # How Rust libraries (safetensors, tokenizers) report an OS error: not an OSError, but this in the message.
 RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
-class InputError(Exception):
-    """Bad input the user can fix: names where the problem is."""
+class ToolkitError(Exception):
+    """A failure reported in one line, ``PROG: {label}: {where}: {reason}``, and its exit code: raise one of its
+    two kinds, InputError or RunError."""
+    label: str
+    exit_code: int
 
     def __init__(self, message: str, *, path: str | os.PathLike | None = None,
                  line: int | None = None, sample: int | str | None = None, field: str | None = None):
@@ -39,12 +55,26 @@ class InputError(Exception):
         return (", ".join(where) + ": " if where else "") + self.reason
 
 
+class InputError(ToolkitError):
+    """Bad input the user can fix: names where the problem is."""
+    label = "error"
+    exit_code = EXIT_INPUT_ERROR
+
+
+class RunError(ToolkitError):
+    """A run that failed although its input is fine: the environment, a library, a process or rank that died,
+    an internal inconsistency; names where it showed."""
+    label = "failed"
+    exit_code = EXIT_RUN_ERROR
+
+
 def fail(message: str, **where) -> NoReturn:
     raise InputError(message, **where)
 
 
 def run_main(main: Callable[[], object]) -> None:
-    """Run ``main``; turn expected failures into one clear line and exit code 2.
+    """Run ``main``; turn expected failures into one clear line and their exit code (2 for bad input, an
+    OSError included; 1 for a RunError).
 
     ``--debug`` anywhere on the command line (or DEFECT_JUDGE_DEBUG=1) lets the
     traceback through instead.
@@ -56,20 +86,20 @@ def run_main(main: Callable[[], object]) -> None:
         main()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except (InputError, OSError) as error:
+        sys.exit(EXIT_INTERRUPTED)
+    except (ToolkitError, OSError) as error:
         if debug:
             raise
         logging.shutdown()
         prog = Path(sys.argv[0]).name
-        if isinstance(error, OSError) and not isinstance(error, InputError):
+        if isinstance(error, ToolkitError):
+            label, message, code = error.label, str(error), error.exit_code
+        else:
             target = f" '{error.filename}'" if error.filename else ""
             verb = "cannot write" if error.errno in WRITE_ERRNOS else "cannot access"
-            message = f"{verb}{target}: {error.strerror or error}"
-        else:
-            message = str(error)
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        sys.exit(EXIT_INPUT_ERROR)
+            label, message, code = "error", f"{verb}{target}: {error.strerror or error}", EXIT_INPUT_ERROR
+        print(f"{prog}: {label}: {message}", file=sys.stderr)
+        sys.exit(code)
     except Exception as error:
         number = RUST_OS_ERROR.search(str(error))
         if debug or number is None:

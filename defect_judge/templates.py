@@ -9,13 +9,15 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-USER_TEMPLATE = "任务：{task}\n\n事件：\n{event}\n\n输出格式：\n{output_format}"
-ASSISTANT_TEMPLATE = "判断:{judgement}\n\n原因：{reason}"
-JUDGEMENT_PREFIX = "判断:"
-
-# The user template split around the event, so training can cut the event
+# The user template's headers around the event, so training can cut the event
 # (and only the event) when a sample is too long.
 _EVENT_HEAD, _EVENT_TAIL = "\n\n事件：\n", "\n\n输出格式：\n"
+USER_TEMPLATE = "任务：{task}" + _EVENT_HEAD + "{event}" + _EVENT_TAIL + "{output_format}"
+# The answer's two words, and the fixed text before its judgement and before its reason.
+JUDGEMENT_WORD, REASON_WORD = "判断", "原因"
+JUDGEMENT_PREFIX = f"{JUDGEMENT_WORD}:"
+REASON_PREFIX = f"\n\n{REASON_WORD}："
+ASSISTANT_TEMPLATE = JUDGEMENT_PREFIX + "{judgement}" + REASON_PREFIX + "{reason}"
 
 
 def format_user(task: str, event: str, output_format: str) -> str:
@@ -41,13 +43,14 @@ def event_char_span(user_content: str) -> tuple[int, int]:
     start = user_content.find(_EVENT_HEAD)
     end = user_content.rfind(_EVENT_TAIL)
     if start < 0 or end < start + len(_EVENT_HEAD):
-        raise ValueError("user content does not follow the template 任务：…\\n\\n事件：\\n…\\n\\n输出格式：\\n…")
+        shape = USER_TEMPLATE.format(task="…", event="…", output_format="…").replace("\n", "\\n")
+        raise ValueError(f"user content does not follow the template {shape}")
     return start + len(_EVENT_HEAD), end
 
 
 # 判断 may be wrapped in markdown bold and followed by a half- or full-width colon.
-_JUDGEMENT_RE = re.compile(r"\**判断\**\s*[:：]\s*\**\s*")
-_REASON_RE = re.compile(r"\**原因\**\s*[:：]\s*")
+_JUDGEMENT_RE = re.compile(rf"\**{JUDGEMENT_WORD}\**\s*[:：]\s*\**\s*")
+_REASON_RE = re.compile(rf"\**{REASON_WORD}\**\s*[:：]\s*")
 # A judgement followed by a slash or bar lists the alternatives (判断:是/否), as the output format does.
 _ALTERNATIVES_RE = re.compile(r"\s*[/／|｜]")
 # Without a vocabulary the judgement runs to the first separator.
@@ -98,7 +101,7 @@ def judgement_char_span(assistant_content: str) -> tuple[int, int]:
     """Character span of ``{judgement}`` in an answer built by ``format_assistant``."""
     if not assistant_content.startswith(JUDGEMENT_PREFIX):
         raise ValueError(f"assistant content does not start with {JUDGEMENT_PREFIX!r}")
-    end = assistant_content.find("\n\n原因：", len(JUDGEMENT_PREFIX))
+    end = assistant_content.find(REASON_PREFIX, len(JUDGEMENT_PREFIX))
     if end < 0:
         end = len(assistant_content)
     return len(JUDGEMENT_PREFIX), end

@@ -35,14 +35,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
-from defect_judge.report.result_charts import result_charts
 from defect_judge.cli import parse_settings
-from defect_judge.errors import InputError, run_main
-from defect_judge.fileio import check_output_dir, write_json_atomic
-from defect_judge.evaluate.pairs import check_record_pairs
-from defect_judge.evaluate.results import RESULTS_FILE, format_results_table, positive_judgement, results_document
-from defect_judge.evaluate.partial import file_sha256
+from defect_judge.data.labels import judgement_vocabulary, labelled_records, positive_judgement
 from defect_judge.data.schema import Record, read_records
+from defect_judge.errors import InputError, run_main
+from defect_judge.evaluate.pairs import check_record_pairs
+from defect_judge.evaluate.partial import file_sha256
+from defect_judge.evaluate.results import results_document
+from defect_judge.evaluate.results_folder import RESULTS_FILE
+from defect_judge.evaluate.results_table import format_results_table
+from defect_judge.fileio import check_output_dir, write_json_atomic
+from defect_judge.report.result_charts import result_charts
 from defect_judge.templates import event_char_span
 
 # ----------------------------------------------------------------------------
@@ -84,14 +87,10 @@ def group_key(record: Record) -> str:
     return f"pair:{record.pair_id}" if record.pair_id is not None else f"event:{event_text(record)}"
 
 
-def labelled(path: str) -> list[Record]:
-    """Records with their reference judgement; one without is bad data, named by file and sample."""
-    records = read_records(path)
-    for record in records:
-        if record.judgement is None:
-            raise InputError("the reference answer has no judgement (判断:…)", path=path, line=record.line,
-                             sample=record.id, field="text")
-    return records
+def read_labelled(path: str) -> list[Record]:
+    """The split's records, every one with its reference judgement (labels.labelled_records: one without is
+    refused, named by file and sample)."""
+    return labelled_records(read_records(path), path)[0]
 
 
 class Classifier:
@@ -206,12 +205,12 @@ def main(argv: list[str] | None = None) -> None:
     if not 0 < args.vds_fpr < 1:
         raise InputError(f"vds_fpr must be a false-positive rate between 0 and 1, got {args.vds_fpr}", field="vds_fpr")
     check_output_dir(args.output_dir)
-    train, test = labelled(args.train_dataset_path), labelled(args.test_dataset_path)
+    train, test = read_labelled(args.train_dataset_path), read_labelled(args.test_dataset_path)
     if args.dev_dataset_path and not Path(args.dev_dataset_path).is_file():
         raise InputError("dev split not found (write one with dataset/convert_and_split.py, or pass "
                          "--dev_dataset_path \"\" to choose C by cross-validation on the training split)",
                          path=args.dev_dataset_path)
-    dev = labelled(args.dev_dataset_path) if args.dev_dataset_path else None
+    dev = read_labelled(args.dev_dataset_path) if args.dev_dataset_path else None
     if dev:
         warn_single_judgement_dev(dev, args.dev_dataset_path)
     if len({r.judgement for r in train}) < 2:
@@ -224,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     warn_c_on_grid_edge(c, args.c_grid, chosen_on)
     model = Classifier(args.ngram_max, c).fit(train)
     rows = predict_rows(model, test)
-    judgements = sorted({r.judgement for r in [*train, *test]})
+    judgements = judgement_vocabulary(r.judgement for r in [*train, *test])
     check_record_pairs(test, args.test_dataset_path, positive_judgement(judgements)[0])
     settings = vars(args) | {
         "chosen_C": c, "chosen_on": chosen_on, "trials": trials, "train_samples": len(train),

@@ -40,14 +40,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
-from defect_judge.model import inference
-from defect_judge.evaluate import judges
-from defect_judge.model import paths as model_paths
 from defect_judge.cli import parse_settings
+from defect_judge.data.labels import judgement_vocabulary, labelled_records
+from defect_judge.data.schema import Record, read_records
 from defect_judge.errors import InputError, run_main
+from defect_judge.evaluate import judges
+from defect_judge.evaluate.metrics import summary
+from defect_judge.evaluate.verdicts import GENERATED
 from defect_judge.fileio import write_json_atomic
+from defect_judge.model import inference
+from defect_judge.model import paths as model_paths
 from defect_judge.model.loading import pick_dtype
-from defect_judge.data.schema import read_records
 from defect_judge.templates import parse_answer
 
 # ----------------------------------------------------------------------------
@@ -62,6 +65,9 @@ REPEATS = 3  # each measurement is the best of this many (other jobs on a shared
 # sample, so a sample of the prompts estimates it; on a 7B model 256 tokens one sample at a time take seconds.
 NAIVE_EVERY = 1
 JSON = ""  # write the figures here too
+# skip test records whose reference answer has no judgement (判断:…) and count them, instead of stopping at the first
+# (it is bad data): model_evaluation.py's rule
+SKIP_UNLABELLED = False
 # ----------------------------------------------------------------------------
 TARGETS = {"generate_speedup": 5.0, "generate_judgement_agreement": 0.95, "score_speedup": 12.0}
 
@@ -77,8 +83,8 @@ def naive_one(model, tokenizer, prompt: judges.Prompt, vocabulary, config) -> di
         output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                 generation_config=config)
     response = tokenizer.decode(output[0, input_ids.shape[1]:].tolist(), skip_special_tokens=True)
-    return {"response": response, "prediction": parse_answer(response, vocabulary).judgement,
-            "generated_tokens": output.shape[1] - input_ids.shape[1]}
+    return judges.result_row(prompt.record, parse_answer(response, vocabulary).judgement, GENERATED,
+                             response=response, generated_tokens=output.shape[1] - input_ids.shape[1])
 
 
 def prefill_chunk(model, prompts: list[judges.Prompt], batched: bool) -> dict:
@@ -153,14 +159,26 @@ def measure(model, tokenizer, ordered: list[judges.Prompt], vocabulary, args, st
     return totals(best), answers, totals(first)
 
 
-def read_samples(path, num_samples: int) -> tuple[list, list[str]]:
-    """The first ``num_samples`` samples with a reference judgement, and the judgement vocabulary of the file."""
-    records = read_records(path)
-    vocabulary = sorted({r.judgement for r in records if r.judgement})
-    records = [r for r in records if r.judgement][:num_samples]
+def labelled_samples(path, skip_unlabelled: bool = False) -> tuple[list[Record], list[str]]:
+    """The file's records with a reference judgement, and the ids of those skipped without one: the evaluation's
+    rule (data/labels.py), so an unlabelled sample is an error unless ``skip_unlabelled``."""
+    records, skipped = labelled_records(read_records(path), path, skip=skip_unlabelled, skip_flag="--skip_unlabelled")
+    return records, [r.id for r in skipped]
+
+
+def first_samples(records: list[Record], num_samples: int, path) -> tuple[list[Record], list[str]]:
+    """The first ``num_samples`` records and the judgement vocabulary of their references, as the evaluation
+    derives it for the samples it judges."""
+    records = records[:num_samples]
     if not records:
         raise InputError("no sample with a reference judgement", path=path)
-    return records, vocabulary
+    return records, judgement_vocabulary(r.judgement for r in records)
+
+
+def read_samples(path, num_samples: int) -> tuple[list[Record], list[str]]:
+    """The first ``num_samples`` samples of a file whose every sample has a reference judgement, and their
+    judgement vocabulary."""
+    return first_samples(labelled_samples(path)[0], num_samples, path)
 
 
 def benchmark(model, tokenizer, records, vocabulary: list[str], args) -> dict:
@@ -194,9 +212,9 @@ def benchmark(model, tokenizer, records, vocabulary: list[str], args) -> dict:
     def agree(a: str, b: str, key: str) -> float:
         return share(lambda i: answers[a][i][key] == answers[b][i][key], naive_ids)
 
-    reference = {r.id: r.judgement for r in records}
-    accuracy = {name: share(lambda i: answers[name][i]["prediction"] == reference[i],
-                            naive_ids if name == "naive" else ids) for name in methods}
+    # Counted as the evaluation counts them (metrics.summary): an invalid answer is wrong and invalid.
+    counts = {name: summary([answers[name][i] for i in (naive_ids if name == "naive" else ids)]) for name in methods}
+    accuracy = {name: counts[name]["accuracy"] for name in methods}
     naive_new_tokens = sum(answers["naive"][i]["generated_tokens"] for i in naive_ids) / len(naive_ids)
     device = next(model.parameters()).device.type
     result = {
@@ -223,8 +241,7 @@ def benchmark(model, tokenizer, records, vocabulary: list[str], args) -> dict:
                       "generate_vs_naive_response": agree("generate", "naive", "response"),
                       "score_vs_naive_judgement": agree("score", "naive", "prediction")},
         "accuracy": accuracy,
-        "invalid_format_rate": {name: share(lambda i: answers[name][i]["prediction"] is None,
-                                            naive_ids if name == "naive" else ids) for name in ("naive", "generate")},
+        "invalid_format_rate": {name: counts[name]["invalid_format_rate"] for name in ("naive", "generate")},
         "targets": TARGETS,
     }
     result["targets_met"] = {
@@ -252,6 +269,10 @@ def print_report(result: dict) -> None:
     print(f"judgement agreement naive vs generate: {result['agreement']['generate_vs_naive_judgement']:.1%} "
           f"(identical responses {result['agreement']['generate_vs_naive_response']:.1%}); "
           f"naive vs score: {result['agreement']['score_vs_naive_judgement']:.1%}")
+    skipped = result.get("skipped_no_reference")
+    if skipped:
+        print(f"skipped: {len(skipped)} sample(s) whose reference has no judgement (判断:…), not counted above "
+              f"(--skip_unlabelled), e.g. {skipped[0]}")
 
 
 def main() -> None:
@@ -261,13 +282,14 @@ def main() -> None:
     args, _ = parse_settings(globals(), paths=("model_path", "test_dataset_path", "json"))
     if args.threads:
         torch.set_num_threads(args.threads)
-    records, vocabulary = read_samples(args.test_dataset_path, args.num_samples)
+    labelled, skipped = labelled_samples(args.test_dataset_path, args.skip_unlabelled)
+    records, vocabulary = first_samples(labelled, args.num_samples, args.test_dataset_path)
     resolved = model_paths.resolve_model(args.model_path)
     tokenizer_dir = model_paths.resolve_tokenizer_path(resolved, "", explicit=False)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = model_paths.load_model_and_tokenizer(resolved, tokenizer_dir, dtype=pick_dtype(device),
                                                           device=device)
-    result = benchmark(model, tokenizer, records, vocabulary, args)
+    result = benchmark(model, tokenizer, records, vocabulary, args) | {"skipped_no_reference": skipped}
     print_report(result)
     if args.json:
         write_json_atomic(args.json, result)

@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import sys
 import time
@@ -70,24 +69,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
-from defect_judge.model import inference
-from defect_judge.evaluate import judges
-from defect_judge.model import paths as model_paths
-from defect_judge.evaluate import verdicts
-from defect_judge.report.result_charts import result_charts
 from defect_judge.cli import parse_settings
-from defect_judge.evaluate.thresholds import choose_threshold, positive_scores, threshold_text
-from defect_judge.distributed import from_rank_zero
-from defect_judge.errors import InputError, run_main
-from defect_judge.fileio import check_output_dir, write_json_atomic
-from defect_judge.model.loading import check_tokenizer_matches, load_tokenizer, pick_dtype
-from defect_judge.evaluate.pairs import check_record_pairs
-from defect_judge.evaluate.results import (RESULTS_FILE, format_results_table, judgement_vocabulary, load_results,
-                                  positive_judgement, results_document, results_file, two_classes)
-from defect_judge.evaluate.partial import PartialWriter, file_sha256, load_finished, partial_path, remove_partials
+from defect_judge.data.labels import judgement_vocabulary, labelled_records, positive_judgement, two_classes
 from defect_judge.data.schema import Record, read_records
 from defect_judge.data.splitting import spread_subset
+from defect_judge.distributed import from_rank_zero, launched_rank
+from defect_judge.errors import InputError, run_main
+from defect_judge.evaluate import judges, verdicts
+from defect_judge.evaluate.dev_threshold import EvaluatedModel, dev_threshold, threshold_source
+from defect_judge.evaluate.pairs import check_record_pairs
+from defect_judge.evaluate.partial import PartialWriter, file_sha256, load_finished, remove_partials
+from defect_judge.evaluate.results import results_document
+from defect_judge.evaluate.results_folder import RESULTS_FILE, THRESHOLD_DEV_FOLDER, partial_file
+from defect_judge.evaluate.results_table import format_results_table
+from defect_judge.fileio import check_output_dir, write_json_atomic
+from defect_judge.model import inference
+from defect_judge.model import paths as model_paths
+from defect_judge.model.loading import check_tokenizer_matches, load_tokenizer, pick_dtype
 from defect_judge.model.verdict_head import HEAD_WEIGHTS_FILE, VerdictHead, head_folder, load_head
+from defect_judge.report.result_charts import result_charts
 
 # ----------------------------------------------------------------------------
 # 参数配置 (edit here, or override any of them with --name value, e.g. --model_path)
@@ -132,7 +132,6 @@ PATHS = ("model_path", "test_dataset_path", "tokenizer_path", "output_dir", "bas
          "verdict_head")
 NO_HEAD = "none"  # --verdict_head none: judge without the head that comes with the model
 MODES = ("generate", "score")
-DEV_FOLDER = "threshold_dev"  # OUTPUT_DIR/threshold_dev: the dev split's evaluation (--threshold_from a .jsonl)
 
 log = logging.getLogger("model_evaluation")
 
@@ -150,10 +149,10 @@ class Ranks:
             dist.barrier()
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args() -> tuple[argparse.Namespace, bool]:
+    """The settings (the results record every one, with the value the run used), and whether --tokenizer_path
+    was given (then a path that does not exist is an error)."""
     args, given = parse_settings(globals(), paths=PATHS)
-    args.setting_names = tuple(vars(args))  # the results record these, with the values the run used
-    args.tokenizer_explicit = "tokenizer_path" in given
     if args.mode not in MODES:
         raise InputError(f"--mode must be one of {', '.join(MODES)}, got {args.mode!r}")
     for name in ("batch_size", "max_new_tokens"):
@@ -168,11 +167,11 @@ def parse_args() -> argparse.Namespace:
     if finished.exists() and not args.overwrite:
         raise InputError("holds the finished results of an earlier evaluation: pass --overwrite to replace them (and "
                          "the charts beside them), or choose another --output_dir", path=finished, field="output_dir")
-    return args
+    return args, "tokenizer_path" in given
 
 
 def setup_logging() -> None:
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world, _ = launched_rank()
     prefix = f"[rank {rank}/{world}] " if world > 1 else ""
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s %(levelname)s {prefix}%(message)s", datefmt="%H:%M:%S")
@@ -182,8 +181,7 @@ def init_ranks() -> Ranks:
     """One process, or one rank of torchrun / accelerate launch (they set RANK, WORLD_SIZE, LOCAL_RANK)."""
     import torch
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world, local_rank = launched_rank()
     cuda = torch.cuda.is_available()
     device = f"cuda:{local_rank}" if cuda else "cpu"
     if world > 1:
@@ -196,26 +194,14 @@ def init_ranks() -> Ranks:
 
 
 def read_test_set(path: str, limit: int, skip_unlabelled: bool = False) -> tuple[list[Record], list[str], list[str]]:
-    """The test records, the judgement vocabulary (results.judgement_vocabulary of their references), and
-    the ids skipped for a reference without a judgement: an error, unless ``skip_unlabelled``."""
+    """The test records, the judgement vocabulary of their references, and the ids skipped for a reference
+    without a judgement: an error, unless ``skip_unlabelled`` (data/labels.py's rules)."""
     records = read_records(path)
     if limit and limit < len(records):
         records = spread_subset(records, limit)
         log.info("--limit %d: %d of the samples, whole twin pairs spread over the subtypes and judgements", limit,
                  len(records))
-    unlabelled = [r for r in records if r.judgement is None]
-    if len(unlabelled) == len(records):
-        raise InputError("no reference answer holds a judgement (判断:…), so nothing can be scored", path=path)
-    if unlabelled and not skip_unlabelled:
-        first = unlabelled[0]
-        more = f" (and {len(unlabelled) - 1} more)" if len(unlabelled) > 1 else ""
-        raise InputError(f"the reference answer has no judgement (判断:…){more}: fix the data, or pass "
-                         f"--skip_unlabelled to skip such samples and count them in the results",
-                         path=path, line=first.line, sample=first.id, field="text")
-    if unlabelled:
-        log.warning("skipping %d sample(s) whose reference has no judgement (判断:…) (--skip_unlabelled), e.g. %s",
-                    len(unlabelled), ", ".join(r.id for r in unlabelled[:3]))
-    records = [r for r in records if r.judgement is not None]
+    records, unlabelled = labelled_records(records, path, skip=skip_unlabelled, skip_flag="--skip_unlabelled")
     references = sorted({r.judgement for r in records})
     vocabulary = judgement_vocabulary(references)
     check_record_pairs(records, path, positive_judgement(vocabulary)[0])
@@ -228,13 +214,13 @@ def read_test_set(path: str, limit: int, skip_unlabelled: bool = False) -> tuple
     return records, vocabulary, [r.id for r in unlabelled]
 
 
-def resolve(args) -> tuple[model_paths.ResolvedModel, Path]:
+def resolve(args, tokenizer_explicit: bool) -> tuple[model_paths.ResolvedModel, Path]:
     resolved = model_paths.resolve_model(args.model_path, base_model_path=args.base_model_path,
                                        tokenizer_path=args.tokenizer_path, allow_pickle=args.allow_pickle)
     log.info("model %s: %s", args.model_path, resolved.describe())
     for note in resolved.notes:
         log.warning(note)
-    tokenizer_dir = model_paths.resolve_tokenizer_path(resolved, args.tokenizer_path, explicit=args.tokenizer_explicit)
+    tokenizer_dir = model_paths.resolve_tokenizer_path(resolved, args.tokenizer_path, explicit=tokenizer_explicit)
     log.info("tokenizer %s", tokenizer_dir)
     return resolved, tokenizer_dir
 
@@ -324,7 +310,7 @@ def evaluate_share(judge: judges.Judge, share: list[judges.Prompt], args, ranks:
     from tqdm import tqdm
 
     desc = f"{args.mode} ({judge.source})"
-    with PartialWriter(partial_path(args.output_dir, ranks.rank), fingerprint) as writer, \
+    with PartialWriter(partial_file(args.output_dir, ranks.rank), fingerprint) as writer, \
             tqdm(total=len(share), unit="sample", desc=desc, disable=ranks.rank != 0, dynamic_ncols=True) as bar:
         for start in range(0, len(share), args.batch_size):
             batch = share[start:start + args.batch_size]
@@ -342,7 +328,7 @@ def build_results(args, resolved: model_paths.ResolvedModel, tokenizer_dir: Path
     # The test file's order, every id once; the pair_id comes from the record, so partial rows of any
     # earlier run get it too.
     samples = [with_pair_id(finished[r.id], r) for r in records]
-    settings = {name: getattr(args, name) for name in args.setting_names}
+    settings = dict(vars(args))
     settings |= {"dtype": str(dtype).removeprefix("torch."), "device": ranks.device, "world_size": ranks.world}
     return results_document(model_path=str(args.model_path), model_kind=resolved.model_kind,
                             test_dataset_path=str(args.test_dataset_path), mode=args.mode, settings=settings,
@@ -424,123 +410,29 @@ def evaluate_split(args, session: Session, records: list[Record], vocabulary: li
     return results
 
 
-# ------------------------------------------------------------ the dev threshold
-
-@dataclass(frozen=True)
-class ThresholdSource:
-    """Where --threshold_from points: a dev JSONL to score first, or a dev evaluation_results.json."""
-    path: Path
-    records: list[Record] | None = None  # the dev records, when it is a JSONL file
-    skipped: tuple[str, ...] = ()
-    results: dict | None = None  # the dev results, when it is an evaluation_results.json
-
-
-def threshold_source(args, test_records: list[Record], vocabulary: list[str], resolved: model_paths.ResolvedModel,
-                     head: HeadChoice) -> ThresholdSource | None:
-    """Read and check --threshold_from before any model runs: a mistake shows at once."""
-    if not args.threshold_from:
-        return None
-    if args.mode != "score" and head.head is None:
-        raise InputError("--threshold_from needs --mode score (or a verdict head): a threshold applies to scores, "
-                         "and generated answers have none", field="threshold_from")
-    if len(vocabulary) != 2:
-        raise InputError(f"a decision threshold needs two judgements (defective / clean), the test set has "
-                         f"{'/'.join(vocabulary)}", field="threshold_from")
-    path = results_file(args.threshold_from)
-    if not path.exists():
-        raise InputError("--threshold_from not found (the dev split's evaluation_results.json, or dev .jsonl)",
-                         path=path, field="threshold_from")
-    test_ids = {r.id for r in test_records}
-    if path.suffix.lower() == ".jsonl":
-        if path.resolve() == Path(args.test_dataset_path).resolve():
-            raise InputError("--threshold_from names the test split itself: choose the threshold on the dev split",
-                             path=path, field="threshold_from")
-        records, dev_vocabulary, skipped = read_test_set(str(path), 0, args.skip_unlabelled)
-        check_dev_split(path, [r.id for r in records], test_ids, dev_vocabulary, vocabulary)
-        return ThresholdSource(path, records, tuple(skipped))
-    results = load_results(path)
-    check_dev_results(path, results, test_ids, vocabulary, resolved, head)
-    return ThresholdSource(path, results=results)
-
-
-def check_dev_split(path: Path, dev_ids: list[str], test_ids: set[str], dev_vocabulary: list[str],
-                    vocabulary: list[str]) -> None:
-    """A dev split shares no sample with the test split, and its judgements are the test's."""
-    shared = [i for i in dev_ids if i in test_ids]
-    if shared:
-        raise InputError(f"{len(shared)} of its samples are in the test split too (e.g. {shared[0]!r}): a threshold "
-                         f"chosen on them would be chosen on test", path=path, field="threshold_from")
-    if set(dev_vocabulary) != set(vocabulary):
-        raise InputError(f"its judgements ({'/'.join(dev_vocabulary)}) are not the test split's "
-                         f"({'/'.join(vocabulary)})", path=path, field="threshold_from")
-
-
-def check_dev_results(path: Path, results: dict, test_ids: set[str], vocabulary: list[str],
-                      resolved: model_paths.ResolvedModel, head: HeadChoice) -> None:
-    """Dev results fit for choosing this model's threshold: scored, of the same model (and verdict head),
-    not of the test split."""
-    positive, _ = positive_judgement(vocabulary)
-    if not positive_scores(results["samples"], positive):
-        raise InputError(f"its samples have no scores (mode {results['mode']!r}): evaluate the dev split with "
-                         f"--mode score", path=path, field="samples")
-    check_dev_split(path, [s["id"] for s in results["samples"]], test_ids, list(results.get("judgements") or []),
-                    vocabulary)
-    theirs = (results.get("model") or {}).get("weights_path")
-    ours = resolved.weights_path
-    if theirs is None or not model_paths.same_folder(theirs, ours):
-        raise InputError(f"results of another model ({theirs or results['model_path']}), not of {ours}: a threshold "
-                         f"fits the scores of the model it was chosen for", path=path, field="model")
-    their_head = (results.get("verdict_head") or {}).get("weights_sha256")
-    our_head = (head.to_json() or {}).get("weights_sha256")
-    if their_head != our_head:
-        said = {None: "no verdict head"}
-        raise InputError(f"results scored with {said.get(their_head, 'another verdict head')}, this evaluation uses "
-                         f"{said.get(our_head, 'the verdict head in ' + str(head.path))}: a threshold fits the scores "
-                         f"it was chosen on", path=path, field="verdict_head")
-
-
-def dev_threshold(args, session: Session, source: ThresholdSource, vocabulary: list[str]) -> dict | None:
-    """The threshold chosen on dev (rank 0; None on the others): scores the dev JSONL first if that is
-    what --threshold_from names, into OUTPUT_DIR/threshold_dev (resumable like any evaluation)."""
-    if source.records is not None:
-        dev_args = argparse.Namespace(**vars(args) | {  # scores are all a threshold needs: never generate on dev
-            "test_dataset_path": str(source.path), "output_dir": str(Path(args.output_dir) / DEV_FOLDER),
-            "limit": 0, "threshold_from": "", "mode": "score"})
-        log.info("scoring the dev split %s to choose the decision threshold", source.path)
-        results = evaluate_split(dev_args, session, source.records, vocabulary, list(source.skipped))
-        results_path = Path(dev_args.output_dir) / RESULTS_FILE
-    else:
-        results, results_path = source.results, source.path
-    if session.ranks.rank != 0:
-        return None
-    positive, _ = positive_judgement(vocabulary)
-    labels, scores = positive_scores(results["samples"], positive)
-    chosen = choose_threshold(labels, scores)
-    if chosen is None:
-        raise InputError(f"the dev split holds one judgement only ({results['samples'][0]['reference']}): no "
-                         f"threshold can be chosen on it", path=results_path, field="threshold_from")
-    log.info("decision threshold P(%s) >= %s, chosen on %s (%d samples, balanced accuracy %.1f%%)", positive,
-             threshold_text(chosen["threshold"], scores), results_path, chosen["samples"],
-             100 * chosen["balanced_accuracy"])
-    return chosen | {"source": str(results_path), "test_dataset_path": results["test_dataset_path"]}
-
-
 def main() -> None:
-    args = parse_args()
+    args, tokenizer_explicit = parse_args()
     setup_logging()
     records, vocabulary, skipped = read_test_set(args.test_dataset_path, args.limit, args.skip_unlabelled)
     if args.mode == "score" and len(vocabulary) == 1:
         log.warning("score mode with a single judgement (%s): every prediction will be it", vocabulary[0])
-    resolved, tokenizer_dir = resolve(args)
+    resolved, tokenizer_dir = resolve(args, tokenizer_explicit)
     head = choose_head(args, resolved, vocabulary)
-    source = threshold_source(args, records, vocabulary, resolved, head)
+    evaluated = EvaluatedModel(resolved.weights_path, (head.to_json() or {}).get("weights_sha256"), head.path)
+    source = threshold_source(args, records, vocabulary, evaluated, has_head=head.head is not None,
+                              read_split=read_test_set)
     ranks = init_ranks()
     session = Session(args, resolved, tokenizer_dir, ranks, pick_dtype(ranks.device), head)
+
+    def evaluate_dev(dev_args: argparse.Namespace, dev_records: list[Record], dev_skipped: list[str]) -> dict | None:
+        return evaluate_split(dev_args, session, dev_records, vocabulary, dev_skipped)
+
     # rank 0's threshold on every rank: a head's verdict at it opens the answers each rank generates
-    threshold = from_rank_zero(dev_threshold(args, session, source, vocabulary)) if source else None
+    threshold = from_rank_zero(dev_threshold(args, source, vocabulary, rank=ranks.rank,
+                                             evaluate_split=evaluate_dev)) if source else None
     results = evaluate_split(args, session, records, vocabulary, skipped, threshold)
     if results is not None:
-        stale_dev = Path(args.output_dir) / DEV_FOLDER
+        stale_dev = Path(args.output_dir) / THRESHOLD_DEV_FOLDER
         if stale_dev.is_dir() and not (source and source.records is not None):  # an earlier run's, not this one's
             shutil.rmtree(stale_dev)
         print(format_results_table(results))

@@ -34,17 +34,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
-from defect_judge.report.result_charts import ALL_PAIRS, pair_outcome_chart
 from defect_judge.cli import parse_settings
+from defect_judge.data.labels import judgement_vocabulary, majority_class, two_classes
 from defect_judge.errors import InputError, run_main
-from defect_judge.fileio import check_output_dir, write_text_atomic
+from defect_judge.evaluate.metrics import metrics
 from defect_judge.evaluate.pairs import OUTCOMES, pair_mcnemar, pair_results
+from defect_judge.evaluate.results import load_results
+from defect_judge.evaluate.results_folder import results_file
+from defect_judge.evaluate.results_table import outcome_cell
+from defect_judge.evaluate.verdicts import display_label, source_of_results
+from defect_judge.fileio import check_output_dir, write_text_atomic
 from defect_judge.report.accuracy_bars import accuracy_bar_chart
-from defect_judge.evaluate.results import judgement_vocabulary as answer_vocabulary
-from defect_judge.evaluate.results import load_results, metrics, outcome_cell, results_file, two_classes
+from defect_judge.report.comparison_folder import (ACCURACY_CHARTS, JUDGEMENT_CHART, OVERALL_CHART, PAIR_CHART,
+                                                   SUBTYPE_CHART, SUMMARY_FILE)
+from defect_judge.report.result_charts import ALL_PAIRS, pair_outcome_chart
 from defect_judge.stats import mcnemar
 from defect_judge.templates import JUDGEMENT_PREFIX
-from defect_judge.evaluate.verdicts import labelled, source_of_results
+from defect_judge.train.run_folder import CHECKPOINT_PREFIX
 
 # ----------------------------------------------------------------------------
 # 参数配置 (edit here, or override any of them with --NAME VALUE)
@@ -57,14 +63,9 @@ output_dir = "./eval/comparison"  # 图表和 comparison_summary.md 的输出目
 labels = []  # 模型名称, one per model in the order of the results files; default: the last parts of each model_path
 # ----------------------------------------------------------------------------
 PATHS = ("result1_path", "result2_path", "output_dir")
-SUBTYPE_CHART = "model_comparison.png"
-OVERALL_CHART = "overall_accuracy_comparison.png"
-JUDGEMENT_CHART = "type_accuracy_comparison.png"
-PAIR_CHART = "pair_outcomes_comparison.png"
-SUMMARY_FILE = "comparison_summary.md"
 # A folder name that says little on its own ("checkpoint-140", a training OUTPUT_DIR called "train"): keep its parent.
-GENERIC_FOLDER = re.compile(r"^(checkpoint-\d+|checkpoint|final|best|best_model|merged|adapter|train|training|output|"
-                            r"outputs|output_dir|latest)$")
+GENERIC_FOLDER = re.compile(rf"^({re.escape(CHECKPOINT_PREFIX)}(-\d+)?|final|best|best_model|merged|adapter|train|"
+                            r"training|output|outputs|output_dir|latest)$")
 
 log = logging.getLogger("plot_subtype_acc")
 
@@ -116,7 +117,7 @@ def model_labels(models: list[Model], given: list[str]) -> list[str]:
                     for i in range(len(paths))]
         labels = [default_label(path, parts) if clash else label
                   for path, label, clash in zip(paths, labels, clashing)]
-    labels = [labelled(label, source) for label, source in zip(labels, sources)]
+    labels = [display_label(label, source) for label, source in zip(labels, sources)]
     counts, seen = Counter(labels), Counter()
     unique = []
     for label in labels:  # the same model evaluated twice: number the copies
@@ -144,11 +145,13 @@ def check_same_test_set(baseline: Model, other: Model) -> None:
                                  f"same test file", field="samples")
 
 
-def judgement_vocabulary(models: list[Model]) -> list[str]:
-    """The judgements the files list, in the baseline's order, then any other reference seen."""
+def compared_judgements(models: list[Model]) -> list[str]:
+    """The judgements the files list (a file that lists none: its references' judgement vocabulary), in the
+    baseline's order, then any other reference seen."""
     vocabulary: list[str] = []
     for model in models:
-        listed = list(model.data.get("judgements") or []) + sorted({s["reference"] for s in model.data["samples"]})
+        references = sorted({s["reference"] for s in model.data["samples"]})
+        listed = list(model.data.get("judgements") or judgement_vocabulary(references)) + references
         for judgement in listed:
             if judgement not in vocabulary:
                 vocabulary.append(judgement)
@@ -221,8 +224,7 @@ def draw_charts(out: Path, models: list[Model], subtypes: list[str], judgements:
                        [(n, [t["per_subtype"][s] for s in subtypes]) for n, t in zip(names, per_model)],
                        title="各缺陷类型准确率对比 (accuracy per defect subtype)")
     # What always answering the most common judgement would score: the bar to beat.
-    references = Counter(s["reference"] for s in models[0].data["samples"])
-    majority = references.most_common(1)[0][1] / sum(references.values()) if references else 0.0
+    _, majority = majority_class(s["reference"] for s in models[0].data["samples"])
     note = "\n".join([f"McNemar 配对检验 vs {names[0]} (fixed: 基线错→正确, broken: 基线对→错误)"]
                      + [test_line(n, t) for n, t in zip(names[1:], tests)])
     accuracy_bar_chart(out / OVERALL_CHART, ["全部样本"], [(n, [t["overall"]]) for n, t in zip(names, per_model)],
@@ -257,7 +259,7 @@ def pair_sections(models: list[Model]) -> list[dict] | None:
     if not ids:
         return None
     references = sorted({s["reference"] for s in models[0].data["samples"]})
-    classes = two_classes(answer_vocabulary(references))
+    classes = two_classes(judgement_vocabulary(references))
     if classes is None:
         log.warning("the samples carry pair_ids but the judgements (%s) are not two (defective / clean): no pair "
                     "outcomes", "/".join(references))
@@ -330,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     if not models[0].data["samples"]:
         raise InputError("the results hold no samples: nothing to compare", path=models[0].path, field="samples")
 
-    judgements = judgement_vocabulary(models)
+    judgements = compared_judgements(models)
     per_model = [metrics(m.data["samples"], judgements) for m in models]
     counts = Counter(s["subtype"] for s in models[0].data["samples"])
     subtypes = sorted(counts, key=lambda name: (-counts[name], name))
@@ -341,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("comparing %s on %d paired samples; writing to %s", ", ".join(m.label for m in models),
              len(models[0].data["samples"]), out)
     draw_charts(out, models, subtypes, judgements, per_model, tests)
-    written = [SUBTYPE_CHART, OVERALL_CHART, JUDGEMENT_CHART]
+    written = list(ACCURACY_CHARTS)
     markdown = summary_markdown(models, subtypes, judgements, per_model, tests)
     if pairs and pairs[0]["overall"]["pairs"]:
         pair_tests = [pair_mcnemar(pairs[0]["outcomes"], p["outcomes"]) for p in pairs[1:]]

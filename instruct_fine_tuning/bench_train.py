@@ -33,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defec
 
 from defect_judge import REPO_ROOT, free_port
 from defect_judge.cli import parse_settings
-from defect_judge.errors import InputError, run_main
+from defect_judge.errors import RunError, run_main
 from defect_judge.fileio import write_json_atomic, write_jsonl_atomic
+from defect_judge.train.run_folder import TRAINER_STATE_FILE
 
 # ----------------------------------------------------------------------------
 # 参数配置 (edit here, or override any of them with --NAME VALUE)
@@ -70,7 +71,7 @@ def check_trl() -> str:
     try:
         import trl
     except ImportError:
-        raise InputError("TRL is not installed; it is a benchmark-only dependency: pip install trl") from None
+        raise RunError("TRL is not installed; it is a benchmark-only dependency: pip install trl") from None
     return trl.__version__
 
 
@@ -81,7 +82,7 @@ def build_sequences(cfg, folder: Path) -> tuple[Path, Path, int]:
     from defect_judge.model.loading import load_tokenizer
     from defect_judge.data.schema import Record, read_records
     from defect_judge.templates import event_char_span
-    from defect_judge.train.training import fit_sample
+    from defect_judge.train.samples import fit_sample
 
     tokenizer = load_tokenizer(cfg.model_path)
     records = read_records(cfg.data)
@@ -159,7 +160,7 @@ def trl_worker(config_path: str) -> None:
     write_json_atomic(Path(cfg["output_dir"]) / "bench_metrics.json",
                       {"train_runtime": metrics["train_runtime"], "tokens": sum(map(len, processed)),
                        "same_tokens_as_toolkit": sorted(processed) == sorted(expected),
-                       # what train_lora.py records (training.PeakGpuMemoryCallback): the process's peak
+                       # what train_lora.py records (trainer.PeakGpuMemoryCallback): the process's peak
                        "peak_gpu_memory_bytes": (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
                                                  else None)})
 
@@ -175,14 +176,14 @@ def measure(command: list[str], log_file: Path) -> tuple[float, int]:
         seconds = time.perf_counter() - started
     if process.returncode != 0:
         tail = log_file.read_text(encoding="utf-8", errors="replace")[-3000:]
-        raise InputError(f"benchmark run failed (exit {process.returncode}):\n{tail}", path=log_file)
+        raise RunError(f"benchmark run failed (exit {process.returncode}):\n{tail}", path=log_file)
     return seconds, usage.ru_maxrss * 1024  # ru_maxrss is in KiB on Linux
 
 
 def run_toolkit(cfg, sequences: Path, tokens: int, folder: Path, index: int) -> dict:
     output_dir = folder / f"toolkit-{index}"
     wall, rss = measure(toolkit_command(cfg, sequences, output_dir), folder / f"toolkit-{index}.log")
-    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    history = json.loads((output_dir / TRAINER_STATE_FILE).read_text())["log_history"]
     final = next(entry for entry in history if "train_runtime" in entry)
     runtime = final["train_runtime"]
     return {"tool": "toolkit", "train_runtime_s": runtime, "tokens": tokens, "tokens_per_second": tokens / runtime,
@@ -200,7 +201,7 @@ def run_trl(cfg, sequences: Path, folder: Path, index: int) -> dict:
                         folder / f"trl-{index}.log")
     metrics = json.loads((output_dir / "bench_metrics.json").read_text())
     if not metrics["same_tokens_as_toolkit"]:
-        raise InputError("TRL tokenized the sequences differently from the toolkit: the comparison would be unfair",
+        raise RunError("TRL tokenized the sequences differently from the toolkit: the comparison would be unfair",
                          path=output_dir)
     return {"tool": "trl", "train_runtime_s": metrics["train_runtime"], "tokens": metrics["tokens"],
             "tokens_per_second": metrics["tokens"] / metrics["train_runtime"], "peak_rss_bytes": rss,

@@ -48,7 +48,8 @@ SETTINGS=(MODEL_PATH TRAIN_DATA EVAL_DATA TEST_DATA OUTPUT_DIR LEARNING_RATE MAX
           MAX_EPOCHS SAVE_STEPS PER_DEVICE_TRAIN_BATCH_SIZE GRADIENT_ACCUMULATION_STEPS VERDICT_HEAD NUM_GPUS HOSTFILE
           MASTER_PORT DS_CONFIG)
 
-die() { echo "run_training_lora.sh: error: $*" >&2; exit 2; }
+die() { echo "run_training_lora.sh: error: $*" >&2; exit 2; }  # the settings are wrong (as InputError)
+fail() { echo "run_training_lora.sh: failed: $*" >&2; exit 1; }  # the machine lacks something (as RunError)
 warn() { echo "run_training_lora.sh: warning: $*" >&2; }
 
 if [[ -x ../.venv/bin/python ]]; then PYTHON=../.venv/bin/python; else PYTHON="$(command -v python3 || command -v python || true)"; fi
@@ -136,7 +137,7 @@ if [[ -x ../.venv/bin/deepspeed ]]; then
 elif command -v deepspeed > /dev/null 2>&1; then
     DEEPSPEED=deepspeed
 else
-    die "the deepspeed launcher is not installed (pip install -r requirements.txt)"
+    fail "the deepspeed launcher is not installed (pip install -r requirements.txt)"
 fi
 
 if [[ -z "$MASTER_PORT_GIVEN" && -n "$PYTHON" ]] && ! port_is_free "$MASTER_PORT"; then

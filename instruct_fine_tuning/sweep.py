@@ -40,10 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defec
 
 from defect_judge.train.run_folder import checkpoint_step, list_checkpoints, remove_checkpoints
 from defect_judge.cli import parse_settings
-from defect_judge.errors import InputError, run_main
+from defect_judge.errors import InputError, RunError, run_main
 from defect_judge.fileio import write_json_atomic, write_text_atomic
 from defect_judge.train.recipes import RECIPES, Recipe
-from defect_judge.evaluate.results import RESULTS_FILE, load_results
+from defect_judge.data.labels import majority_class
+from defect_judge.evaluate.results import load_results
+from defect_judge.evaluate.results_folder import RESULTS_FILE
 from defect_judge.data.schema import read_records
 
 # ----------------------------------------------------------------------------
@@ -105,7 +107,7 @@ def train(recipe: Recipe, args, folder: Path, train_samples: int) -> tuple[float
         result = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
-        raise InputError(f"training failed (exit {result.returncode}); see {folder.parent / 'train.log'}")
+        raise RunError(f"training failed (exit {result.returncode}); see {folder.parent / 'train.log'}")
     return seconds, save_steps
 
 
@@ -117,7 +119,7 @@ def score_on_dev(checkpoint: Path, args, folder: Path) -> dict:
                                  str(args.eval_data), "--output_dir", str(folder), "--mode", "score",
                                  "--tokenizer_path", ""], stdout=subprocess.DEVNULL)
         if scored.returncode != 0:
-            raise InputError(f"scoring {checkpoint} on dev failed (exit {scored.returncode}; its error is above)")
+            raise RunError(f"scoring {checkpoint} on dev failed (exit {scored.returncode}; its error is above)")
     results = load_results(folder / RESULTS_FILE)
     per = results["per_judgement"]
     alone = results.get("model_alone")
@@ -237,7 +239,7 @@ def main() -> None:
     pair_ids = [r.pair_id for r in read_records(args.train_data)]
     dev = read_records(args.eval_data)
     judgements = [r.judgement for r in dev]
-    reference = {"majority": max(judgements.count(j) for j in set(judgements)) / len(judgements),
+    reference = {"majority": majority_class(judgements)[1],
                  "baseline": baseline_on_dev(args) if args.baseline else None}
     results = [run_recipe(RECIPES[name], args, RECIPES[name].training_items(pair_ids)) for name in args.recipes]
     output_dir = Path(args.output_dir)

@@ -25,32 +25,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defec
 
 import argparse
 import logging
-import netrc
-import os
-import random
 from dataclasses import asdict, dataclass, field, replace
-from urllib.parse import urlparse
 
 import torch
-from transformers import EarlyStoppingCallback, HfArgumentParser, TrainerCallback, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import IntervalStrategy
 
-from defect_judge.train.run_folder import (BEST_CHECKPOINT_FILE, best_checkpoint_info, find_resume_checkpoint,
-                                      list_checkpoints, remove_checkpoints, write_best_checkpoint)
-from defect_judge.train.linear_probe import fit_head
+from defect_judge.distributed import launched_rank
 from defect_judge.errors import EXIT_INPUT_ERROR, InputError, run_main
-from defect_judge.fileio import check_output_dir
-from defect_judge.report.learning_curve import learning_curve_chart
-from defect_judge.train.run_folder import LEARNING_CURVE_FILE
 from defect_judge.model.loading import (check_model_folder, check_tokenizer_matches, load_causal_lm, load_tokenizer,
-                                   pick_dtype, quiet_library_deprecations)
-from defect_judge.evaluate.results import judgement_vocabulary, two_classes
-from defect_judge.data.schema import read_records
-from defect_judge.train.training import (ACCURACY_THEN_LOSS, CheckpointCompleteCallback, fit_samples, judgement_only,
-                                   length_stats, limit_heap_fragmentation, mark_trained_text, PaddingCollator,
-                                   PairedDataset, PeakGpuMemoryCallback, SupervisedDataset, WeightedLossTrainer)
-from defect_judge.model.verdict_head import (DEFAULT_C_GRID, HEAD_CONFIG_FILE, HEAD_MODULE, HEAD_WEIGHTS_FILE, HeadSpec,
-                                       VerdictHead, has_head, load_head)
+                                        pick_dtype)
+from defect_judge.model.verdict_head import HeadSpec, VerdictHead
+from defect_judge.train.head_training import attach_head, head_classes, layers_above_head, resumed_head
+from defect_judge.train.heap import MMAP_THRESHOLD_MIB, limit_heap_fragmentation
+from defect_judge.train.linear_probe import DEFAULT_C_GRID, fit_head
+from defect_judge.train.lora import ALL_LINEAR, freeze_below, parameter_counts, top_layers, with_lora_adapters
+from defect_judge.train.run_folder import BEST_CHECKPOINT_FILE, prepare_output_dir
+from defect_judge.train.samples import (PaddingCollator, SupervisedDataset, fit_file, log_length_stats,
+                                        mark_trained_text, training_dataset)
+from defect_judge.train.tracking import WandbConfigCallback, newest_offline_run, setup_wandb
+from defect_judge.train.trainer import (ACCURACY_THEN_LOSS, CheckpointCompleteCallback, PeakGpuMemoryCallback,
+                                        WeightedLossTrainer, save_best_model)
 
 log = logging.getLogger("train_lora")
 
@@ -97,7 +92,7 @@ class LoraArguments:
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
     # peft's default: dropout would keep a copy of every adapted layer's input
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input."})
-    lora_target_modules: str = field(default="all-linear", metadata={
+    lora_target_modules: str = field(default=ALL_LINEAR, metadata={
         "help": "'all-linear' (every linear layer but the output layer) or a comma-separated list of module "
                 "names (q_proj,v_proj)."})
     trainable_layers: int = field(default=0, metadata={
@@ -175,10 +170,8 @@ class FineTuningArguments(TrainingArguments):
         "help": "Stop after this many evaluations without improvement (0: never)."})
     overwrite_output_dir: bool = field(default=False, metadata={
         "help": "Start over in an OUTPUT_DIR that holds checkpoints of an earlier run (deletes them)."})
-    # On a CPU, allocations of this many MiB or more get their own mmap, so freed activations go back to the
-    # system at once: peak RSS 3.9 instead of 5.6 GiB at 2,048 tokens on the embedded model, for ~25% slower
-    # steps (page faults). No effect with a GPU.
-    cpu_heap_mmap_threshold_mb: int = field(default=4, metadata={
+    # why and what it costs: defect_judge/train/heap.py
+    cpu_heap_mmap_threshold_mb: int = field(default=MMAP_THRESHOLD_MIB, metadata={
         "help": "CPU training: allocations of this many MiB or more get their own mmap (less peak memory, "
                 "slower steps); 0 keeps the C library's default."})
 
@@ -223,6 +216,8 @@ POSITIVE_SETTINGS = ("learning_rate", "num_train_epochs", "save_steps", "per_dev
 
 def parse_args(argv=None) -> tuple[ModelArguments, DataArguments, LoraArguments, VerdictHeadArguments,
                                    FineTuningArguments]:
+    """The checked settings, with what they imply resolved: the file evaluated on (``eval_file``) and the run's
+    name (``default_run_name``)."""
     parser = OneLineErrorParser((ModelArguments, DataArguments, LoraArguments, VerdictHeadArguments,
                                  FineTuningArguments), description=__doc__.split("\n\n")[0],
                                 epilog="Add --debug to show the full traceback of an error.")
@@ -240,17 +235,27 @@ def parse_args(argv=None) -> tuple[ModelArguments, DataArguments, LoraArguments,
     if lora_args.finetuning_type == "lora" and (lora_args.lora_rank < 1 or lora_args.lora_alpha <= 0):
         raise InputError(f"--lora_rank must be at least 1 and --lora_alpha greater than 0, got "
                          f"{lora_args.lora_rank} and {lora_args.lora_alpha}")
-    if _evaluates(train_args) and not data_args.eval_data:
-        if not data_args.test_data:
-            raise InputError("--eval_data is required (the dev split; or pass --eval_strategy no)")
-        data_args.eval_data = data_args.test_data
-        log.warning("no --eval_data: evaluating, early stopping and choosing the best checkpoint on the TEST split "
-                    "%s; an accuracy later measured on it is optimistic (write a dev split with "
-                    "dataset/convert_and_split.py and pass --eval_data)", data_args.test_data)
+    data_args = replace(data_args, eval_data=eval_file(data_args, train_args))
     if data_args.max_length < 16:
         raise InputError(f"--max_length must be at least 16, got {data_args.max_length}")
     check_head_args(head_args, lora_args)
+    if train_args.run_name is None or train_args.run_name == train_args.output_dir:
+        # a new TrainingArguments (its own checks run again): the Trainer and wandb only ever see this one
+        train_args = replace(train_args, run_name=default_run_name(lora_args, data_args, head_args, train_args))
     return model_args, data_args, lora_args, head_args, train_args
+
+
+def eval_file(data_args: DataArguments, train_args: FineTuningArguments) -> str | None:
+    """The file evaluated during training: --eval_data, or else (with a warning) --test_data; None when training
+    does not evaluate."""
+    if not _evaluates(train_args) or data_args.eval_data:
+        return data_args.eval_data
+    if not data_args.test_data:
+        raise InputError("--eval_data is required (the dev split; or pass --eval_strategy no)")
+    log.warning("no --eval_data: evaluating, early stopping and choosing the best checkpoint on the TEST split "
+                "%s; an accuracy later measured on it is optimistic (write a dev split with "
+                "dataset/convert_and_split.py and pass --eval_data)", data_args.test_data)
+    return data_args.test_data
 
 
 def check_head_args(head_args: VerdictHeadArguments, lora_args: LoraArguments) -> None:
@@ -273,81 +278,6 @@ def _evaluates(train_args) -> bool:
     return str(getattr(train_args.eval_strategy, "value", train_args.eval_strategy)) != "no"
 
 
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def setup_logging(main: bool) -> None:
-    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        level=logging.INFO if main else logging.WARNING)
-
-
-def prepare_output_dir(train_args: FineTuningArguments, main: bool) -> str | None:
-    """Refuse to overwrite an earlier run; find the checkpoint to resume from."""
-    output_dir = check_output_dir(train_args.output_dir)
-    existing = list_checkpoints(output_dir)
-    best_file = output_dir / BEST_CHECKPOINT_FILE
-    earlier = best_file.exists() or has_head(output_dir)
-    requested = train_args.resume_from_checkpoint
-    if requested and train_args.overwrite_output_dir:
-        raise InputError("pass either --resume_from_checkpoint or --overwrite_output_dir, not both")
-    if not requested:
-        if (existing or earlier) and not train_args.overwrite_output_dir:
-            names = ", ".join(p.name for p in existing[-3:]) or (BEST_CHECKPOINT_FILE if best_file.exists()
-                                                                else HEAD_CONFIG_FILE)
-            raise InputError(f"already holds an earlier run ({names}): pass --resume_from_checkpoint auto to continue "
-                             f"it, or --overwrite_output_dir to start over (deleting its checkpoints)",
-                             path=output_dir)
-        if main and (existing or earlier):
-            log.warning("--overwrite_output_dir: deleting %d checkpoint(s) of the earlier run in %s",
-                        len(existing), output_dir)
-            remove_checkpoints(existing)
-            best_file.unlink(missing_ok=True)
-            for name in (HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE):
-                (output_dir / name).unlink(missing_ok=True)
-        return None
-    if requested.lower() in ("auto", "true", "latest"):
-        newest, incomplete = find_resume_checkpoint(output_dir)
-        if incomplete:
-            log.warning("skipping incomplete checkpoint(s) (the run stopped while saving them): %s",
-                        ", ".join(p.name for p in incomplete))
-            if main:
-                remove_checkpoints(incomplete)
-        if newest is None:
-            log.warning("--resume_from_checkpoint auto: no complete checkpoint in %s, starting from scratch",
-                        output_dir)
-            return None
-        log.info("resuming from %s", newest)
-        return str(newest)
-    path = Path(requested)
-    if not path.is_dir():
-        raise InputError("checkpoint not found", path=path)
-    return str(path)
-
-
-def setup_wandb(train_args: FineTuningArguments) -> bool:
-    """Send wandb files to OUTPUT_DIR and go offline when no API key is set; True when offline."""
-    if "wandb" not in (train_args.report_to or []):
-        return False
-    Path(train_args.output_dir).mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("WANDB_DIR", str(Path(train_args.output_dir).resolve()))
-    if "WANDB_MODE" not in os.environ and not has_wandb_api_key():
-        os.environ["WANDB_MODE"] = "offline"
-        log.info("wandb: no API key (WANDB_API_KEY or `wandb login`): logging offline under %s/wandb",
-                 train_args.output_dir)
-    return os.environ.get("WANDB_MODE") in ("offline", "dryrun")
-
-
-def has_wandb_api_key() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
-    try:  # where `wandb login` stores the key (NETRC moves the file, as for wandb itself)
-        return netrc.netrc(os.environ.get("NETRC") or None).authenticators(host) is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
-
-
 def default_run_name(lora_args: LoraArguments, data_args: DataArguments, head_args: VerdictHeadArguments,
                      train_args: FineTuningArguments) -> str:
     adapter = (f"lora-r{lora_args.lora_rank}-a{lora_args.lora_alpha}" if lora_args.finetuning_type == "lora"
@@ -360,40 +290,19 @@ def default_run_name(lora_args: LoraArguments, data_args: DataArguments, head_ar
 def load_samples(tokenizer, data_args: DataArguments, train_args: FineTuningArguments, main: bool):
     """Chat JSONL -> fitted samples (token ids, labels and key-token masks) of train and eval; prints what
     training will see."""
-    train_records = read_records(data_args.train_data)
-    train_samples = fit_samples(tokenizer, train_records, data_args.max_length, path=data_args.train_data,
-                                progress=main)
-    if data_args.train_on == "judgement":
-        train_samples = [judgement_only(s) for s in train_samples]
-    eval_samples = []
-    if _evaluates(train_args):
-        eval_records = read_records(data_args.eval_data)
-        if 0 < data_args.eval_max_samples < len(eval_records):
-            keep = random.Random(train_args.seed).sample(range(len(eval_records)), data_args.eval_max_samples)
-            eval_records = [eval_records[i] for i in sorted(keep)]
-        eval_samples = fit_samples(tokenizer, eval_records, data_args.max_length, path=data_args.eval_data,
-                                   progress=main)
-        if data_args.train_on == "judgement":
-            eval_samples = [judgement_only(s) for s in eval_samples]
+    train_samples = fit_file(tokenizer, data_args.train_data, data_args.max_length, train_on=data_args.train_on,
+                             progress=main)
+    eval_samples = fit_file(tokenizer, data_args.eval_data, data_args.max_length, train_on=data_args.train_on,
+                            max_samples=data_args.eval_max_samples, seed=train_args.seed,
+                            progress=main) if _evaluates(train_args) else []
     if main:
-        report_data(tokenizer, train_samples, eval_samples, data_args)
+        print(f"\n=== one training sample ({train_samples[0].id}); trained tokens in [[...]], judgement (key) tokens "
+              f"in {{{{...}}}} ===\n{mark_trained_text(tokenizer, train_samples[0].encoded)}\n", flush=True)
+        for name, samples, path in (("train", train_samples, data_args.train_data),
+                                    ("eval", eval_samples, data_args.eval_data)):
+            if samples:
+                log_length_stats(name, samples, path, data_args.max_length)
     return train_samples, eval_samples
-
-
-def head_classes(train_samples, eval_samples, data_args: DataArguments) -> tuple[str, str]:
-    """(defective, clean): the two judgements of the training split, which a verdict head tells apart; every
-    training and eval sample must carry one of them."""
-    classes = two_classes(judgement_vocabulary(s.judgement for s in train_samples if s.judgement is not None))
-    if classes is None:
-        found = sorted({s.judgement for s in train_samples if s.judgement is not None})
-        raise InputError(f"a verdict head needs two judgements (defective / clean), the training split has "
-                         f"{'/'.join(found) or 'none'}", path=data_args.train_data, field="text")
-    for samples, path in ((train_samples, data_args.train_data), (eval_samples, data_args.eval_data)):
-        wrong = next((s for s in samples if s.judgement not in classes), None)
-        if wrong is not None:
-            raise InputError(f"a verdict head learns {classes[0]}/{classes[1]}, this sample's reference judgement is "
-                             f"{wrong.judgement or 'missing'}", path=path, sample=wrong.id, field="text")
-    return classes
 
 
 def starting_head(model_args: ModelArguments, data_args: DataArguments, head_args: VerdictHeadArguments,
@@ -402,32 +311,12 @@ def starting_head(model_args: ModelArguments, data_args: DataArguments, head_arg
     """The head training starts from: a resumed checkpoint's, or the linear probe fitted on the frozen model."""
     spec = HeadSpec.parse(head_args.verdict_head, field="--verdict_head")
     if resume is not None:
-        if not has_head(resume):
-            raise InputError(f"--verdict_head {spec}: the checkpoint to resume has no {HEAD_CONFIG_FILE} (it was "
-                             f"trained without a head)", path=resume)
-        head = load_head(resume)
-        if head.spec != str(spec):
-            raise InputError(f"--verdict_head {spec}: the checkpoint to resume holds a head {head.spec}", path=resume)
-        log.info("resuming the %s", head.describe())
-        return head
+        return resumed_head(resume, spec)
     return fit_head(model_args.model_path, spec, train_samples, eval_samples, positive=classes[0],
                     negative=classes[1], train_path=data_args.train_data, dev_path=data_args.eval_data,
                     device=train_args.device, trust_remote_code=model_args.trust_remote_code,
                     allow_pickle=model_args.allow_pickle, c_grid=head_args.verdict_head_c_grid,
                     choose_on=head_args.verdict_head_choose_c)
-
-
-def layers_to_train(lora_args: LoraArguments, head_args: VerdictHeadArguments, head: VerdictHead | None) -> LoraArguments:
-    """The fine-tuning settings, with --train_above_head: the layers above the head's highest only."""
-    if not head_args.train_above_head:
-        return lora_args
-    above = head.num_hidden_layers - max(head.layers)
-    if above < 1:
-        raise InputError(f"--train_above_head: the head {head.spec} reads the top layer, so there is no layer above it "
-                         f"to train")
-    log.info("--train_above_head: fine-tuning the top %d of %d layers, above the head's layer %d", above,
-             head.num_hidden_layers, max(head.layers))
-    return replace(lora_args, trainable_layers=above)
 
 
 def save_head_only(head: VerdictHead, train_args: FineTuningArguments, main: bool) -> None:
@@ -437,47 +326,6 @@ def save_head_only(head: VerdictHead, train_args: FineTuningArguments, main: boo
         log.info("linear probe only (--finetuning_type none): the %s is saved in %s; evaluate it with "
                  "eval/model_evaluation.py --model_path %s", head.describe(), train_args.output_dir,
                  train_args.output_dir)
-
-
-def attach_head(model, head: VerdictHead, head_args: VerdictHeadArguments) -> None:
-    """The head becomes a trainable submodule of the causal LM: the optimizer, DeepSpeed and the
-    checkpoints then handle it with the model."""
-    from defect_judge.model.verdict_head import causal_lm
-
-    head.dropout = head_args.verdict_head_dropout
-    head.requires_grad_(True)
-    causal_lm(model).add_module(HEAD_MODULE, head)
-    log.info("training with the %s: loss = answer + %g x head BCE", head.describe(),
-             head_args.verdict_head_loss_weight)
-
-
-def train_dataset(samples, data_args: DataArguments, main: bool, positive: str | None = None):
-    """The samples one by one, or with --pair_batches grouped into twin pairs."""
-    if not data_args.pair_batches:
-        return SupervisedDataset(samples, positive)
-    dataset = PairedDataset(samples, positive)
-    if main:
-        if dataset.pairs == 0:
-            log.warning("--pair_batches: no two training records share a pair_id, so every sample is its own item")
-        log.info("--pair_batches: %d twin pairs and %d unpaired samples; a micro-batch holds "
-                 "per_device_train_batch_size of them", dataset.pairs, len(dataset) - dataset.pairs)
-    return dataset
-
-
-def report_data(tokenizer, train_samples, eval_samples, data_args: DataArguments) -> None:
-    print(f"\n=== one training sample ({train_samples[0].id}); trained tokens in [[...]], "
-          f"judgement (key) tokens in {{{{...}}}} ===\n{mark_trained_text(tokenizer, train_samples[0].encoded)}\n",
-          flush=True)
-    for name, samples, path in (("train", train_samples, data_args.train_data),
-                                ("eval", eval_samples, data_args.eval_data)):
-        if not samples:
-            continue
-        stats = length_stats([len(s.encoded.input_ids) for s in samples])
-        answers = length_stats([sum(s.encoded.trained) for s in samples])
-        truncated = sum(s.truncated for s in samples)
-        log.info("%s: %d samples from %s; tokens min %d / median %d / p95 %d / max %d; trained (answer) tokens "
-                 "median %d; truncated to max_length %d (event cut): %d", name, len(samples), path, stats["min"],
-                 stats["median"], stats["p95"], stats["max"], answers["median"], data_args.max_length, truncated)
 
 
 def training_model(model_args: ModelArguments, lora_args: LoraArguments, train_args: FineTuningArguments, tokenizer):
@@ -490,75 +338,17 @@ def training_model(model_args: ModelArguments, lora_args: LoraArguments, train_a
     check_tokenizer_matches(model, tokenizer, model_path, model_args.tokenizer_path or model_path)
     model.config.use_cache = False
     if lora_args.finetuning_type == "lora":
-        from peft import LoraConfig, get_peft_model
-
         set_seed(train_args.seed)  # the adapters' initialisation
-        targets = lora_args.lora_target_modules
-        targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
-        layers = top_layers(model, lora_args.trainable_layers)
-        if layers and targets == "all-linear":
-            targets = layer_linear_names(model)  # peft takes a layer subset only with named modules
-        config = LoraConfig(task_type="CAUSAL_LM", r=lora_args.lora_rank, lora_alpha=lora_args.lora_alpha,
-                            lora_dropout=lora_args.lora_dropout, target_modules=targets,
-                            layers_to_transform=layers, layers_pattern="layers" if layers else None)
-        try:
-            with quiet_library_deprecations():
-                model = get_peft_model(model, config)
-        except ValueError as error:
-            raise InputError(f"--lora_target_modules {lora_args.lora_target_modules!r}: {error}") from None
-        if train_args.activation_checkpointing:
-            model.enable_input_require_grads()  # checkpointed layers need an input that requires grad
+        model = with_lora_adapters(model, rank=lora_args.lora_rank, alpha=lora_args.lora_alpha,
+                                   dropout=lora_args.lora_dropout, target_modules=lora_args.lora_target_modules,
+                                   trainable_layers=lora_args.trainable_layers,
+                                   activation_checkpointing=train_args.activation_checkpointing)
     elif lora_args.trainable_layers:
         freeze_below(model, top_layers(model, lora_args.trainable_layers))
-
-    def numel(param) -> int:
-        return getattr(param, "ds_numel", param.numel())  # ZeRO-3 partitions hold 0 elements locally
-
-    trainable = sum(numel(p) for p in model.parameters() if p.requires_grad)
-    total = sum(numel(p) for p in model.parameters())
+    trainable, total = parameter_counts(model)
     log.info("model %s (%s, %s): %s trainable of %s parameters (%.2f%%)", model_path, lora_args.finetuning_type,
              str(dtype).replace("torch.", ""), f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     return model
-
-
-def top_layers(model, count: int) -> list[int] | None:
-    """Indices of the top ``count`` transformer layers (None: all of them)."""
-    total = model.config.num_hidden_layers
-    if count <= 0:
-        return None
-    if count > total:
-        raise InputError(f"--trainable_layers {count}: the model has only {total} layers")
-    return list(range(total - count, total))
-
-
-def layer_linear_names(model) -> list[str]:
-    """The names of the linear modules inside the transformer layers (what peft's all-linear adapts)."""
-    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                   if isinstance(module, torch.nn.Linear) and ".layers." in name})
-
-
-def freeze_below(model, layers: list[int]) -> None:
-    """Full fine-tuning of the top layers only: everything else (embeddings, the layers below, the tied
-    output layer) is frozen, so autograd never goes below the lowest trained layer."""
-    keep = tuple(f"layers.{i}." for i in layers)
-    final_norm = model.get_decoder().norm if hasattr(model.get_decoder(), "norm") else None
-    kept = {id(p) for p in final_norm.parameters()} if final_norm is not None else set()
-    for name, param in model.named_parameters():
-        param.requires_grad_(any(part in name for part in keep) or id(param) in kept)
-
-
-class WandbConfigCallback(TrainerCallback):
-    """Adds the model/data/LoRA arguments to the wandb run's config (the Trainer adds its own)."""
-
-    def __init__(self, config: dict):
-        self.config = config
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero and "wandb" in (args.report_to or []):  # --report_to none: wandb may be absent
-            import wandb
-
-            if wandb.run is not None:
-                wandb.config.update(self.config, allow_val_change=True)
 
 
 def run_settings(lora_args: LoraArguments) -> dict:
@@ -584,44 +374,6 @@ def build_trainer(model, tokenizer, train_dataset, eval_dataset, model_args, dat
                                head_learning_rate=head_args.verdict_head_learning_rate)
 
 
-def save_best_model(trainer: WeightedLossTrainer, model_args, data_args, lora_args,
-                    train_args: FineTuningArguments) -> dict:
-    """The best (or, without evaluation, the last) model into OUTPUT_DIR, named in best_checkpoint.json
-    together with the file it was chosen on."""
-    output_dir = Path(train_args.output_dir)
-    head_spec = trainer.verdict_head.spec if trainer.verdict_head is not None else None
-    trainer.save_model(str(output_dir))  # every rank: DeepSpeed gathers the weights collectively
-    trainer.save_state()
-    state = trainer.state
-    if state.best_model_checkpoint:  # chosen on the eval file by the metric
-        info = best_checkpoint_info(Path(state.best_model_checkpoint).name, metric=train_args.metric_for_best_model,
-                                    value=state.best_metric, greater_is_better=bool(train_args.greater_is_better),
-                                    finetuning_type=lora_args.finetuning_type, base_model_path=model_args.model_path,
-                                    eval_data=data_args.eval_data, eval_samples=len(trainer.eval_dataset),
-                                    test_data=data_args.test_data, verdict_head=head_spec)
-    else:  # no evaluation: the last checkpoint
-        checkpoints = list_checkpoints(output_dir)
-        if not checkpoints:
-            return {}
-        info = best_checkpoint_info(checkpoints[-1].name, metric=None, value=None, greater_is_better=None,
-                                    finetuning_type=lora_args.finetuning_type, base_model_path=model_args.model_path,
-                                    verdict_head=head_spec)
-    if trainer.is_world_process_zero():
-        write_best_checkpoint(output_dir, info)
-        draw_learning_curve(output_dir, state.log_history, info)
-    return info
-
-
-def draw_learning_curve(output_dir: Path, log_history: list[dict], info: dict) -> None:
-    """learning_curve.png from the Trainer's history (a resumed run's history includes the earlier part)."""
-    try:
-        learning_curve_chart(output_dir / LEARNING_CURVE_FILE, log_history,
-                             best_step=info.get("step") if info.get("metric") else None,
-                             title=f"{output_dir.name}: learning curve")
-    except ValueError as error:  # nothing was logged (e.g. zero steps)
-        log.warning("no %s: %s", LEARNING_CURVE_FILE, error)
-
-
 def report_end(info: dict, train_args: FineTuningArguments, wandb_offline: bool) -> None:
     output_dir = Path(train_args.output_dir)
     if info:
@@ -633,33 +385,33 @@ def report_end(info: dict, train_args: FineTuningArguments, wandb_offline: bool)
                         info["eval_data"])
     else:
         log.info("final model saved in %s (no checkpoint was saved, so no %s)", output_dir, BEST_CHECKPOINT_FILE)
-    if wandb_offline:
-        runs = sorted((output_dir / "wandb").glob("offline-run-*"), key=lambda p: p.stat().st_mtime)
-        if runs:
-            log.info("wandb ran offline; upload the run with:  wandb sync %s", runs[-1])
+    offline_run = newest_offline_run(output_dir) if wandb_offline else None
+    if offline_run is not None:
+        log.info("wandb ran offline; upload the run with:  wandb sync %s", offline_run)
 
 
 def main() -> None:
-    main_process = is_main_process()
-    setup_logging(main_process)
+    main_process = launched_rank().rank == 0
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        level=logging.INFO if main_process else logging.WARNING)
     try:
         model_args, data_args, lora_args, head_args, train_args = parse_args()
         if train_args.use_cpu and train_args.cpu_heap_mmap_threshold_mb > 0:
-            limit_heap_fragmentation(train_args.cpu_heap_mmap_threshold_mb << 20)  # activations live in the heap
-        resume = prepare_output_dir(train_args, main_process)
+            limit_heap_fragmentation(train_args.cpu_heap_mmap_threshold_mb)  # activations live in the heap
+        resume = prepare_output_dir(train_args.output_dir, resume_from_checkpoint=train_args.resume_from_checkpoint,
+                                    overwrite=train_args.overwrite_output_dir, main=main_process)
         check_model_folder(model_args.model_path, allow_pickle=model_args.allow_pickle)
         tokenizer = load_tokenizer(model_args.tokenizer_path or model_args.model_path,
                                    trust_remote_code=model_args.trust_remote_code)
         train_samples, eval_samples = load_samples(tokenizer, data_args, train_args, main_process)
-        classes = head_classes(train_samples, eval_samples, data_args) if head_args.verdict_head else None
+        classes = (head_classes(train_samples, eval_samples, data_args.train_data, data_args.eval_data)
+                   if head_args.verdict_head else None)
     except InputError:
         if not main_process:
             sys.exit(EXIT_INPUT_ERROR)  # rank 0 reports it once
         raise
     head_only = lora_args.finetuning_type == "none"
-    wandb_offline = False if head_only else setup_wandb(train_args)
-    if train_args.run_name is None or train_args.run_name == train_args.output_dir:
-        train_args.run_name = default_run_name(lora_args, data_args, head_args, train_args)
+    wandb_offline = False if head_only else setup_wandb(train_args.output_dir, train_args.report_to)
     if train_args.deepspeed and train_args.use_cpu and train_args.world_size > 1:
         import deepspeed
 
@@ -670,15 +422,21 @@ def main() -> None:
     if head_only:
         save_head_only(head, train_args, main_process)
         return
-    positive = classes[0] if classes else None
-    model = training_model(model_args, layers_to_train(lora_args, head_args, head), train_args, tokenizer)
+    # --train_above_head: fine-tune only the layers above the head's highest
+    trained_layers = (replace(lora_args, trainable_layers=layers_above_head(head)) if head_args.train_above_head
+                      else lora_args)
+    model = training_model(model_args, trained_layers, train_args, tokenizer)
     if head is not None:
-        attach_head(model, head, head_args)
-    trainer = build_trainer(model, tokenizer, train_dataset(train_samples, data_args, main_process, positive),
-                            SupervisedDataset(eval_samples, positive) if eval_samples else None, model_args,
-                            data_args, lora_args, head_args, train_args, head)
+        attach_head(model, head, dropout=head_args.verdict_head_dropout,
+                    loss_weight=head_args.verdict_head_loss_weight)
+    positive = classes[0] if classes else None
+    train_dataset = training_dataset(train_samples, positive, pair_batches=data_args.pair_batches, main=main_process)
+    eval_dataset = SupervisedDataset(eval_samples, positive) if eval_samples else None
+    trainer = build_trainer(model, tokenizer, train_dataset, eval_dataset, model_args, data_args, lora_args, head_args,
+                            train_args, head)
     trainer.train(resume_from_checkpoint=resume)
-    info = save_best_model(trainer, model_args, data_args, lora_args, train_args)
+    info = save_best_model(trainer, finetuning_type=lora_args.finetuning_type, base_model_path=model_args.model_path,
+                           eval_data=data_args.eval_data, test_data=data_args.test_data)
     if trainer.is_world_process_zero():
         report_end(info, train_args, wandb_offline)
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: the embedded tokenizer, a tiny real model built from a config,
+"""Shared fixtures: the embedded tokenizer, a tiny real model built from a config (and loaded),
 and a small chat-JSONL split made from the shipped sample data. Plain helpers are in helpers.py."""
 from __future__ import annotations
 
@@ -33,6 +33,15 @@ def embedded_tokenizer(embedded_model_dir):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, embedded_tokenizer) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), embedded_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_model_dir):
+    """The tiny model loaded, once per test module (a test that trains it works on a copy)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
 
 
 @pytest.fixture(scope="session")

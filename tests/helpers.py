@@ -1,6 +1,6 @@
 """What the tests share besides fixtures: paths of the repo's scripts, running a script, a tiny real
-model, small chat-JSONL records built through the shared templates, and the one-line-failure check.
-Fixtures are in conftest.py."""
+model, small chat-JSONL records built through the shared templates, the one-line-failure check, and
+padded training batches with the plain reference of the training loss. Fixtures are in conftest.py."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from defect_judge.data.schema import RawSample, raw_to_record
+from defect_judge.data.schema import RawSample, Record, raw_to_record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED_MODEL = REPO_ROOT / "models" / "SmolLM2-135M-Instruct"
@@ -141,3 +141,45 @@ def make_records(n: int, *, event_repeat: int = 1, start: int = 0) -> list[dict]
 def write_records(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def chat_records(n: int, **kwargs) -> list[Record]:
+    """``make_records`` as chat records (``Record``), ready for fitting."""
+    return [Record(r["id"], r["subtype"], tuple(r["text"])) for r in make_records(n, **kwargs)]
+
+
+# ------------------------------------------------ training batches and the loss's reference
+
+def batch_of(tokenizer, recs: list[Record], max_length: int = 4096) -> dict:
+    """The records fitted and padded into one training batch."""
+    from defect_judge.train.samples import PaddingCollator, SupervisedDataset, fit_samples
+
+    dataset = SupervisedDataset(fit_samples(tokenizer, recs, max_length))
+    return PaddingCollator(tokenizer.pad_token_id)([dataset[i] for i in range(len(dataset))])
+
+
+def grads(model) -> dict:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_grads_close(a: dict, b: dict, atol: float = 1e-6) -> None:
+    import torch
+
+    assert a.keys() == b.keys() and a
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=atol, rtol=1e-4, msg=name)
+
+
+def reference_loss(model, batch, key_token_weight: float):
+    """The definition, written plainly: full logits, per-token CE, weighted mean."""
+    import torch
+    import torch.nn.functional as F
+
+    from defect_judge.train.samples import IGNORE_INDEX
+
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    targets = batch["labels"][:, 1:]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none",
+                         ignore_index=IGNORE_INDEX).view_as(targets)
+    weights = (targets != IGNORE_INDEX).float() * torch.where(batch["key_mask"][:, 1:], key_token_weight, 1.0)
+    return (ce * weights).sum() / weights.sum()

@@ -365,7 +365,7 @@ def test_row5_launcher_help_lists_its_settings_and_where_the_flags_are(tmp_path)
 def test_row6_a_well_formed_other_judgement_is_wrong_not_invalid_and_one_class_warns(good_jsonl, tmp_path, caplog):
     """Every reference is 是: an answer 判断:否 is a wrong prediction, not invalid_format."""
     evaluation = load_script("eval/model_evaluation.py")
-    from defect_judge.evaluate.results import metrics
+    from defect_judge.evaluate.metrics import metrics
     from defect_judge.templates import parse_answer
 
     rows = [r for r in jsonl(good_jsonl) if r["text"][-1]["content"].startswith("判断:是")]
@@ -470,7 +470,7 @@ def test_row11_long_and_emoji_subtype_names_are_wrapped_without_glyph_warnings(t
     summary = (out / "comparison_summary.md").read_text(encoding="utf-8")
     assert all(f"| {name} |" in summary for name in subtypes)  # the full names stay in the summary
     from defect_judge.report.accuracy_bars import accuracy_figure
-    from defect_judge.evaluate.results import summary as summarise
+    from defect_judge.evaluate.metrics import summary as summarise
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

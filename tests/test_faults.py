@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from defect_judge import free_port
-from defect_judge.train.run_folder import CHECKPOINT_COMPLETE_FILE, list_checkpoints
-from defect_judge.evaluate.partial import partial_files
+from defect_judge.train.run_folder import (BEST_CHECKPOINT_FILE, CHECKPOINT_COMPLETE_FILE, TRAINER_STATE_FILE,
+                                           checkpoint_name, checkpoint_step, list_checkpoints)
+from defect_judge.evaluate.results_folder import partial_files
 from helpers import (CONVERT, EVALUATE, LAUNCHER, PYTHON, REPO_ROOT, TRAIN, assert_clean_failure, make_records,
                     run_script, write_records)
 
@@ -107,7 +108,7 @@ def finish(process: subprocess.Popen, timeout: float = 600) -> str:
 
 
 def trainer_log(output_dir: Path) -> list[dict]:
-    return json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    return json.loads((output_dir / TRAINER_STATE_FILE).read_text())["log_history"]
 
 
 def by_step(history: list[dict], key: str) -> dict[int, float]:
@@ -121,18 +122,18 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_run(train_data, 
     straight_dir, killed_dir = tmp_path / "straight", tmp_path / "killed"
     straight = launch_training(straight_dir, train_data, tiny_model_dir)  # the reference, run meanwhile
     killed = launch_training(killed_dir, train_data, tiny_model_dir)
-    wait_for(lambda: (killed_dir / "checkpoint-2" / CHECKPOINT_COMPLETE_FILE).is_file(), killed,
+    wait_for(lambda: (killed_dir / checkpoint_name(2) / CHECKPOINT_COMPLETE_FILE).is_file(), killed,
              what="checkpoint-2 was complete")
     kill_group(killed)
     assert killed.returncode == -signal.SIGKILL, "the launcher ended before the kill"
     killed.stdout.close()
-    assert not (killed_dir / "best_checkpoint.json").exists()
+    assert not (killed_dir / BEST_CHECKPOINT_FILE).exists()
     checkpoints = list_checkpoints(killed_dir)
     complete = [p for p in checkpoints if (p / CHECKPOINT_COMPLETE_FILE).is_file()]
-    newest_step = int(complete[-1].name.split("-")[1])
+    newest_step = checkpoint_step(complete[-1])
     assert newest_step < 8, "the kill came too late: nothing left to resume"
     # What a kill during the next save leaves: the adapter cut short, no completion marker.
-    planted = killed_dir / f"checkpoint-{newest_step + 2}"
+    planted = killed_dir / checkpoint_name(newest_step + 2)
     if not planted.exists():
         planted.mkdir()
         adapter = (complete[-1] / "adapter_model.safetensors").read_bytes()
@@ -143,7 +144,7 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_run(train_data, 
     resumed_output = finish(launch_training(killed_dir, train_data, tiny_model_dir,
                                             "--resume_from_checkpoint", "auto"))
     assert "skipping incomplete checkpoint(s)" in resumed_output and planted.name in resumed_output
-    assert f"resuming from {killed_dir / f'checkpoint-{newest_step}'}" in resumed_output
+    assert f"resuming from {killed_dir / checkpoint_name(newest_step)}" in resumed_output
     assert "Traceback" not in resumed_output + straight_output
 
     got, want = trainer_log(killed_dir), trainer_log(straight_dir)
@@ -154,8 +155,8 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_run(train_data, 
         assert resumed_values and sorted(resumed_values) == sorted(straight_values), (key, got, want)
         for step in straight_values:
             assert resumed_values[step] == pytest.approx(straight_values[step], abs=1e-5), (key, step)
-    best_got = json.loads((killed_dir / "best_checkpoint.json").read_text())
-    best_want = json.loads((straight_dir / "best_checkpoint.json").read_text())
+    best_got = json.loads((killed_dir / BEST_CHECKPOINT_FILE).read_text())
+    best_want = json.loads((straight_dir / BEST_CHECKPOINT_FILE).read_text())
     assert best_got["best_checkpoint"] == best_want["best_checkpoint"]
     assert best_got["value"] == pytest.approx(best_want["value"], abs=1e-5)
     assert (killed_dir / best_got["best_checkpoint"] / CHECKPOINT_COMPLETE_FILE).is_file()

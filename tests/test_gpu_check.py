@@ -1,8 +1,9 @@
-"""tools/gpu_check.py at toy size on the CPU (--tiny): every stage through the code paths it takes on a GPU
-(the model built from the shipped config and saved with the embedded tokenizer, train_lora.py under the
-deepspeed launcher with and without gradient checkpointing, full fine-tuning under ZeRO-3, the TRL anchor
-when trl is installed, bench_eval.py's three methods), so the GPU check cannot rot. Its figures mean nothing
-here; the accounting behind them (parameters, FLOPs, datasheet peaks) is checked exactly."""
+"""tools/gpu_check.py (with gpu_check_measure.py and gpu_check_report.py) at toy size on the CPU (--tiny):
+every stage through the code paths it takes on a GPU (the model built from the shipped config and saved with
+the embedded tokenizer, train_lora.py under the deepspeed launcher with and without gradient checkpointing, full
+fine-tuning under ZeRO-3, the TRL anchor when trl is installed, bench_eval.py's three methods), so the GPU check
+cannot rot. Its figures mean nothing here; the accounting behind them (parameters, FLOPs, datasheet peaks) is
+checked exactly."""
 from __future__ import annotations
 
 import importlib.util
@@ -24,7 +25,17 @@ def gpu_check():
     return load_script("tools/gpu_check.py")
 
 
-def test_shipped_configs_give_the_qwen_parameter_counts(gpu_check):
+@pytest.fixture(scope="module")
+def measure():
+    return load_script("tools/gpu_check_measure.py")
+
+
+@pytest.fixture(scope="module")
+def tables():
+    return load_script("tools/gpu_check_report.py")
+
+
+def test_shipped_configs_give_the_qwen_parameter_counts(gpu_check, measure):
     """The model cards' sizes, to the parameter, as transformers builds them (7.62B untied, 0.49B tied)."""
     seven = gpu_check.model_shape(CONFIGS / "Qwen2.5-Coder-7B-Instruct.json", shrink=False)
     assert {k: seven[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -33,25 +44,25 @@ def test_shipped_configs_give_the_qwen_parameter_counts(gpu_check):
         "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
         "num_key_value_heads": 4, "vocab_size": 152064, "tie_word_embeddings": False, "rope_theta": 1e6,
         "rms_norm_eps": 1e-6}
-    counts = gpu_check.parameter_counts(seven, lora_rank=32)
+    counts = measure.parameter_counts(seven, lora_rank=32)
     assert counts["total"] == 7_615_616_512 and counts["lora"] == 80_740_352
     half = gpu_check.model_shape(CONFIGS / "Qwen2.5-Coder-0.5B-Instruct.json", shrink=False)
     assert (half["hidden_size"], half["intermediate_size"], half["num_hidden_layers"], half["num_attention_heads"],
             half["num_key_value_heads"], half["vocab_size"], half["tie_word_embeddings"]) == \
         (896, 4864, 24, 14, 2, 151936, True)
-    assert gpu_check.parameter_counts(half, lora_rank=32)["total"] == 494_032_768
+    assert measure.parameter_counts(half, lora_rank=32)["total"] == 494_032_768
 
 
-def test_flops_and_datasheet_peaks(gpu_check):
+def test_flops_and_datasheet_peaks(measure):
     counts = {"linear": 10, "lora": 1, "layers": 2, "q_dim": 3}
     # LoRA: 4 per frozen weight and token + 6 per adapter parameter; attention 6 * layers * q_dim * T^2
-    assert gpu_check.training_flops(counts, [4, 2], full=False) == (4 * 10 + 6) * 6 + 6 * 2 * 3 * (16 + 4)
-    assert gpu_check.training_flops(counts, [4], full=True) == 6 * 10 * 4 + 6 * 2 * 3 * 16
-    assert gpu_check.gpu_spec("NVIDIA H100 80GB HBM3") == (989.4, 3.35)  # the SXM card's torch name
-    assert gpu_check.gpu_spec("NVIDIA H200") == (989.4, 4.8)
-    assert gpu_check.gpu_spec("NVIDIA A100-SXM4-80GB") == (312.0, 2.039)
-    assert gpu_check.gpu_spec("NVIDIA GH200 480GB") == (None, None)  # not taken for an H200
-    assert gpu_check.gpu_spec("Some Future GPU") == (None, None)
+    assert measure.training_flops(counts, [4, 2], full=False) == (4 * 10 + 6) * 6 + 6 * 2 * 3 * (16 + 4)
+    assert measure.training_flops(counts, [4], full=True) == 6 * 10 * 4 + 6 * 2 * 3 * 16
+    assert measure.gpu_spec("NVIDIA H100 80GB HBM3") == (989.4, 3.35)  # the SXM card's torch name
+    assert measure.gpu_spec("NVIDIA H200") == (989.4, 4.8)
+    assert measure.gpu_spec("NVIDIA A100-SXM4-80GB") == (312.0, 2.039)
+    assert measure.gpu_spec("NVIDIA GH200 480GB") == (None, None)  # not taken for an H200
+    assert measure.gpu_spec("Some Future GPU") == (None, None)
 
 
 def test_tiny_check_runs_every_stage_on_the_cpu(embedded_model_dir, shipped_split, tmp_path):
@@ -94,7 +105,7 @@ def test_tiny_check_runs_every_stage_on_the_cpu(embedded_model_dir, shipped_spli
     assert not (work / "model").exists() and not (work / "full" / "model").exists()  # model folders removed
 
 
-def test_report_of_a_gpu_run_names_the_card_the_anchor_and_the_bound(gpu_check):
+def test_report_of_a_gpu_run_names_the_card_the_anchor_and_the_bound(gpu_check, measure, tables):
     """The GPU-only branches of the table (datasheet MFU, GPU memory, bandwidth bound), on made-up figures."""
     run = {"tokens_per_second": 9000.0, "peak_gpu_memory_bytes": 40 * 2 ** 30, "peak_rss_bytes": 2 ** 30,
            "mfu": 0.41, "mfu_vs_measured_matmul": 0.5}
@@ -118,10 +129,10 @@ def test_report_of_a_gpu_run_names_the_card_the_anchor_and_the_bound(gpu_check):
                                 "bandwidth_bound_step_s": 0.0042,
                                 "weight_bytes_per_step": 14.1e9}},
     }
-    result["anchor"] = gpu_check.anchor_ratios(result["train"], trl, gpu_check.argparse.Namespace(**settings))
+    result["anchor"] = measure.anchor_ratios(result["train"], trl, gpu_check.argparse.Namespace(**settings))
     assert result["anchor"]["tokens_per_second_vs_trl"] == pytest.approx(1.5)
     assert result["anchor"]["peak_memory_vs_trl"] == pytest.approx(40 / 60)
-    text = gpu_check.report(result)
+    text = tables.report(result)
     assert "NVIDIA H100 80GB HBM3 (sm_90, 80 GiB, driver 580.159.04, CUDA 13.0)" in text
     assert "| toolkit LoRA r=32, ZeRO-2 | 8 | 9,000 | 40.0 GiB | 41.0% | 50.0% |" in text
     assert "| toolkit LoRA, gradient checkpointing | - | FAILED: InputError: CUDA out of memory |" in text

@@ -13,14 +13,16 @@ import matplotlib
 import pytest
 from PIL import Image
 
-from defect_judge.report.result_charts import (ALL_PAIRS, PAIR_OUTCOMES_FILE, ROC_FILE, SUBTYPE_ACCURACY_FILE, pair_categories,
+from defect_judge.evaluate.results_folder import PAIR_OUTCOMES_FILE, ROC_FILE, SUBTYPE_ACCURACY_FILE
+from defect_judge.report.result_charts import (ALL_PAIRS, pair_categories,
                                  pair_outcome_figure, result_charts, roc_figure)
 from defect_judge.evaluate.thresholds import apply_threshold, choose_threshold, vd_s, vd_s_levels
 from defect_judge.errors import InputError
 from defect_judge.report.fonts import find_cjk_font
 from defect_judge.evaluate.pairs import check_record_pairs, pair_mcnemar, pair_results
-from defect_judge.evaluate.results import (SCHEMA, SCHEMA_V1, format_results_table, load_results, metrics,
-                                  results_document)
+from defect_judge.evaluate.metrics import metrics
+from defect_judge.evaluate.results import SCHEMA, SCHEMA_V1, load_results, results_document
+from defect_judge.evaluate.results_table import format_results_table
 from defect_judge.data.schema import read_records
 from defect_judge.stats import wilson_interval
 from helpers import EVALUATE, assert_clean_failure, make_records, run_script, write_records

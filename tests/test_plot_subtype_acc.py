@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from defect_judge import load_script
-from defect_judge.evaluate.results import SCHEMA, metrics
+from defect_judge.evaluate.metrics import metrics
+from defect_judge.evaluate.results import SCHEMA
 from defect_judge.stats import mcnemar_exact
 from helpers import PLOT, run_script
 

@@ -5,6 +5,7 @@ from defect_judge.templates import (ASSISTANT_TEMPLATE, USER_TEMPLATE, event_cha
                                     format_user, judgement_char_span, parse_answer)
 
 YES_NO = ["是", "否"]
+SORTED_YES_NO = ["否", "是"]  # as the evaluation's judgement vocabulary lists them
 
 
 def test_templates_are_the_documents():
@@ -73,3 +74,30 @@ def test_parse_round_trips_every_formatted_answer():
         parsed = parse_answer(format_assistant(judgement, "原因文本\n第二行"), ["是", "否", "有缺陷", "无缺陷"])
         assert parsed.judgement == judgement
         assert parsed.reason == "原因文本\n第二行"
+
+
+@pytest.mark.parametrize("answer, vocabulary, judgement, reason", [
+    ("判断:是\n\n原因：函数在 p 为 NULL 时仍解引用 p->next。", SORTED_YES_NO, "是", "函数在 p 为 NULL 时仍解引用 p->next。"),
+    ("判断：否\n\n原因：所有分配的内存都在返回前释放。", SORTED_YES_NO, "否", "所有分配的内存都在返回前释放。"),
+    ("判断 : 是\n原因 : 循环条件 i <= n 越界写入 buf[n]。", SORTED_YES_NO, "是", "循环条件 i <= n 越界写入 buf[n]。"),
+    ("判断：\n否\n\n原因：除数在调用前已检查非零。", SORTED_YES_NO, "否", "除数在调用前已检查非零。"),
+    ("**判断**：是\n\n**原因**：fclose 缺失。", SORTED_YES_NO, "是", "fclose 缺失。"),
+    ("**判断:** 否\n\n原因：没有问题。", SORTED_YES_NO, "否", "没有问题。"),
+    ("判断:**是**\n\n原因：free 之后继续使用了 node。", SORTED_YES_NO, "是", "free 之后继续使用了 node。"),
+    ("经过分析，我的结论如下。\n判断：是。原因：count 未初始化就参与了累加。", SORTED_YES_NO, "是", "count 未初始化就参与了累加。"),
+    ("判断:否", SORTED_YES_NO, "否", None),
+    ("判断：有缺陷\n\n原因：size*count 可能溢出。", ["无缺陷", "有缺陷"], "有缺陷", "size*count 可能溢出。"),
+    ("判断：无缺陷", ["无缺陷", "有缺陷"], "无缺陷", None),
+    ("判断:有缺陷", ["有", "有缺陷"], "有缺陷", None),  # the longest entry wins
+    ("Judgement: yes\n\nReason: the pointer may be NULL.", SORTED_YES_NO, None, None),
+    ("Judgment: No. The code frees the buffer.", SORTED_YES_NO, None, None),
+    ("判断:可能是\n\n原因：不确定。", SORTED_YES_NO, None, "不确定。"),
+    ("这段代码存在空指针解引用。", SORTED_YES_NO, None, None),
+    ("", SORTED_YES_NO, None, None),
+    ("原因：只给了原因。", SORTED_YES_NO, None, "只给了原因。"),
+])
+def test_parser_reads_real_looking_answers(answer, vocabulary, judgement, reason):
+    parsed = parse_answer(answer, vocabulary)
+    assert parsed.judgement == judgement
+    assert parsed.reason == reason
+    assert parsed.valid == (judgement is not None)

@@ -1,52 +1,19 @@
-"""defect_judge/model/verdict_head.py on real components: the spec, a real linear probe finding a planted signal in
-a tiny real model's hidden states, the head against scikit-learn's own pipeline, save/load, refusals of a
-head that does not fit, the forward pass that stops at the highest layer read, and the training path's
-features against the evaluation path's."""
+"""defect_judge/model/verdict_head.py on real components: the spec, save/load, and refusals of a head that does
+not fit."""
 from __future__ import annotations
 
-import random
-
-import numpy as np
 import pytest
 import torch
 
-from defect_judge.model.chat import render_prompt
 from defect_judge.errors import InputError
-from defect_judge.data.schema import RawSample, Record, raw_to_record
-from defect_judge.train.training import PaddingCollator, SupervisedDataset, fit_samples, prompt_ids
-from defect_judge.model.verdict_head import (HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, HeadSpec, LayerTap, VerdictHead,
-                                       decoder_layers, fit_probe, head_from_probe, load_head, pool, prompt_features)
-from helpers import OUTPUT_FORMAT, TASK, build_tiny_model
-
-FILLER = ["buf", "len", "ptr", "count", "node", "list", "size", "index", "flag", "data", "next", "value", "tmp"]
+from defect_judge.model.verdict_head import HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, HeadSpec, VerdictHead, load_head
+from helpers import build_tiny_model
+from planted import four_layer_model
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, embedded_tokenizer):
-    from transformers import AutoModelForCausalLM
-
-    folder = build_tiny_model(tmp_path_factory.mktemp("tiny-4"), embedded_tokenizer, layers=4, seed=3)
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval(), folder
-
-
-def planted(n: int, seed: int) -> list[Record]:
-    """Records whose judgement is decided by one marker word in otherwise random code-like text."""
-    rng = random.Random(seed)
-    records = []
-    for i in range(n):
-        defective = i % 2 == 0
-        words = [rng.choice(FILLER) for _ in range(rng.randint(8, 20))]
-        words.insert(rng.randrange(len(words) + 1), "unchecked" if defective else "validated")
-        raw = RawSample(subtype="空指针解引用", task=TASK, event="int f(void) { " + " ".join(words) + "; }",
-                        output_format=OUTPUT_FORMAT, judgement="是" if defective else "否", reason="见代码。",
-                        pair_id=f"p{i // 2}")
-        records.append(raw_to_record(raw, f"s{seed}-{i}.json#0"))
-    return records
-
-
-def ids_of(tokenizer, records: list[Record]) -> list[list[int]]:
-    return [tokenizer(render_prompt(tokenizer, r.prompt_messages), add_special_tokens=False)["input_ids"]
-            for r in records]
+    return four_layer_model(tmp_path_factory.mktemp("tiny-4"), embedded_tokenizer)
 
 
 # ----------------------------------------------------------------------- spec
@@ -73,102 +40,6 @@ def test_a_bad_spec_is_one_clear_error(text):
     with pytest.raises(InputError) as caught:
         HeadSpec.parse(text, field="--verdict_head")
     assert "--verdict_head" in str(caught.value) and "\n" not in str(caught.value)
-
-
-# ------------------------------------------------------------------- features
-
-def test_the_forward_pass_stops_after_the_highest_layer_read(tiny, embedded_tokenizer):
-    model, _ = tiny
-    layers = decoder_layers(model)
-    ran = []
-    handles = [layer.register_forward_hook(lambda m, a, o, i=i: ran.append(i)) for i, layer in enumerate(layers, 1)]
-    try:
-        ids = torch.tensor(ids_of(embedded_tokenizer, planted(1, 0)))
-        with torch.no_grad(), LayerTap(model, [1, 2], stop=True) as tap:
-            states = tap.run(input_ids=ids)
-        assert ran == [1, 2] and [s.shape for s in states] == [(1, ids.shape[1], 64)] * 2
-        ran.clear()
-        with torch.no_grad():
-            full = model(input_ids=ids, output_hidden_states=True).hidden_states
-        assert ran == [1, 2, 3, 4]
-        torch.testing.assert_close(states[1], full[2])  # hidden_states[i] is layer i's output below the top
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def test_mean_and_last_pool_only_the_masked_tokens():
-    states = [torch.arange(24, dtype=torch.float32).view(2, 4, 3)]
-    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
-    torch.testing.assert_close(pool(states, mask, "mean"), torch.tensor([[1.5, 2.5, 3.5], [16.5, 17.5, 18.5]]))
-    torch.testing.assert_close(pool(states, mask, "last"), torch.tensor([[3.0, 4.0, 5.0], [21.0, 22.0, 23.0]]))
-    both = pool([states[0], states[0] * 2], mask, "mean")  # layers concatenated in order
-    assert both.shape == (2, 6)
-    torch.testing.assert_close(both[:, 3:], 2 * both[:, :3])
-
-
-def test_batched_features_equal_one_prompt_at_a_time(tiny, embedded_tokenizer):
-    model, _ = tiny
-    prompts = ids_of(embedded_tokenizer, planted(5, 1))
-    together = prompt_features(model, prompts, [2, 4], "mean", batch_tokens=100_000)
-    for index, prompt in enumerate(prompts):
-        alone = prompt_features(model, [prompt], [2, 4], "mean")
-        torch.testing.assert_close(together[index], alone[0], atol=1e-5, rtol=1e-4)
-    last = prompt_features(model, prompts, [3], "last", batch_tokens=100_000)
-    with torch.no_grad():
-        expected = model(input_ids=torch.tensor([prompts[0]]), output_hidden_states=True).hidden_states[3][0, -1]
-    torch.testing.assert_close(last[0], expected, atol=1e-5, rtol=1e-4)
-
-
-def test_training_batches_pool_the_same_prompt_states_as_evaluation(tiny, embedded_tokenizer):
-    """The trainer pools the prompt part of prompt + answer sequences (right-padded, prompt_mask); evaluation
-    pools the rendered prompt alone: the states agree, so a head trained on one is scored on the other."""
-    model, _ = tiny
-    records = planted(3, 2)
-    samples = fit_samples(embedded_tokenizer, records, 4096)
-    batch = PaddingCollator(embedded_tokenizer.pad_token_id)([SupervisedDataset(samples, "是")[i] for i in range(3)])
-    assert batch["verdict_label"].tolist() == [1.0, 0.0, 1.0]
-    with torch.no_grad(), LayerTap(model, [2, 4]) as tap:
-        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        trained = pool([tap.states[2], tap.states[4]], batch["prompt_mask"], "mean")
-    assert [prompt_ids(s) for s in samples] == ids_of(embedded_tokenizer, records)
-    evaluated = prompt_features(model, ids_of(embedded_tokenizer, records), [2, 4], "mean")
-    torch.testing.assert_close(trained, evaluated, atol=1e-4, rtol=1e-4)
-
-
-# ------------------------------------------------------------------------ fit
-
-def test_the_probe_finds_a_planted_signal_on_held_out_samples(tiny, embedded_tokenizer):
-    model, _ = tiny
-    train, held_out = planted(60, 10), planted(30, 11)
-    train_x = prompt_features(model, ids_of(embedded_tokenizer, train), [1, 2], "mean").numpy()
-    test_x = prompt_features(model, ids_of(embedded_tokenizer, held_out), [1, 2], "mean").numpy()
-    train_y = [int(r.judgement == "是") for r in train]
-    test_y = [int(r.judgement == "是") for r in held_out]
-    fit = fit_probe(train_x, train_y, [r.pair_id for r in train], dev_x=test_x, dev_y=test_y)
-    assert fit.report["dev"]["accuracy"] == 1.0 and fit.report["dev"]["roc_auc"] == 1.0
-    assert fit.report["chosen_on"].startswith("cross-validation") and len(fit.report["grid"]) >= 5
-    # A signal that is not there: shuffled labels stay near chance on held-out data.
-    shuffled = random.Random(0).sample(train_y, len(train_y))
-    noise = fit_probe(train_x, shuffled, [r.pair_id for r in train], dev_x=test_x, dev_y=test_y)
-    assert noise.report["dev"]["accuracy"] < 0.8
-
-
-def test_the_head_is_the_fitted_pipeline_exactly(tiny):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    model, _ = tiny
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(40, 2 * 64)) * rng.uniform(0.1, 5, size=2 * 64) + rng.normal(size=2 * 64)
-    y = (x[:, 3] + 0.5 * x[:, 70] > np.median(x[:, 3] + 0.5 * x[:, 70])).astype(int)
-    fit = fit_probe(x, y, [str(i // 2) for i in range(40)], c_grid=[0.3])
-    head = head_from_probe(fit, "mean@0.5,1.0", model.config, positive="是", negative="否")
-    reference = make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=5000)).fit(x, y)
-    ours = head.probabilities(torch.tensor(x, dtype=torch.float32)).numpy()
-    np.testing.assert_allclose(ours, reference.predict_proba(x)[:, 1], atol=1e-5)
-    assert head.layers == (2, 4) and head.dim == 128
 
 
 # ----------------------------------------------------------------- save, load

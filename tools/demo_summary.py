@@ -15,16 +15,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
-from defect_judge.train.run_folder import read_best_checkpoint
 from defect_judge.cli import parse_settings
-from defect_judge.train.run_folder import LEARNING_CURVE_FILE
 from defect_judge.errors import InputError, run_main
-from defect_judge.fileio import write_text_atomic
-from defect_judge.evaluate.thresholds import threshold_text
+from defect_judge.evaluate.metrics import metrics
 from defect_judge.evaluate.pairs import OUTCOMES
-from defect_judge.evaluate.results import load_results, outcome_cell
+from defect_judge.evaluate.results import decided_by, load_results
+from defect_judge.evaluate.results_folder import PAIR_OUTCOMES_FILE, RESULTS_FILE, ROC_FILE, SUBTYPE_ACCURACY_FILE
+from defect_judge.evaluate.results_table import outcome_cell
+from defect_judge.evaluate.thresholds import threshold_text
+from defect_judge.evaluate.verdicts import HEAD
+from defect_judge.fileio import write_text_atomic
+from defect_judge.report.comparison_folder import ACCURACY_CHARTS, PAIR_CHART, SUMMARY_FILE
 from defect_judge.stats import mcnemar
 from defect_judge.templates import answer_prefix
+from defect_judge.train.run_folder import LEARNING_CURVE_FILE, read_best_checkpoint
 
 # ----------------------------------------------------------------------------
 run_dir = "runs/demo/latest"  # the demo's run folder (summary.md is written there)
@@ -37,6 +41,7 @@ STAGE_NAMES = {"convert": "1 convert + split", "tfidf_baseline": "2 TF-IDF basel
 TARGET_ACCURACY = 0.70
 TARGET_P_VALUE = 0.01
 TARGET_PER_JUDGEMENT = 0.60
+DEMO_SUMMARY_FILE = "summary.md"  # written into run_dir
 
 
 def overall_row(label: str, results: dict) -> str:
@@ -118,7 +123,7 @@ def pair_lines(models: list[tuple[str, dict]]) -> list[str]:
 def score_lines(scored: dict, folder: Path) -> list[str]:
     """The fine-tuned model's scores (its head's, when it has one): ROC-AUC, VD-S and the decision threshold
     chosen on dev; with a head, what the model alone scores beside it."""
-    head = scored.get("verdict_source") == "head"
+    head = scored.get("verdict_source") == HEAD
     lines = [f"## Scores of the fine-tuned model{' with its head' if head else ''} (score mode)", ""]
     auc = "n/a" if scored.get("roc_auc") is None else f"{scored['roc_auc']:.3f}"
     decision = scored["decision"]
@@ -136,15 +141,15 @@ def score_lines(scored: dict, folder: Path) -> list[str]:
         auc_alone = "n/a" if alone.get("roc_auc") is None else f"{alone['roc_auc']:.3f}"
         lines.append(f"- the model alone (its scored answer, no head): accuracy {alone['overall']['accuracy']:.1%}, "
                      f"ROC-AUC {auc_alone}; it agrees with the head's verdict on {alone['agreement']:.0%} of the samples")
-    lines += ["", f"ROC and precision–recall curves: `{folder / 'roc_curve.png'}`", ""]
+    lines += ["", f"ROC and precision–recall curves: `{folder / ROC_FILE}`", ""]
     return lines
 
 
 def summary_markdown(run_dir: Path, timings: dict[str, int], recipe: str) -> str:
-    base = load_results(run_dir / "eval_base" / "evaluation_results.json")
-    tfidf = load_results(run_dir / "eval_tfidf" / "evaluation_results.json")
-    tuned = load_results(run_dir / "eval_tuned" / "evaluation_results.json")
-    head_path = run_dir / "eval_head" / "evaluation_results.json"
+    base = load_results(run_dir / "eval_base" / RESULTS_FILE)
+    tfidf = load_results(run_dir / "eval_tfidf" / RESULTS_FILE)
+    tuned = load_results(run_dir / "eval_tuned" / RESULTS_FILE)
+    head_path = run_dir / "eval_head" / RESULTS_FILE
     head = load_results(head_path) if head_path.is_file() else None
     judge = head or tuned
     train_dir = run_dir / "train"
@@ -166,10 +171,10 @@ def summary_markdown(run_dir: Path, timings: dict[str, int], recipe: str) -> str
              f"## Does the {'judge with the head' if head else 'fine-tuned judge'} judge well?", "",
              *target_lines(judge, tfidf), "", *(agreement_line(tuned, head) if head else []),
              "## Twin pairs (PrimeVul's pair-wise outcomes)", "", *pair_lines(pairs)]
-    scored_path = run_dir / "eval_tuned_score" / "evaluation_results.json"
+    scored_path = run_dir / "eval_tuned_score" / RESULTS_FILE
     if scored_path.is_file():
         lines += score_lines(load_results(scored_path), run_dir / "eval_tuned_score")
-    comparison_md = comparison / "comparison_summary.md"
+    comparison_md = comparison / SUMMARY_FILE
     if comparison_md.is_file():
         text = comparison_md.read_text(encoding="utf-8").strip()
         lines += ["## Comparison (per subtype, paired McNemar test against the base model)", "",
@@ -183,11 +188,11 @@ def summary_markdown(run_dir: Path, timings: dict[str, int], recipe: str) -> str
               "## Timings (this machine)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {STAGE_NAMES.get(k, k)} | {v} |" for k, v in timings.items()]
     lines += [f"| **total** | **{sum(timings.values())}** |", "", "## Files", ""]
-    for image in ["model_comparison.png", "overall_accuracy_comparison.png", "type_accuracy_comparison.png"]:
-        lines.append(f"- `{comparison / image}`")
-    lines += [f"- `{run_dir / name / 'subtype_accuracy.png'}`" for name in ("eval_tfidf", "eval_base", "eval_tuned",
-                                                                             "eval_head") if (run_dir / name).is_dir()]
-    lines += [f"- `{path}`" for path in sorted(run_dir.glob("*/pair_outcomes*.png")) + sorted(run_dir.glob("*/roc_curve.png"))]
+    lines += [f"- `{comparison / image}`" for image in ACCURACY_CHARTS]
+    lines += [f"- `{run_dir / name / SUBTYPE_ACCURACY_FILE}`" for name in ("eval_tfidf", "eval_base", "eval_tuned",
+                                                                          "eval_head") if (run_dir / name).is_dir()]
+    pair_charts = sorted([*run_dir.glob(f"*/{PAIR_OUTCOMES_FILE}"), *run_dir.glob(f"*/{PAIR_CHART}")])
+    lines += [f"- `{path}`" for path in pair_charts + sorted(run_dir.glob(f"*/{ROC_FILE}"))]
     lines.append(f"- `{train_dir / LEARNING_CURVE_FILE}`")
     runs = sorted(train_dir.glob("wandb/offline-run-*")) + sorted(train_dir.glob("wandb/run-*"))
     lines += ["", "## wandb", ""]
@@ -200,10 +205,8 @@ def summary_markdown(run_dir: Path, timings: dict[str, int], recipe: str) -> str
 
 def _majority(results: dict) -> dict:
     """The majority-class answer scored like a model, for the table."""
-    from defect_judge.evaluate.results import metrics
-
     answer = results["versus_majority"]["judgement"]
-    samples = [{**s, "prediction": answer, "correct": s["reference"] == answer} for s in results["samples"]]
+    samples = [decided_by(s, answer) for s in results["samples"]]
     return metrics(samples, results["judgements"]) | {"roc_auc": None}
 
 
@@ -217,9 +220,9 @@ def main() -> None:
             raise InputError(f"expected stage=seconds, got {item!r}", field="--timings")
         timings[name] = int(value)
     text = summary_markdown(run_dir, timings, args.recipe)
-    write_text_atomic(run_dir / "summary.md", text)
+    write_text_atomic(run_dir / DEMO_SUMMARY_FILE, text)
     print(text)
-    print(f"summary -> {run_dir / 'summary.md'}")
+    print(f"summary -> {run_dir / DEMO_SUMMARY_FILE}")
 
 
 if __name__ == "__main__":

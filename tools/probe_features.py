@@ -3,7 +3,7 @@
 
 Runs the base model (no training) over every prompt of the training split and of a held-out split
 (TEST_DATASET_PATH: dev by default), exactly as evaluation renders them, and fits one verdict head
-(defect_judge/model/verdict_head.py: standardised features, logistic regression) per spec in HEADS:
+(defect_judge/train/linear_probe.py: standardised features, logistic regression) per spec in HEADS:
 
   mean@L   the average over every prompt token of layer L's output: what the model has read, wherever it is
   last@L   the prompt's last token (after the chat template's assistant header): where a generative judge
@@ -35,10 +35,12 @@ from defect_judge.cli import parse_settings
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic
 from defect_judge.model.loading import check_model_folder, load_causal_lm, load_tokenizer
-from defect_judge.evaluate.results import positive_judgement
+from defect_judge.data.labels import is_labelled, labelled_records, majority_class, positive_judgement
 from defect_judge.data.schema import Record, read_records
 from defect_judge.stats import binomial_p_above
-from defect_judge.model.verdict_head import DEFAULT_C_GRID, HeadSpec, fit_probe, pooled_prompt_features
+from defect_judge.model.hidden_states import pooled_prompt_features
+from defect_judge.model.verdict_head import HeadSpec
+from defect_judge.train.linear_probe import DEFAULT_C_GRID, fit_probe
 
 # ----------------------------------------------------------------------------
 MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # the frozen model to probe (folder, safetensors)
@@ -57,14 +59,11 @@ log = logging.getLogger("probe_features")
 
 
 def labels(records: list[Record], path: str) -> list[int]:
-    judgements = sorted({r.judgement for r in records if r.judgement is not None})
+    judgements = sorted({r.judgement for r in records if is_labelled(r)})
     positive, _ = positive_judgement(judgements)
     if positive is None:
         raise InputError(f"needs two judgements, one of them meaning defective; found {judgements}", path=path)
-    missing = next((r for r in records if r.judgement is None), None)
-    if missing is not None:
-        raise InputError("the reference answer has no judgement (判断:…)", path=path, line=missing.line,
-                         sample=missing.id, field="text")
+    labelled_records(records, path)  # a record without a judgement is refused
     return [int(r.judgement == positive) for r in records]
 
 
@@ -89,7 +88,7 @@ def probe_row(spec: HeadSpec, layers: tuple[int, ...], fit, test_y) -> dict:
     """One table row: the probe's choice on train and its scores on the held-out split."""
     held_out = fit.report["dev"]
     correct = round(held_out["accuracy"] * len(test_y))
-    majority = max(sum(test_y), len(test_y) - sum(test_y)) / len(test_y)
+    _, majority = majority_class(test_y)
     chosen = next(row for row in fit.report["grid"] if row["C"] == fit.report["C"])
     return {"head": str(spec), "layers": list(layers), "pooling": spec.pooling, "C": fit.report["C"],
             "cv_accuracy": chosen["accuracy"], "accuracy": held_out["accuracy"], "correct": correct,

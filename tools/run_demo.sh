@@ -66,7 +66,9 @@ $PY eval/model_evaluation.py --model_path "$RUN_DIR/train" --test_dataset_path "
     --output_dir "$RUN_DIR/eval_tuned" --mode "$EVAL_MODE" --max_new_tokens "$MAX_NEW_TOKENS" --verdict_head none
 RESULTS=("$RUN_DIR/eval_base" "$RUN_DIR/eval_tfidf" "$RUN_DIR/eval_tuned")
 LABELS=("$(basename "$MODEL") (base)" "TF-IDF baseline" "$(basename "$MODEL") + $RECIPE")
-if [[ -f "$RUN_DIR/train/verdict_head.json" ]]; then
+# A run trained with a verdict head holds one beside its best model (defect_judge/model/verdict_head.py knows how it looks).
+if $PY -c 'import sys; from defect_judge.model.verdict_head import has_head; sys.exit(not has_head(sys.argv[1]))' \
+        "$RUN_DIR/train"; then
     # The judge with its head: the head's verdict opens each answer and the model writes the reason after it.
     evaluate "$RUN_DIR/train" "$RUN_DIR/eval_head"
     RESULTS+=("$RUN_DIR/eval_head")

@@ -36,7 +36,8 @@ def prompts_longest_first(tokenizer, records: Sequence[Record]) -> list[Prompt]:
     return sorted(prompts, key=lambda prompt: -len(prompt.ids))
 
 
-def _row(record: Record, prediction: str | None, source: str, **fields) -> dict:
+def result_row(record: Record, prediction: str | None, source: str, **fields) -> dict:
+    """A sample row of the results: the record's id, subtype and reference, the prediction and whether it is right."""
     return {"id": record.id, "subtype": record.subtype, "reference": record.judgement,
             "prediction": prediction, "correct": prediction == record.judgement, "verdict_source": source, **fields}
 
@@ -46,7 +47,7 @@ def generate_rows(model, tokenizer, batch: Sequence[Prompt], vocabulary: Sequenc
     """Generate mode: greedy answers decoded together; the judgement parsed from each (None: invalid format)."""
     answers = inference.generate_batch(model, tokenizer, [prompt.ids for prompt in batch],
                                        max_new_tokens=max_new_tokens, stop_ids=stop_ids)
-    return [_row(prompt.record, parse_answer(answer["response"], vocabulary).judgement, GENERATED, **answer)
+    return [result_row(prompt.record, parse_answer(answer["response"], vocabulary).judgement, GENERATED, **answer)
             for prompt, answer in zip(batch, answers)]
 
 
@@ -61,7 +62,7 @@ def scored_candidates(model, tokenizer, batch: Sequence[Prompt], vocabulary: Seq
 
 def score_rows(model, tokenizer, batch: Sequence[Prompt], vocabulary: Sequence[str]) -> list[dict]:
     """Score mode: the log-probability of every candidate judgement; the most probable is the prediction."""
-    return [_row(prompt.record, scored["prediction"], SCORED, probabilities=scored["probabilities"],
+    return [result_row(prompt.record, scored["prediction"], SCORED, probabilities=scored["probabilities"],
                  logprobs=scored["logprobs"])
             for prompt, scored in zip(batch, scored_candidates(model, tokenizer, batch, vocabulary))]
 
@@ -80,8 +81,9 @@ def head_rows(model, tokenizer, batch: Sequence[Prompt], vocabulary: Sequence[st
     if mode == "score":
         alone = scored_candidates(model, tokenizer, batch, vocabulary)
         for prompt, p, verdict, scored in zip(batch, probabilities, verdicts, alone):
-            rows.append(_row(prompt.record, verdict, HEAD, probabilities={head.positive: p, head.negative: 1 - p},
-                             model_prediction=scored["prediction"], model_probabilities=scored["probabilities"]))
+            rows.append(result_row(prompt.record, verdict, HEAD, probabilities={head.positive: p, head.negative: 1 - p},
+                                   model_prediction=scored["prediction"],
+                                   model_probabilities=scored["probabilities"]))
         return rows
     prefixes = [answer_prefix(verdict) for verdict in verdicts]
     forced = [inference.encode_prompt(tokenizer, prompt.text + prefix) for prompt, prefix in zip(batch, prefixes)]
@@ -89,8 +91,9 @@ def head_rows(model, tokenizer, batch: Sequence[Prompt], vocabulary: Sequence[st
     for prompt, p, verdict, prefix, answer in zip(batch, probabilities, verdicts, prefixes, answers):
         response = prefix + answer["response"]
         parsed = parse_answer(response, vocabulary)
-        rows.append(_row(prompt.record, parsed.judgement, HEAD, probabilities={head.positive: p, head.negative: 1 - p},
-                         **answer | {"response": response}))
+        rows.append(result_row(prompt.record, parsed.judgement, HEAD,
+                               probabilities={head.positive: p, head.negative: 1 - p},
+                               **answer | {"response": response}))
     return rows
 
 

@@ -1,7 +1,8 @@
 """Resumable evaluation: finished samples are appended to a partial JSONL file.
 
 Layout of ``OUTPUT_DIR/evaluation_results.partial.jsonl`` (rank r > 0 of a
-data-parallel run writes ``evaluation_results.partial.rank{r}.jsonl``)::
+data-parallel run writes ``evaluation_results.partial.rank{r}.jsonl``; ``results_folder.partial_file``
+names them)::
 
     {"partial": "defect-judge/evaluation-partial/v1", "fingerprint": {...}}   # header
     {"id": "...", "subtype": "...", "reference": "...", "prediction": ..., ...}  # one finished sample a line
@@ -21,19 +22,9 @@ from pathlib import Path
 from typing import IO, Iterable
 
 from defect_judge.errors import InputError
+from defect_judge.evaluate.results_folder import partial_files
 
 PARTIAL_SCHEMA = "defect-judge/evaluation-partial/v1"
-PARTIAL_NAME = "evaluation_results.partial.jsonl"
-PARTIAL_GLOB = "evaluation_results.partial*.jsonl"
-
-
-def partial_path(output_dir: str | os.PathLike, rank: int = 0) -> Path:
-    name = PARTIAL_NAME if rank == 0 else f"evaluation_results.partial.rank{rank}.jsonl"
-    return Path(output_dir) / name
-
-
-def partial_files(output_dir: str | os.PathLike) -> list[Path]:
-    return sorted(Path(output_dir).glob(PARTIAL_GLOB))
 
 
 def file_sha256(path: str | os.PathLike) -> str:

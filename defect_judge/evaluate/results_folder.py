@@ -33,3 +33,8 @@ def partial_file(output_dir: str | Path, rank: int = 0) -> Path:
     """Where rank ``rank`` appends its finished samples (rank 0 has no suffix, as a single process)."""
     suffix = f".rank{rank}" if rank else ""
     return Path(output_dir) / f"{PARTIAL_STEM}{suffix}.jsonl"
+
+
+def partial_files(output_dir: str | Path) -> list[Path]:
+    """Every rank's partial file in the folder, rank 0's first."""
+    return sorted(Path(output_dir).glob(f"{PARTIAL_STEM}*.jsonl"))

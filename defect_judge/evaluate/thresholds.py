@@ -1,7 +1,7 @@
 """From scores to decisions: VD-S, the decision threshold chosen on dev, and applying it.
 
 A scored sample (score mode, or the TF-IDF baseline) carries ``probabilities``; its score is the
-probability of the positive (defective) judgement, ``results.positive_judgement``. Everything here
+probability of the positive (defective) judgement, ``data/labels.positive_judgement``. Everything here
 is scikit-learn's ROC arithmetic (``roc_curve``, ``balanced_accuracy_score``): no curve of our own.
 
 VD-S (PrimeVul, Ding et al., ICSE 2025): the false-negative rate at the threshold where the

@@ -6,7 +6,7 @@ results, training metrics and charts.
     head       the verdict head's P(defective) over the model's hidden states (verdict_head.py); in
                generate mode the model then writes the reason after 判断:{the head's verdict}
 
-``judging.py`` implements one judge per mechanism; ``results.py`` records each sample's source and the
+``judges.py`` implements one judge per mechanism; ``results.py`` records each sample's source and the
 headline one; charts and tables label a model by it. A new mechanism is a new entry here and a new judge
 there.
 """
@@ -52,7 +52,7 @@ def source_of_results(results: dict) -> str:
     return GENERATED if results.get("mode") == "generate" else SCORED
 
 
-def labelled(label: str, source: str) -> str:
+def display_label(label: str, source: str) -> str:
     """A model's display name with its mechanism's suffix (``SmolLM2 + demo + head``), not doubled."""
     suffix = MECHANISMS[source].label_suffix if source in MECHANISMS else ""
     return label if not suffix or label.endswith(suffix) else label + suffix

@@ -254,7 +254,7 @@ def accuracy_bar_chart(path: str | os.PathLike, categories: list[str], series: l
                        horizontal: bool | None = None) -> None:
     """Draw accuracy per category for one or more models and write a PNG atomically.
 
-    ``series``: (model label, one Summary per category, as ``defect_judge.evaluate.results.summary``
+    ``series``: (model label, one Summary per category, as ``defect_judge.evaluate.metrics.summary``
     makes them: accuracy, correct, total, ci95); ``None`` or total 0 is drawn as "n = 0".
     Categories keep the given order. ``reference_lines``: (label, accuracy), e.g. the
     majority-class rate. ``note``: text under the chart (e.g. significance tests).
@@ -279,9 +279,9 @@ def model_label(model_path: str) -> str:
 def results_label(results: dict) -> str:
     """The model of a results file as a chart names it: its path's last two parts, and "+ head" when a
     verdict head decided (verdicts.py)."""
-    from defect_judge.evaluate.verdicts import labelled, source_of_results
+    from defect_judge.evaluate.verdicts import display_label, source_of_results
 
-    return labelled(model_label(results["model_path"]), source_of_results(results))
+    return display_label(model_label(results["model_path"]), source_of_results(results))
 
 
 def subtype_accuracy_chart(path: str | os.PathLike, results: dict) -> None:

@@ -17,15 +17,13 @@ from typing import Sequence
 from defect_judge.evaluate.thresholds import both_classes, positive_scores
 from defect_judge.report.fonts import use_cjk_font
 from defect_judge.evaluate.pairs import OUTCOMES
-from defect_judge.evaluate.results import NOT_APPLICABLE
+from defect_judge.evaluate.results_folder import PAIR_OUTCOMES_FILE, ROC_FILE, SUBTYPE_ACCURACY_FILE
+from defect_judge.evaluate.results_table import NOT_APPLICABLE
 from defect_judge.report.accuracy_bars import (COLORS, DPI, ERROR_BAR_COLOR, LABEL_COLUMNS, MAX_BAR_THICKNESS, N_ZERO_TEXT, category_label,
                        chart_names, check_series, drawable_text, results_label, save_png, subtype_accuracy_chart)
 
 log = logging.getLogger(__name__)
 
-SUBTYPE_ACCURACY_FILE = "subtype_accuracy.png"
-PAIR_OUTCOMES_FILE = "pair_outcomes.png"
-ROC_FILE = "roc_curve.png"
 ALL_PAIRS = "全部配对 (all pairs)"
 OUTCOME_COLORS = {"P-C": "#55A868", "P-V": "#DD8452", "P-B": "#4C72B0", "P-R": "#C44E52"}
 OUTCOME_LABELS = {"P-C": "P-C 两者皆对 (both right)", "P-V": "P-V 都判为有缺陷 (both defective)",

@@ -1,5 +1,12 @@
-"""Linear probing (LP), the first stage of a run with a verdict head: the frozen base model's features of
-the training and dev samples, computed once and shared over the ranks, and the head fitted on them.
+"""Linear probing (LP), the first stage of a run with a verdict head: the probe (standardised features, logistic
+regression) fitted on the frozen base model's features of the training and dev samples, computed once and shared
+over the ranks, and the head made from it.
+
+``fit_probe`` is scikit-learn's ``StandardScaler`` + ``LogisticRegression`` on frozen features, C chosen by
+cross-validation over whole twin pairs on train (``StratifiedGroupKFold``) or on dev; ``head_from_probe``
+turns the scaler's mean/scale and the regression's weights into a ``VerdictHead`` (``model/verdict_head.py``),
+so the head's P(defective) is the fitted probe's ``predict_proba`` exactly. ``tools/probe_features.py`` uses
+the same fit to measure which layers hold the judgement.
 
 ``train_lora.py`` calls ``fit_head``: the head it returns is the judge of an LP-only run
 (``--finetuning_type none``) and the starting point of fine-tuning with the head (LP-FT). The features
@@ -12,20 +19,145 @@ import contextlib
 import gc
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
 
+from defect_judge.data.labels import is_labelled
 from defect_judge.distributed import all_ranks, from_rank_zero, rank_and_world
 from defect_judge.errors import InputError
+from defect_judge.model.hidden_states import prompt_features
 from defect_judge.model.loading import load_causal_lm, pick_dtype
-from defect_judge.train.training import FittedSample, prompt_ids, verdict_label
-from defect_judge.model.verdict_head import (DEFAULT_C_GRID, HeadSpec, VerdictHead, describe_fit, fit_probe, head_from_probe,
-                           prompt_features)
+from defect_judge.model.verdict_head import HeadSpec, VerdictHead
+from defect_judge.train.samples import FittedSample, prompt_ids, verdict_label
 
 log = logging.getLogger(__name__)
 
+DEFAULT_C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+CV_FOLDS = 5
+
+
+# ------------------------------------------------------------------------ fit
+
+@dataclass(frozen=True)
+class ProbeFit:
+    """A fitted probe as the head's tensors, and how it was chosen."""
+    mean: torch.Tensor
+    scale: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor
+    report: dict
+
+
+def _grouped_folds(labels, groups) -> "object":
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    splits = max(2, min(CV_FOLDS, len(set(groups)), int(min(sum(labels), len(labels) - sum(labels)))))
+    return StratifiedGroupKFold(n_splits=splits, shuffle=True, random_state=0)
+
+
+def _pipeline(c: float):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+
+
+def _scores_of(labels, probabilities) -> dict:
+    """accuracy at 0.5, ROC-AUC (None with one class), log loss."""
+    import numpy as np
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities)
+    both = 0 < labels.sum() < len(labels)
+    return {"accuracy": float(((probabilities >= 0.5) == labels).mean()) if len(labels) else None,
+            "roc_auc": float(roc_auc_score(labels, probabilities)) if both else None,
+            "log_loss": float(log_loss(labels, probabilities, labels=[0, 1])) if len(labels) else None,
+            "samples": int(len(labels))}
+
+
+def fit_probe(train_x, train_y: Sequence[int], groups: Sequence[str], *, c_grid: Sequence[float] = DEFAULT_C_GRID,
+              dev_x=None, dev_y: Sequence[int] | None = None, choose_on: str = "cv") -> ProbeFit:
+    """Standardise, then logistic regression. C is the one with the best accuracy (ties: the lower log loss)
+    by cross-validation over whole pairs on train (``choose_on="cv"``), or on dev (``"dev"``); the probe is
+    then fitted on all of train. The report holds every C's scores, and train's and dev's of the chosen one."""
+    import numpy as np
+    from sklearn.model_selection import cross_validate
+
+    train_x, train_y = np.asarray(train_x, dtype=np.float64), np.asarray(train_y)
+    if len(set(train_y.tolist())) != 2:
+        raise InputError("the training split needs both judgements to fit a verdict head", field="judgement")
+    if choose_on not in ("cv", "dev"):
+        raise ValueError(f"choose_on must be cv or dev, got {choose_on!r}")
+    has_dev = dev_x is not None and dev_y is not None and len(dev_y) > 0
+    if choose_on == "dev" and not has_dev:
+        raise InputError("choosing C on dev needs a dev split", field="verdict_head_choose_c")
+    grid: dict[float, dict] = {}
+    folds = _grouped_folds(train_y.tolist(), list(groups))
+    minority = int(min(train_y.sum(), len(train_y) - train_y.sum()))
+    too_few = (f"too few training samples to choose C by cross-validation ({len(train_y)} samples, {minority} of the "
+               f"smaller class, {len(set(groups))} pair groups): give a single C (--verdict_head_c_grid 0.1) or "
+               f"choose it on dev (--verdict_head_choose_c dev)")
+    if choose_on == "cv" and len(c_grid) > 1 and (minority < 2 or len(set(groups)) < 3):
+        raise InputError(too_few, field="verdict_head_c_grid")
+    for c in c_grid if len(c_grid) > 1 else ():
+        if choose_on == "cv":
+            try:
+                cv = cross_validate(_pipeline(c), train_x, train_y, groups=list(groups), cv=folds,
+                                    scoring=("accuracy", "neg_log_loss"), error_score="raise")
+            except ValueError:  # a fold whose training part holds one judgement only
+                raise InputError(too_few, field="verdict_head_c_grid") from None
+            grid[c] = {"accuracy": float(cv["test_accuracy"].mean()), "log_loss": float(-cv["test_neg_log_loss"].mean())}
+        else:
+            fitted = _pipeline(c).fit(train_x, train_y)
+            grid[c] = _scores_of(dev_y, fitted.predict_proba(np.asarray(dev_x, dtype=np.float64))[:, 1])
+    best = max(c_grid, key=lambda c: (grid[c]["accuracy"], -grid[c]["log_loss"], -c)) if grid else c_grid[0]
+    fitted = _pipeline(best).fit(train_x, train_y)
+    scaler, regression = fitted.steps[0][1], fitted.steps[1][1]
+    chosen_on = "cross-validation over pairs on train" if choose_on == "cv" else "dev"
+    report = {"C": best, "chosen_on": chosen_on if grid else "given (a single value)",
+              "folds": folds.n_splits if choose_on == "cv" and grid else None,
+              "grid": [{"C": c, **grid[c]} for c in c_grid if c in grid],
+              "train": _scores_of(train_y, fitted.predict_proba(train_x)[:, 1])}
+    if has_dev:
+        report["dev"] = _scores_of(dev_y, fitted.predict_proba(np.asarray(dev_x, dtype=np.float64))[:, 1])
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    return ProbeFit(torch.tensor(scaler.mean_, dtype=torch.float32), torch.tensor(scale, dtype=torch.float32),
+                    torch.tensor(regression.coef_[0], dtype=torch.float32),
+                    torch.tensor([float(regression.intercept_[0])], dtype=torch.float32), report)
+
+
+def head_from_probe(fit: ProbeFit, spec: HeadSpec | str, model_config, *, positive: str, negative: str,
+                    base_model_path: str | os.PathLike = "") -> VerdictHead:
+    spec = spec if isinstance(spec, HeadSpec) else HeadSpec.parse(spec)
+    depth = int(model_config.num_hidden_layers)
+    head = VerdictHead(spec.layer_indices(depth), spec.pooling, int(model_config.hidden_size), depth,
+                       positive=positive, negative=negative, spec=str(spec),
+                       base_model_path=str(Path(base_model_path).resolve()) if base_model_path else "",
+                       fit=fit.report)
+    head.load_tensors({"mean": fit.mean, "scale": fit.scale, "weight": fit.weight, "bias": fit.bias})
+    return head
+
+
+def describe_fit(report: dict) -> str:
+    """One line: C, how it was chosen, and the scores."""
+    def scores(name: str) -> str:
+        part = report.get(name) or {}
+        if part.get("accuracy") is None:
+            return ""
+        auc = "n/a" if part.get("roc_auc") is None else f"{part['roc_auc']:.3f}"
+        return f"; {name} accuracy {part['accuracy']:.1%} of {part['samples']}, ROC-AUC {auc}"
+
+    grid = {row["C"]: row for row in report.get("grid", [])}
+    chosen = grid.get(report.get("C"), {})
+    cv = f" (accuracy {chosen['accuracy']:.1%} there)" if chosen.get("accuracy") is not None else ""
+    return f"C = {report.get('C'):g}, chosen by {report.get('chosen_on')}{cv}{scores('train')}{scores('dev')}"
+
+
+# ------------------------------------------------------- the frozen model's features
 
 @contextlib.contextmanager
 def plain_loading() -> Iterator[None]:
@@ -59,7 +191,7 @@ def shared_features(model, prompts: Sequence[Sequence[int]], head_layers: Sequen
 
 def labelled(samples: Sequence[FittedSample], positive: str, path: str) -> list[int]:
     labels = [verdict_label(s, positive) for s in samples]
-    missing = next((s for s, label in zip(samples, labels) if label < 0), None)
+    missing = next((s for s in samples if not is_labelled(s)), None)
     if missing is not None:
         raise InputError("a verdict head needs every sample's reference judgement (判断:…)", path=path,
                          sample=missing.id, field="text")

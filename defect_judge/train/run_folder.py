@@ -1,6 +1,8 @@
 """The training run folder (OUTPUT_DIR): the names of what it holds, its checkpoints and ``best_checkpoint.json``.
 
 One module names, writes and reads it; training, evaluation, the sweep, the benchmarks and the demo summary call it.
+A new run refuses an OUTPUT_DIR that holds an earlier one unless told to resume it or start over
+(``prepare_output_dir``).
 
     OUTPUT_DIR/
       checkpoint-N/                    what the Trainer saves every SAVE_STEPS
@@ -11,6 +13,7 @@ One module names, writes and reads it; training, evaluation, the sweep, the benc
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 import re
 import shutil
@@ -18,8 +21,10 @@ from pathlib import Path
 from typing import Sequence
 
 from defect_judge.errors import InputError
-from defect_judge.fileio import read_json_object, write_json_atomic
+from defect_judge.fileio import check_output_dir, read_json_object, write_json_atomic
 from defect_judge.evaluate.partial import file_sha256
+
+log = logging.getLogger(__name__)
 
 BEST_CHECKPOINT_FILE = "best_checkpoint.json"
 CHECKPOINT_COMPLETE_FILE = "checkpoint_complete.json"  # written last into a checkpoint: it is complete
@@ -72,6 +77,54 @@ def find_resume_checkpoint(output_dir: str | os.PathLike) -> tuple[Path | None, 
 def remove_checkpoints(paths: Sequence[Path]) -> None:
     for path in paths:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def prepare_output_dir(output_dir: str | os.PathLike, *, resume_from_checkpoint: str | None, overwrite: bool,
+                       main: bool) -> str | None:
+    """Refuse to overwrite an earlier run; find the checkpoint to resume from (None: start from scratch).
+    ``main``: this process deletes what an overwrite or a resume discards (one rank does)."""
+    # the verdict head's files live beside the model; imported here so the run folder's names need no torch
+    from defect_judge.model.verdict_head import HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, has_head
+
+    output_dir = check_output_dir(output_dir)
+    existing = list_checkpoints(output_dir)
+    best_file = output_dir / BEST_CHECKPOINT_FILE
+    earlier = best_file.exists() or has_head(output_dir)
+    requested = resume_from_checkpoint
+    if requested and overwrite:
+        raise InputError("pass either --resume_from_checkpoint or --overwrite_output_dir, not both")
+    if not requested:
+        if (existing or earlier) and not overwrite:
+            names = ", ".join(p.name for p in existing[-3:]) or (BEST_CHECKPOINT_FILE if best_file.exists()
+                                                                else HEAD_CONFIG_FILE)
+            raise InputError(f"already holds an earlier run ({names}): pass --resume_from_checkpoint auto to continue "
+                             f"it, or --overwrite_output_dir to start over (deleting its checkpoints)",
+                             path=output_dir)
+        if main and (existing or earlier):
+            log.warning("--overwrite_output_dir: deleting %d checkpoint(s) of the earlier run in %s",
+                        len(existing), output_dir)
+            remove_checkpoints(existing)
+            best_file.unlink(missing_ok=True)
+            for name in (HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE):
+                (output_dir / name).unlink(missing_ok=True)
+        return None
+    if requested.lower() in ("auto", "true", "latest"):
+        newest, incomplete = find_resume_checkpoint(output_dir)
+        if incomplete:
+            log.warning("skipping incomplete checkpoint(s) (the run stopped while saving them): %s",
+                        ", ".join(p.name for p in incomplete))
+            if main:
+                remove_checkpoints(incomplete)
+        if newest is None:
+            log.warning("--resume_from_checkpoint auto: no complete checkpoint in %s, starting from scratch",
+                        output_dir)
+            return None
+        log.info("resuming from %s", newest)
+        return str(newest)
+    path = Path(requested)
+    if not path.is_dir():
+        raise InputError("checkpoint not found", path=path)
+    return str(path)
 
 
 def best_checkpoint_info(checkpoint: str, *, metric: str | None, value: float | None,

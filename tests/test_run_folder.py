@@ -1,14 +1,17 @@
-"""defect_judge/train/run_folder.py: the training run folder, and fileio.read_json_object."""
+"""defect_judge/train/run_folder.py: the training run folder (refused, resumed or overwritten by a new run), and
+fileio.read_json_object."""
 from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
-from defect_judge.train.run_folder import (BEST_CHECKPOINT_FILE, best_checkpoint_info, best_model_folder, checkpoint_step,
-                                      find_resume_checkpoint, is_complete_checkpoint, list_checkpoints, mark_complete,
-                                      read_best_checkpoint, write_best_checkpoint)
+from defect_judge.train.run_folder import (BEST_CHECKPOINT_FILE, CHECKPOINT_COMPLETE_FILE, best_checkpoint_info,
+                                           best_model_folder, checkpoint_name, checkpoint_step, find_resume_checkpoint,
+                                           is_complete_checkpoint, list_checkpoints, mark_complete, prepare_output_dir,
+                                           read_best_checkpoint, write_best_checkpoint)
 from defect_judge.errors import InputError
 from defect_judge.fileio import read_json_object
 
@@ -84,3 +87,30 @@ def test_read_json_object_names_its_messages(tmp_path):
         read_json_object(path, not_object="not a results object")
     with pytest.raises(InputError, match="results file not found"):
         read_json_object(tmp_path / "missing.json", missing="results file not found")
+
+
+# ------------------------------------------------------------ a new run in it
+
+def fake_checkpoint(folder: Path, step: int, complete: bool) -> Path:
+    path = folder / checkpoint_name(step)
+    path.mkdir(parents=True)
+    (path / "adapter_model.safetensors").write_bytes(b"")
+    if complete:
+        (path / CHECKPOINT_COMPLETE_FILE).write_text(json.dumps({"step": step}))
+    return path
+
+
+def test_output_dir_of_an_earlier_run_is_refused_resumed_or_overwritten(tmp_path):
+    def args(**kwargs):
+        return {"resume_from_checkpoint": None, "overwrite": False, "main": True} | kwargs
+
+    assert prepare_output_dir(tmp_path, **args()) is None  # empty folder: a fresh run
+    fake_checkpoint(tmp_path, 2, True)
+    fake_checkpoint(tmp_path, 4, False)
+    with pytest.raises(InputError) as caught:
+        prepare_output_dir(tmp_path, **args())
+    assert "--resume_from_checkpoint auto" in str(caught.value) and "--overwrite_output_dir" in str(caught.value)
+    assert prepare_output_dir(tmp_path, **args(resume_from_checkpoint="auto")) == str(tmp_path / checkpoint_name(2))
+    assert not (tmp_path / checkpoint_name(4)).exists()  # the half-written one is gone, so it cannot be mixed in
+    assert prepare_output_dir(tmp_path, **args(overwrite=True)) is None
+    assert not (tmp_path / checkpoint_name(2)).exists()

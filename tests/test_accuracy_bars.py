@@ -14,7 +14,7 @@ from PIL import Image
 
 from defect_judge.report.fonts import find_cjk_font
 from defect_judge.report.accuracy_bars import DPI, N_ZERO_TEXT, accuracy_bar_chart, accuracy_figure, category_label
-from defect_judge.evaluate.results import summary
+from defect_judge.evaluate.metrics import summary
 
 MANY_SUBTYPES = ["空指针解引用", "资源泄漏", "数组越界", "除零错误", "未初始化变量", "整数溢出",
                  "并发竞争条件与死锁", "内存重复释放"]

@@ -1,0 +1,68 @@
+"""The verdict head's part of a fine-tuning run: the two judgements it tells apart, the head a resumed run
+continues with, and the head attached to the model as a trainable submodule.
+
+A fresh run starts from the linear probe (``linear_probe.fit_head``); ``trainer.py`` trains the attached head
+with the model and saves it beside every checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Sequence
+
+from defect_judge.errors import InputError
+from defect_judge.data.labels import judgement_vocabulary, two_classes
+from defect_judge.model.hidden_states import causal_lm
+from defect_judge.model.verdict_head import HEAD_CONFIG_FILE, HEAD_MODULE, HeadSpec, VerdictHead, has_head, load_head
+from defect_judge.train.samples import FittedSample
+
+log = logging.getLogger(__name__)
+
+
+def head_classes(train_samples: Sequence[FittedSample], eval_samples: Sequence[FittedSample],
+                 train_path: str | os.PathLike, eval_path: str | os.PathLike | None) -> tuple[str, str]:
+    """(defective, clean): the two judgements of the training split, which a verdict head tells apart; every
+    training and eval sample must carry one of them."""
+    classes = two_classes(judgement_vocabulary(s.judgement for s in train_samples if s.judgement is not None))
+    if classes is None:
+        found = sorted({s.judgement for s in train_samples if s.judgement is not None})
+        raise InputError(f"a verdict head needs two judgements (defective / clean), the training split has "
+                         f"{'/'.join(found) or 'none'}", path=train_path, field="text")
+    for samples, path in ((train_samples, train_path), (eval_samples, eval_path)):
+        wrong = next((s for s in samples if s.judgement not in classes), None)
+        if wrong is not None:
+            raise InputError(f"a verdict head learns {classes[0]}/{classes[1]}, this sample's reference judgement is "
+                             f"{wrong.judgement or 'missing'}", path=path, sample=wrong.id, field="text")
+    return classes
+
+
+def resumed_head(resume: str | os.PathLike, spec: HeadSpec) -> VerdictHead:
+    """The head of the checkpoint a run resumes from, which must be the ``--verdict_head`` asked for."""
+    if not has_head(resume):
+        raise InputError(f"--verdict_head {spec}: the checkpoint to resume has no {HEAD_CONFIG_FILE} (it was "
+                         f"trained without a head)", path=resume)
+    head = load_head(resume)
+    if head.spec != str(spec):
+        raise InputError(f"--verdict_head {spec}: the checkpoint to resume holds a head {head.spec}", path=resume)
+    log.info("resuming the %s", head.describe())
+    return head
+
+
+def layers_above_head(head: VerdictHead) -> int:
+    """How many layers lie above the head's highest (``--train_above_head`` fine-tunes those only)."""
+    above = head.num_hidden_layers - max(head.layers)
+    if above < 1:
+        raise InputError(f"--train_above_head: the head {head.spec} reads the top layer, so there is no layer above it "
+                         f"to train")
+    log.info("--train_above_head: fine-tuning the top %d of %d layers, above the head's layer %d", above,
+             head.num_hidden_layers, max(head.layers))
+    return above
+
+
+def attach_head(model, head: VerdictHead, *, dropout: float, loss_weight: float) -> None:
+    """The head becomes a trainable submodule of the causal LM: the optimizer, DeepSpeed and the
+    checkpoints then handle it with the model."""
+    head.dropout = dropout
+    head.requires_grad_(True)
+    causal_lm(model).add_module(HEAD_MODULE, head)
+    log.info("training with the %s: loss = answer + %g x head BCE", head.describe(), loss_weight)
