@@ -26,7 +26,6 @@ Examples:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -40,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defec
 
 from tqdm import tqdm
 
-from defect_judge.cli import parse_settings
+from defect_judge.cli import Settings, parse_settings
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic, write_jsonl_atomic
 from defect_judge.report.accuracy_bars import display_width
@@ -293,7 +292,7 @@ def dev_path(args, given: frozenset[str]) -> Path:
     return Path(args.dev_file)
 
 
-def output_paths(args: argparse.Namespace, splits: dict[str, Path], converted: Path, rejects: Path) -> dict[str, Path]:
+def output_paths(args: Settings, splits: dict[str, Path], converted: Path, rejects: Path) -> dict[str, Path]:
     """Every file this run writes, by the flag (or rule) that names it."""
     outputs = {"--converted_file": converted, "--train_file": splits["train"]}
     if args.dev_ratio > 0:
@@ -343,11 +342,11 @@ def warn_stale_dev(path: Path, outputs: dict[str, Path]) -> None:
                     "overlap this run's training split; delete it, or rerun with a --dev_ratio above 0", path)
 
 
-def ratio_flag(args: argparse.Namespace, given: frozenset[str], name: str) -> str:
+def ratio_flag(args: Settings, given: frozenset[str], name: str) -> str:
     return f"--{name} {getattr(args, name):g}" + ("" if name in given else " (the default)")
 
 
-def check_ratios(args: argparse.Namespace, given: frozenset[str]) -> None:
+def check_ratios(args: Settings, given: frozenset[str]) -> None:
     """The ratios alone, before anything is read; a default the user never typed is named as such."""
     if not 0 < args.test_ratio < 1:
         raise InputError(f"test_ratio must be between 0 and 1 (exclusive), got {args.test_ratio}", field="test_ratio")
@@ -362,7 +361,7 @@ def check_ratios(args: argparse.Namespace, given: frozenset[str]) -> None:
                          f"--dev_file, or pass a --dev_ratio above 0 to write it")
 
 
-def check_split_sizes(args: argparse.Namespace, given: frozenset[str], splits: dict[str, list[Record]]) -> None:
+def check_split_sizes(args: Settings, given: frozenset[str], splits: dict[str, list[Record]]) -> None:
     """A split with an empty train (or a requested but empty dev) would train on nothing or choose on nothing."""
     empty = [name for name in ("train", "dev") if name in splits and not splits[name]]
     if not empty:

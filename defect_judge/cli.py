@@ -12,6 +12,9 @@ can be overridden by a flag of the same name in lower case::
 
     args, given = parse_settings(globals(), paths=("model_path",))
 
+``args`` is a frozen dataclass (a ``Settings``): the values are parsed once and never changed after; a value
+derived from them is computed beside them (``dataclasses.replace`` makes a changed copy).
+
 The block lies between the first two rule lines (``# ----...``). A setting's
 ``--help`` text is its comment: the comment lines directly above it (no blank
 line between) and the one at the end of its line. A heading separated from the
@@ -29,7 +32,7 @@ import ast
 import io
 import re
 import tokenize
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -44,6 +47,11 @@ class Setting:
     flag: str     # the flag without its dashes, and the attribute of the parsed namespace
     default: Any
     help: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A script's parsed settings, one attribute a flag; each script's own fields are made from its block."""
 
 
 def _bool(text: str) -> bool:
@@ -141,7 +149,7 @@ def resolve_default_path(value: str) -> str:
 
 def parse_settings(module_globals: Mapping[str, Any], *, paths: Iterable[str] = (), argv: Sequence[str] | None = None,
                    description: str | None = None, flags: Mapping[str, str] | None = None,
-                   ) -> tuple[argparse.Namespace, frozenset[str]]:
+                   ) -> tuple[Settings, frozenset[str]]:
     """Parse ``--flag value`` overrides of a script's settings block.
 
     Returns every setting by its flag name, and the flags given on the command line. ``paths``
@@ -155,4 +163,7 @@ def parse_settings(module_globals: Mapping[str, Any], *, paths: Iterable[str] = 
         if name not in given and isinstance(values[name], str):
             values[name] = resolve_default_path(values[name])
     values.update(given)
-    return argparse.Namespace(**values), frozenset(given)
+    script = Path(module_globals["__file__"]).stem
+    fields = [(setting.flag, Any) for setting in settings]
+    settings_class = make_dataclass(f"{script}_settings", fields, bases=(Settings,), frozen=True)
+    return settings_class(**values), frozenset(given)

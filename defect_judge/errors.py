@@ -22,7 +22,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import Callable
 
 EXIT_INPUT_ERROR = 2
 EXIT_RUN_ERROR = 1
@@ -66,10 +66,6 @@ class RunError(ToolkitError):
     an internal inconsistency; names where it showed."""
     label = "failed"
     exit_code = EXIT_RUN_ERROR
-
-
-def fail(message: str, **where) -> NoReturn:
-    raise InputError(message, **where)
 
 
 def run_main(main: Callable[[], object]) -> None:

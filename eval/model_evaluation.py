@@ -59,7 +59,6 @@ Examples:
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
 import sys
@@ -69,12 +68,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
-from defect_judge.cli import parse_settings
+from defect_judge.cli import Settings, parse_settings
 from defect_judge.data.labels import judgement_vocabulary, labelled_records, positive_judgement, two_classes
 from defect_judge.data.schema import Record, read_records
 from defect_judge.data.splitting import spread_subset
 from defect_judge.distributed import from_rank_zero, launched_rank
-from defect_judge.errors import InputError, run_main
+from defect_judge.errors import InputError, RunError, run_main
 from defect_judge.evaluate import judges, verdicts
 from defect_judge.evaluate.dev_threshold import EvaluatedModel, dev_threshold, threshold_source
 from defect_judge.evaluate.pairs import check_record_pairs
@@ -149,7 +148,7 @@ class Ranks:
             dist.barrier()
 
 
-def parse_args() -> tuple[argparse.Namespace, bool]:
+def parse_args() -> tuple[Settings, bool]:
     """The settings (the results record every one, with the value the run used), and whether --tokenizer_path
     was given (then a path that does not exist is an error)."""
     args, given = parse_settings(globals(), paths=PATHS)
@@ -323,7 +322,7 @@ def build_results(args, resolved: model_paths.ResolvedModel, tokenizer_dir: Path
                   head: HeadChoice, threshold: dict | None = None) -> dict:
     missing = [r.id for r in records if r.id not in finished]
     if missing:
-        raise InputError(f"{len(missing)} samples have no result after all ranks finished (e.g. {missing[0]!r}); "
+        raise RunError(f"{len(missing)} samples have no result after all ranks finished (e.g. {missing[0]!r}); "
                          f"run the same command again to complete them", path=args.output_dir)
     # The test file's order, every id once; the pair_id comes from the record, so partial rows of any
     # earlier run get it too.
@@ -424,7 +423,7 @@ def main() -> None:
     ranks = init_ranks()
     session = Session(args, resolved, tokenizer_dir, ranks, pick_dtype(ranks.device), head)
 
-    def evaluate_dev(dev_args: argparse.Namespace, dev_records: list[Record], dev_skipped: list[str]) -> dict | None:
+    def evaluate_dev(dev_args: Settings, dev_records: list[Record], dev_skipped: list[str]) -> dict | None:
         return evaluate_split(dev_args, session, dev_records, vocabulary, dev_skipped)
 
     # rank 0's threshold on every rank: a head's verdict at it opens the answers each rank generates

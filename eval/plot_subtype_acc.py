@@ -24,7 +24,6 @@ Examples:
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 import sys
@@ -34,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
-from defect_judge.cli import parse_settings
+from defect_judge.cli import Settings, parse_settings
 from defect_judge.data.labels import judgement_vocabulary, majority_class, two_classes
 from defect_judge.errors import InputError, run_main
 from defect_judge.evaluate.metrics import metrics
@@ -81,7 +80,7 @@ class Model:
         return {s["id"]: bool(s["correct"]) for s in self.data["samples"]}
 
 
-def results_files(args: argparse.Namespace, given: set[str]) -> list[Path]:
+def results_files(args: Settings, given: set[str]) -> list[Path]:
     """The results files to compare, baseline first."""
     if args.results:
         if given & {"result1_path", "result2_path"}:

@@ -1,6 +1,7 @@
 """defect_judge/cli.py: a script's settings block is its defaults, its flags and its --help."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,14 @@ def test_parsed_values_have_the_defaults_types_and_say_which_flags_were_given(tm
     assert args.model_path == str((REPO_ROOT / "models/tiny").resolve())  # a relative default: from the repo root
     args, given = parse_settings(module, paths=("model_path",), argv=["--model_path", "rel/here", "--verbose", "no"])
     assert args.model_path == "rel/here" and args.verbose is False and given == {"model_path", "verbose"}
+
+
+def test_parsed_settings_are_never_changed_after_parsing(tmp_path):
+    args, _ = parse_settings(script_globals(tmp_path), argv=["--batch_size", "8"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        args.batch_size = 16
+    changed = dataclasses.replace(args, batch_size=16)  # a derived copy, the parsed one untouched
+    assert (changed.batch_size, args.batch_size, changed.ratio) == (16, 8, 0.5)
 
 
 def test_the_module_value_is_the_default_so_an_edited_constant_counts(tmp_path):

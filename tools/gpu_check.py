@@ -37,12 +37,13 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
 from defect_judge import load_script
-from defect_judge.cli import parse_settings
+from defect_judge.cli import Settings, parse_settings
 from defect_judge.errors import InputError, ToolkitError, run_main
 from defect_judge.fileio import write_json_atomic
 
@@ -100,13 +101,11 @@ TINY_SHAPE = {"num_hidden_layers": 2, "max_window_layers": 2, "hidden_size": 64,
               "num_attention_heads": 4, "num_key_value_heads": 2}
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args() -> Settings:
     cfg, given = parse_settings(globals(), paths=PATHS, description=__doc__.split("\n\n")[0],
                                 flags=FLAGS)
     if cfg.tiny:  # the toy sizes, where no flag gave a value
-        for name, value in TINY_SETTINGS.items():
-            if name not in given:
-                setattr(cfg, name, value)
+        cfg = replace(cfg, **{name: value for name, value in TINY_SETTINGS.items() if name not in given})
     unknown = sorted(set(cfg.stages) - set(STAGES))
     if unknown:
         raise InputError(f"--stages: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")

@@ -8,14 +8,14 @@ once. The script passes in what only it has: how it reads a split and how it eva
 """
 from __future__ import annotations
 
-import argparse
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from defect_judge.data.labels import positive_judgement
 from defect_judge.data.schema import Record
+from defect_judge.cli import Settings
 from defect_judge.errors import InputError
 from defect_judge.evaluate.results import load_results
 from defect_judge.evaluate.results_folder import RESULTS_FILE, THRESHOLD_DEV_FOLDER, results_file
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # (path, limit, skip_unlabelled) -> (records, judgement vocabulary, ids skipped for no judgement)
 ReadSplit = Callable[[str, int, bool], tuple[list[Record], list[str], list[str]]]
 # (settings of the dev run, its records, the ids skipped) -> its results on rank 0, None on the others
-EvaluateSplit = Callable[[argparse.Namespace, list[Record], list[str]], "dict | None"]
+EvaluateSplit = Callable[[Settings, list[Record], list[str]], "dict | None"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class EvaluatedModel:
     head_path: Path | None = None
 
 
-def threshold_source(args: argparse.Namespace, test_records: list[Record], vocabulary: list[str],
+def threshold_source(args: Settings, test_records: list[Record], vocabulary: list[str],
                      model: EvaluatedModel, *, has_head: bool, read_split: ReadSplit) -> ThresholdSource | None:
     """Read and check --threshold_from before any model runs: a mistake shows at once."""
     if not args.threshold_from:
@@ -111,14 +111,14 @@ def check_dev_results(path: Path, results: dict, test_ids: set[str], vocabulary:
                          f"scores it was chosen on", path=path, field="verdict_head")
 
 
-def dev_threshold(args: argparse.Namespace, source: ThresholdSource, vocabulary: list[str], *, rank: int,
+def dev_threshold(args: Settings, source: ThresholdSource, vocabulary: list[str], *, rank: int,
                   evaluate_split: EvaluateSplit) -> dict | None:
     """The threshold chosen on dev (rank 0; None on the others): scores the dev JSONL first if that is
     what --threshold_from names, into OUTPUT_DIR/threshold_dev (resumable like any evaluation)."""
     if source.records is not None:
-        dev_args = argparse.Namespace(**vars(args) | {  # scores are all a threshold needs: never generate on dev
-            "test_dataset_path": str(source.path), "output_dir": str(Path(args.output_dir) / THRESHOLD_DEV_FOLDER),
-            "limit": 0, "threshold_from": "", "mode": "score"})
+        dev_args = replace(args, test_dataset_path=str(source.path),  # scores are all a threshold needs: never
+                           output_dir=str(Path(args.output_dir) / THRESHOLD_DEV_FOLDER),  # generate on dev
+                           limit=0, threshold_from="", mode="score")
         log.info("scoring the dev split %s to choose the decision threshold", source.path)
         results = evaluate_split(dev_args, source.records, list(source.skipped))
         results_path = Path(dev_args.output_dir) / RESULTS_FILE

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import IO, Iterable
 
-from defect_judge.errors import InputError
+from defect_judge.errors import InputError, RunError
 from defect_judge.evaluate.results_folder import partial_files
 
 PARTIAL_SCHEMA = "defect-judge/evaluation-partial/v1"
@@ -49,7 +49,8 @@ def read_partial(path: Path, fingerprint: dict) -> tuple[list[dict], int]:
     """Finished rows of one partial file and the byte length of its intact part.
 
     A file whose header never got complete is empty (length 0). Raises an
-    InputError for a file written with another fingerprint or broken in the middle.
+    InputError for a file of another kind or written with other settings; RunError for one broken in the middle
+    (a run of this script that died while writing it).
     """
     data = path.read_bytes()
     lines = data.split(b"\n")
@@ -72,10 +73,10 @@ def read_partial(path: Path, fingerprint: dict) -> tuple[list[dict], int]:
         try:
             row = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise InputError(f"broken line in the middle of the partial results; {start_over}",
-                             path=path, line=number) from None
+            raise RunError(f"broken line in the middle of the partial results; {start_over}",
+                           path=path, line=number) from None
         if not isinstance(row, dict) or "id" not in row:
-            raise InputError(f"a line without a sample id; {start_over}", path=path, line=number)
+            raise RunError(f"a line without a sample id; {start_over}", path=path, line=number)
         rows.append(row)
     return rows, len(data) - len(lines[-1])
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from defect_judge import REPO_ROOT
 from defect_judge.train.run_folder import (BEST_CHECKPOINT_FILE, TRAINER_STATE_FILE, best_model_folder,
                                            read_best_checkpoint)
-from defect_judge.errors import InputError
+from defect_judge.errors import InputError, RunError
 from defect_judge.fileio import read_json_object
 from defect_judge.model.loading import (ADAPTER_CONFIG_FILE, check_model_folder, check_tokenizer_matches, load_causal_lm,
                        load_tokenizer, quiet_library_deprecations, weights_error_message)
@@ -273,6 +273,7 @@ def inference_model(resolved: ResolvedModel, *, dtype, device: str, trust_remote
         model = load_causal_lm(resolved.weights_path, dtype=dtype, trust_remote_code=trust_remote_code,
                                allow_pickle=allow_pickle)
     else:
+        import torch
         from peft import PeftModel
 
         base = load_causal_lm(resolved.base_model_path, dtype=dtype, trust_remote_code=trust_remote_code,
@@ -282,6 +283,9 @@ def inference_model(resolved: ResolvedModel, *, dtype, device: str, trust_remote
                 model = PeftModel.from_pretrained(base, resolved.weights_path).merge_and_unload()
         except pickle.UnpicklingError as error:
             raise InputError(weights_error_message(error), path=resolved.weights_path) from None
+        except torch.OutOfMemoryError:  # a RuntimeError too, but the machine's limit, not a mismatch
+            raise RunError(f"out of memory merging the adapter into {resolved.base_model_path}: use a device with "
+                           f"more memory or a smaller dtype", path=resolved.weights_path) from None
         except (RuntimeError, ValueError, KeyError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise InputError(f"the adapter does not fit the base model {resolved.base_model_path} ({first_line})",
