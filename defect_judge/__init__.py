@@ -1,8 +1,10 @@
-"""Shared contracts of the defect-judge toolkit.
+"""The defect-judge toolkit's package: one module per contract, grouped by the pipeline's stages.
 
-Every script in ``dataset/``, ``instruct_fine_tuning/`` and ``eval/`` imports the
-prompt/answer templates, the answer parser and the JSONL record schema from
-here, so each is defined exactly once.
+``data/`` (file schemas, labels, the split) -> ``model/`` (loading, inference, the verdict head) -> ``train/``
+(samples, loss, Trainer, run folder) -> ``evaluate/`` (judges, metrics, results) -> ``report/`` (charts); the
+pieces every stage uses (templates, settings, errors, atomic files, ranks, statistics) sit at the top. The scripts
+in ``dataset/``, ``instruct_fine_tuning/``, ``eval/`` and ``tools/`` import them, so each is defined once
+(docs/design.md has the map). This module holds the repository root and two helpers for scripts and tests.
 """
 import sys
 from pathlib import Path

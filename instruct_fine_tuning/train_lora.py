@@ -50,7 +50,7 @@ from defect_judge.train.trainer import (ACCURACY_THEN_LOSS, CheckpointCompleteCa
 log = logging.getLogger("train_lora")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelArguments:
     model_path: str = field(default=None, metadata={"help": "Base model folder (Hugging Face format, safetensors)."})
     tokenizer_path: str = field(default=None, metadata={"help": "Tokenizer folder (default: the model folder)."})
@@ -60,7 +60,7 @@ class ModelArguments:
                                                                 "safetensors (pickle can run code)."})
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataArguments:
     train_data: str = field(default=None, metadata={"help": "Chat JSONL written by dataset/convert_and_split.py."})
     eval_data: str = field(default=None, metadata={
@@ -82,7 +82,7 @@ class DataArguments:
                 "sees a defective sample next to its fix; --per_device_train_batch_size then counts pairs."})
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoraArguments:
     finetuning_type: str = field(default="lora", metadata={
         "choices": ["lora", "full", "none"],
@@ -100,7 +100,7 @@ class LoraArguments:
                 "fine-tuning); the backward pass then stops below them. 0: every layer."})
 
 
-@dataclass
+@dataclass(frozen=True)
 class VerdictHeadArguments:
     verdict_head: str = field(default="", metadata={
         "help": "Read the verdict from a head over the model's hidden states instead of the generated token: "

@@ -1,5 +1,5 @@
 """Inference for evaluation: batched greedy generation, and scoring candidate judgements by
-log-probability. Which model a path names, and loading it, is ``model_paths.py``.
+log-probability. Which model a path names, and loading it, is ``paths.py``.
 
 ``eval/model_evaluation.py`` and ``eval/bench_eval.py`` both run through here,
 so the benchmark measures exactly what the evaluation does.
