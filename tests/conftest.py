@@ -1,12 +1,15 @@
-"""Shared fixtures: the embedded tokenizer, a tiny real model built from a config (and loaded),
-and a small chat-JSONL split made from the shipped sample data. Plain helpers are in helpers.py."""
+"""Shared fixtures: the embedded tokenizer, a tiny real model built from a config (and loaded), a small
+chat-JSONL split made from the shipped sample data, six of its test samples, and a training OUTPUT_DIR of LoRA
+checkpoints. Plain helpers are in helpers.py."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
+from defect_judge.templates import parse_answer
 from helpers import CONVERT, EMBEDDED_MODEL, REPO_ROOT, build_tiny_model, run_script
 
 # Tests never touch the network.
@@ -55,3 +58,49 @@ def shipped_split(tmp_path_factory) -> dict[str, Path]:
         args += [f"--{name}", path]
     run_script(*args, check=True)
     return files | {"stats": out / "split_stats.json"}
+
+
+@pytest.fixture(scope="module")
+def six_samples(shipped_split, tmp_path_factory) -> Path:
+    """Six shipped test samples: three subtypes, each with a 是 and a 否 reference."""
+    lines = shipped_split["test_file"].read_text(encoding="utf-8").splitlines()
+    chosen, seen = [], set()
+    for line in lines:
+        record = json.loads(line)
+        judgement = parse_answer(record["text"][-1]["content"]).judgement
+        subtypes = {s for s, _ in seen}
+        if (record["subtype"], judgement) in seen or (record["subtype"] not in subtypes and len(subtypes) == 3):
+            continue
+        seen.add((record["subtype"], judgement))
+        chosen.append(line)
+        if len(chosen) == 6:
+            break
+    assert len(chosen) == 6
+    path = tmp_path_factory.mktemp("six") / "test.jsonl"
+    path.write_text("\n".join(chosen) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def training_output_dir(tiny_model_dir, tmp_path_factory, embedded_tokenizer) -> Path:
+    """What training leaves: checkpoint-{step} adapters, the best adapter in OUTPUT_DIR, best_checkpoint.json."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    run = tmp_path_factory.mktemp("run")
+    for step, seed in ((2, 1), (4, 2)):
+        torch.manual_seed(seed)
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"],
+                            init_lora_weights=False, task_type="CAUSAL_LM")
+        adapter = get_peft_model(base, config)
+        adapter.save_pretrained(run / f"checkpoint-{step}", safe_serialization=True)
+        embedded_tokenizer.save_pretrained(run / f"checkpoint-{step}")
+        if step == 4:  # the best one is also saved in OUTPUT_DIR itself
+            adapter.save_pretrained(run, safe_serialization=True)
+            embedded_tokenizer.save_pretrained(run)
+    (run / "best_checkpoint.json").write_text(json.dumps(
+        {"best_checkpoint": "checkpoint-4", "step": 4, "metric": "eval_loss", "value": 0.12,
+         "greater_is_better": False, "finetuning_type": "lora", "base_model_path": str(tiny_model_dir)}))
+    return run

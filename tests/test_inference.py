@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
-from evaluation_fixtures import one_thread, reference_logprob, six_samples  # noqa: F401
+from evaluation_fixtures import one_thread, reference_logprob  # noqa: F401
 
 from defect_judge.data.schema import read_records
 from defect_judge.model import inference

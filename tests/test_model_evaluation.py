@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from evaluation_fixtures import one_thread, reference_logprob, six_samples, training_output_dir  # noqa: F401
+from evaluation_fixtures import one_thread, reference_logprob  # noqa: F401
 
 from defect_judge import free_port
 from defect_judge.data.schema import read_records

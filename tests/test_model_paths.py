@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from evaluation_fixtures import one_thread, training_output_dir  # noqa: F401
+from evaluation_fixtures import one_thread  # noqa: F401
 
 from defect_judge.errors import InputError
 from defect_judge.model import paths as model_paths

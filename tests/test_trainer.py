@@ -30,6 +30,17 @@ def make_trainer(model, tokenizer, tmp_path, key_token_weight: float, loss_chunk
                                **(trainer_kwargs or {}))
 
 
+def accumulated_step(trainer, model, micro_batches, weight_sum) -> float:
+    """The summed loss of one accumulated optimizer step, its gradients left in ``model``."""
+    model.zero_grad()
+    total = 0.0
+    for batch in micro_batches:
+        loss = trainer.compute_loss(model, batch, num_items_in_batch=weight_sum)
+        loss.backward()
+        total += loss.item()
+    return total
+
+
 @pytest.mark.parametrize("key_token_weight", [1.0, 5.0])
 def test_gradient_accumulation_does_not_change_the_loss(tiny_model, embedded_tokenizer, tmp_path, key_token_weight):
     """Two micro-batches of an accumulated step give the loss and gradients of one batch holding both."""
@@ -39,12 +50,7 @@ def test_gradient_accumulation_does_not_change_the_loss(tiny_model, embedded_tok
     whole = batch_of(embedded_tokenizer, recs)
     fetched, weight_sum = trainer.get_batch_samples(iter(micro), 2, torch.device("cpu"))
     assert len(fetched) == 2
-    tiny_model.zero_grad()
-    accumulated = 0.0
-    for batch in fetched:
-        loss = trainer.compute_loss(tiny_model, batch, num_items_in_batch=weight_sum)
-        loss.backward()
-        accumulated += loss.item()
+    accumulated = accumulated_step(trainer, tiny_model, fetched, weight_sum)
     accumulated_grads = grads(tiny_model)
     tiny_model.zero_grad()
     _, whole_sum = trainer.get_batch_samples(iter([whole]), 1, torch.device("cpu"))
@@ -139,12 +145,7 @@ def test_head_loss_is_the_answer_loss_plus_the_weighted_bce_of_the_accumulated_b
     micro, whole = head_batches(embedded_tokenizer, recs)
     fetched, weight_sum = trainer.get_batch_samples(iter(micro), 3, torch.device("cpu"))
     assert trainer._head_items.item() == 3
-    model.zero_grad()
-    accumulated = 0.0
-    for batch in fetched:
-        loss = trainer.compute_loss(model, batch, num_items_in_batch=weight_sum)
-        loss.backward()
-        accumulated += loss.item()
+    accumulated = accumulated_step(trainer, model, fetched, weight_sum)
     assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters()
                if ".layers.0." in n)
