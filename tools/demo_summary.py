@@ -29,6 +29,7 @@ from defect_judge.report.comparison_folder import ACCURACY_CHARTS, PAIR_CHART, S
 from defect_judge.stats import mcnemar
 from defect_judge.templates import answer_prefix
 from defect_judge.train.run_folder import LEARNING_CURVE_FILE, read_best_checkpoint
+from defect_judge.train.tracking import newest_offline_run
 
 # ----------------------------------------------------------------------------
 run_dir = "runs/demo/latest"  # the demo's run folder (summary.md is written there)
@@ -194,12 +195,13 @@ def summary_markdown(run_dir: Path, timings: dict[str, int], recipe: str) -> str
     pair_charts = sorted([*run_dir.glob(f"*/{PAIR_OUTCOMES_FILE}"), *run_dir.glob(f"*/{PAIR_CHART}")])
     lines += [f"- `{path}`" for path in pair_charts + sorted(run_dir.glob(f"*/{ROC_FILE}"))]
     lines.append(f"- `{train_dir / LEARNING_CURVE_FILE}`")
-    runs = sorted(train_dir.glob("wandb/offline-run-*")) + sorted(train_dir.glob("wandb/run-*"))
+    offline_run = newest_offline_run(train_dir)
     lines += ["", "## wandb", ""]
-    if runs:
-        lines += [f"Offline run: `{runs[-1]}`. Upload it with:", "", "```bash", f".venv/bin/wandb sync {runs[-1]}", "```"]
+    if offline_run is not None:
+        lines += [f"Offline run: `{offline_run}`. Upload it with:", "", "```bash", f".venv/bin/wandb sync {offline_run}",
+                  "```"]
     else:
-        lines.append("No wandb run was recorded (report_to none?).")
+        lines.append("No offline wandb run was recorded (logged online, or report_to none).")
     return "\n".join(lines) + "\n"
 
 
