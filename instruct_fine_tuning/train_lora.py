@@ -36,9 +36,10 @@ from defect_judge.errors import EXIT_INPUT_ERROR, InputError, run_main
 from defect_judge.model.loading import (check_model_folder, check_tokenizer_matches, load_causal_lm, load_tokenizer,
                                         pick_dtype)
 from defect_judge.model.verdict_head import HeadSpec, VerdictHead
-from defect_judge.train.head_training import attach_head, head_classes, layers_above_head, resumed_head
+from defect_judge.train.head_training import (attach_head, check_head_arguments, head_classes, layers_above_head,
+                                              probe_grid, resumed_head)
 from defect_judge.train.heap import MMAP_THRESHOLD_MIB, limit_heap_fragmentation
-from defect_judge.train.linear_probe import DEFAULT_C_GRID, fit_head
+from defect_judge.train.linear_probe import DEFAULT_C_GRID, DEFAULT_SHRINKAGE_GRID, PROBES, fit_head
 from defect_judge.train.lora import ALL_LINEAR, freeze_below, parameter_counts, top_layers, with_lora_adapters
 from defect_judge.train.run_folder import BEST_CHECKPOINT_FILE, prepare_output_dir
 from defect_judge.train.samples import (PaddingCollator, SupervisedDataset, fit_file, log_length_stats,
@@ -115,12 +116,19 @@ class VerdictHeadArguments:
         "help": "The head's learning rate (default: --learning_rate)."})
     verdict_head_dropout: float = field(default=0.0, metadata={
         "help": "Dropout on the head's standardised features while training (0: none)."})
+    verdict_head_probe: str = field(default="logistic", metadata={
+        "choices": list(PROBES),
+        "help": "The linear probe the head is fitted as, on standardised features: logistic (logistic regression, "
+                "regularised by C) or lda (linear discriminant analysis with shrinkage, on the features' principal "
+                "components: it discounts the directions the code's content moves most)."})
     verdict_head_choose_c: str = field(default="cv", metadata={
         "choices": ["cv", "dev"],
-        "help": "How the probe's regularisation C is chosen: cv (cross-validation over whole pairs on the "
-                "training split) or dev (the dev split's accuracy)."})
+        "help": "How the probe's regularisation (C, or lda's shrinkage) is chosen: cv (cross-validation over "
+                "whole pairs on the training split) or dev (the dev split's accuracy)."})
     verdict_head_c_grid: list[float] = field(default_factory=lambda: list(DEFAULT_C_GRID), metadata={
-        "help": "The probe's candidate C values (logistic regression on standardised features)."})
+        "help": "The logistic probe's candidate C values."})
+    verdict_head_shrinkage_grid: list[float] = field(default_factory=lambda: list(DEFAULT_SHRINKAGE_GRID), metadata={
+        "help": "The lda probe's candidate shrinkage values, in [0, 1]."})
     train_above_head: bool = field(default=False, metadata={
         "help": "Fine-tune only the layers above the head's highest (--trainable_layers follows): the head's "
                 "features stay those it was fitted on, and the model learns to write the answer above them. With "
@@ -238,7 +246,7 @@ def parse_args(argv=None) -> tuple[ModelArguments, DataArguments, LoraArguments,
     data_args = replace(data_args, eval_data=eval_file(data_args, train_args))
     if data_args.max_length < 16:
         raise InputError(f"--max_length must be at least 16, got {data_args.max_length}")
-    check_head_args(head_args, lora_args)
+    check_head_arguments(head_args, lora_args)
     if train_args.run_name is None or train_args.run_name == train_args.output_dir:
         # a new TrainingArguments (its own checks run again): the Trainer and wandb only ever see this one
         train_args = replace(train_args, run_name=default_run_name(lora_args, data_args, head_args, train_args))
@@ -256,22 +264,6 @@ def eval_file(data_args: DataArguments, train_args: FineTuningArguments) -> str 
                 "%s; an accuracy later measured on it is optimistic (write a dev split with "
                 "dataset/convert_and_split.py and pass --eval_data)", data_args.test_data)
     return data_args.test_data
-
-
-def check_head_args(head_args: VerdictHeadArguments, lora_args: LoraArguments) -> None:
-    if head_args.verdict_head:
-        HeadSpec.parse(head_args.verdict_head, field="--verdict_head")
-    elif lora_args.finetuning_type == "none":
-        raise InputError("--finetuning_type none fits a verdict head only: pass --verdict_head (e.g. mean@0.5)")
-    if not 0 <= head_args.verdict_head_dropout < 1:
-        raise InputError(f"--verdict_head_dropout must be in [0, 1), got {head_args.verdict_head_dropout}")
-    if head_args.verdict_head_loss_weight < 0:
-        raise InputError(f"--verdict_head_loss_weight must be 0 or more, got {head_args.verdict_head_loss_weight}")
-    if not head_args.verdict_head_c_grid or any(not c > 0 for c in head_args.verdict_head_c_grid):
-        raise InputError(f"--verdict_head_c_grid must be positive numbers, got {head_args.verdict_head_c_grid}")
-    if head_args.train_above_head and (not head_args.verdict_head or lora_args.trainable_layers):
-        raise InputError("--train_above_head needs a --verdict_head and sets the trainable layers itself: drop "
-                         "--trainable_layers")
 
 
 def _evaluates(train_args) -> bool:
@@ -315,8 +307,8 @@ def starting_head(model_args: ModelArguments, data_args: DataArguments, head_arg
     return fit_head(model_args.model_path, spec, train_samples, eval_samples, positive=classes[0],
                     negative=classes[1], train_path=data_args.train_data, dev_path=data_args.eval_data,
                     device=train_args.device, trust_remote_code=model_args.trust_remote_code,
-                    allow_pickle=model_args.allow_pickle, c_grid=head_args.verdict_head_c_grid,
-                    choose_on=head_args.verdict_head_choose_c)
+                    allow_pickle=model_args.allow_pickle, probe=head_args.verdict_head_probe,
+                    grid=probe_grid(head_args), choose_on=head_args.verdict_head_choose_c)
 
 
 def save_head_only(head: VerdictHead, train_args: FineTuningArguments, main: bool) -> None:

@@ -7,6 +7,8 @@ import json
 
 from PIL import Image
 
+from defect_judge.model.verdict_head import load_head
+from defect_judge.train.recipes import RECIPES
 from helpers import REPO_ROOT, few_samples, run_script
 
 
@@ -37,8 +39,10 @@ def test_demo_pipeline_runs_every_stage(tmp_path, tiny_model_dir):
     assert tuned["verdict_source"] == "generated" and tuned["verdict_head"] is None  # the model alone
     # The default recipe has a verdict head: fitted on the frozen model, carried by the chosen checkpoint; the
     # judge with it answers in the document's format, the head's verdict first.
-    assert best["verdict_head"] == "mean@0.5" and (run_dir / "train" / best["best_checkpoint"] / "verdict_head.json").is_file()
-    assert "linear probe on the frozen model's layers" in result.stderr
+    recipe = RECIPES["demo_head"]
+    assert best["verdict_head"] == recipe.verdict_head
+    assert load_head(run_dir / "train" / best["best_checkpoint"]).fit["probe"] == "lda"
+    assert "linear probe on the frozen model's layers" in result.stderr and "lda probe, shrinkage = " in result.stderr
     head = json.loads((run_dir / "eval_head" / "evaluation_results.json").read_text(encoding="utf-8"))
     assert head["verdict_source"] == "head" and head["overall"]["invalid_format"] == 0
     assert all(s["response"].startswith(f"判断:{s['prediction']}\n\n原因：") for s in head["samples"])
@@ -55,7 +59,7 @@ def test_demo_pipeline_runs_every_stage(tmp_path, tiny_model_dir):
     assert "exact binomial" in summary and "McNemar" in summary and "4 fine-tuning" in summary
     assert "chosen on" in summary and "the dev split" in summary and "learning_curve.png" in summary
     assert "## Twin pairs" in summary and "| fine-tuned | " in summary and "P-C" in summary
-    assert "| fine-tuned + head `mean@0.5`" in summary and "| fine-tuned + head |" in summary
+    assert f"| fine-tuned + head `{recipe.verdict_head}`" in summary and "| fine-tuned + head |" in summary
     assert "## Does the judge with the head judge well?" in summary and "agree on" in summary
     assert "the model alone (its scored answer, no head)" in summary
     assert "VD-S at FPR ≤ 0.5%" in summary and "ROC-AUC" in summary

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from defect_judge.model.hidden_states import prompt_features
-from defect_judge.train.linear_probe import fit_probe, head_from_probe
+from defect_judge.train.linear_probe import PROBES, describe_fit, fit_probe, head_from_probe
 from planted import four_layer_model, ids_of, planted
 
 
@@ -18,34 +18,60 @@ def tiny(tmp_path_factory, embedded_tokenizer):
     return four_layer_model(tmp_path_factory.mktemp("tiny-4"), embedded_tokenizer)
 
 
-def test_the_probe_finds_a_planted_signal_on_held_out_samples(tiny, embedded_tokenizer):
+@pytest.mark.parametrize("probe", ["logistic", "lda"])
+def test_the_probe_finds_a_planted_signal_on_held_out_samples(tiny, embedded_tokenizer, probe):
     model, _ = tiny
     train, held_out = planted(60, 10), planted(30, 11)
     train_x = prompt_features(model, ids_of(embedded_tokenizer, train), [1, 2], "mean").numpy()
     test_x = prompt_features(model, ids_of(embedded_tokenizer, held_out), [1, 2], "mean").numpy()
     train_y = [int(r.judgement == "是") for r in train]
     test_y = [int(r.judgement == "是") for r in held_out]
-    fit = fit_probe(train_x, train_y, [r.pair_id for r in train], dev_x=test_x, dev_y=test_y)
+    fit = fit_probe(train_x, train_y, [r.pair_id for r in train], probe=probe, dev_x=test_x, dev_y=test_y)
     assert fit.report["dev"]["accuracy"] == 1.0 and fit.report["dev"]["roc_auc"] == 1.0
     assert fit.report["chosen_on"].startswith("cross-validation") and len(fit.report["grid"]) >= 5
+    assert fit.report["probe"] == probe and fit.report[fit.report["parameter"]] in PROBES[probe].grid
     # A signal that is not there: shuffled labels stay near chance on held-out data.
     shuffled = random.Random(0).sample(train_y, len(train_y))
-    noise = fit_probe(train_x, shuffled, [r.pair_id for r in train], dev_x=test_x, dev_y=test_y)
+    noise = fit_probe(train_x, shuffled, [r.pair_id for r in train], probe=probe, dev_x=test_x, dev_y=test_y)
     assert noise.report["dev"]["accuracy"] < 0.8
 
 
-def test_the_head_is_the_fitted_pipeline_exactly(tiny):
+def _reference_pipeline(probe: str, value: float):
+    """scikit-learn's own pipeline for the probe, built here and not by the module under test."""
+    from sklearn.decomposition import PCA
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    if probe == "logistic":
+        return make_pipeline(StandardScaler(), LogisticRegression(C=value, max_iter=5000))
+    return make_pipeline(StandardScaler(), PCA(), LinearDiscriminantAnalysis(solver="lsqr", shrinkage=value))
+
+
+@pytest.mark.parametrize("probe, value", [("logistic", 0.3), ("lda", 0.1)])
+def test_the_head_is_the_fitted_pipeline_exactly(tiny, probe, value):
+    """The head (scaler's mean/scale, one weight vector and bias) gives the pipeline's predict_proba, on the
+    training rows and on new ones: for LDA the principal components are folded into the head's weights."""
     model, _ = tiny
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(40, 2 * 64)) * rng.uniform(0.1, 5, size=2 * 64) + rng.normal(size=2 * 64)
+    x = rng.normal(size=(60, 2 * 64)) * rng.uniform(0.1, 5, size=2 * 64) + rng.normal(size=2 * 64)
     y = (x[:, 3] + 0.5 * x[:, 70] > np.median(x[:, 3] + 0.5 * x[:, 70])).astype(int)
-    fit = fit_probe(x, y, [str(i // 2) for i in range(40)], c_grid=[0.3])
+    train, new = slice(0, 40), slice(40, 60)
+    fit = fit_probe(x[train], y[train], [str(i // 2) for i in range(40)], probe=probe, grid=[value])
     head = head_from_probe(fit, "mean@0.5,1.0", model.config, positive="是", negative="否")
-    reference = make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=5000)).fit(x, y)
-    ours = head.probabilities(torch.tensor(x, dtype=torch.float32)).numpy()
-    np.testing.assert_allclose(ours, reference.predict_proba(x)[:, 1], atol=1e-5)
+    reference = _reference_pipeline(probe, value).fit(x[train], y[train])
+    for rows in (train, new):
+        ours = head.probabilities(torch.tensor(x[rows], dtype=torch.float32)).numpy()
+        np.testing.assert_allclose(ours, reference.predict_proba(x[rows])[:, 1], atol=1e-5)
+        np.testing.assert_allclose(fit.probabilities(x[rows]), reference.predict_proba(x[rows])[:, 1], atol=1e-6)
     assert head.layers == (2, 4) and head.dim == 128
+    assert fit.report["parameter"] == ("C" if probe == "logistic" else "shrinkage") and fit.report["probe"] == probe
+    assert describe_fit(fit.report).startswith(f"{probe} probe, {fit.report['parameter']} = {value:g}, chosen by given")
+
+
+def test_a_head_fitted_before_the_probe_was_named_still_describes_itself():
+    """verdict_head.json written by earlier versions has C and no probe: it reads as the logistic probe."""
+    old = {"C": 0.1, "chosen_on": "dev", "grid": [{"C": 0.1, "accuracy": 0.75}]}
+    assert describe_fit(old) == "logistic probe, C = 0.1, chosen by dev (accuracy 75.0% there)"
+

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from defect_judge.train.linear_probe import DEFAULT_SHRINKAGE_GRID
+
 from test_sweep import twin_split
 
 from helpers import REPO_ROOT, assert_clean_failure, make_records, run_script, write_records
@@ -18,14 +20,34 @@ def test_probe_scores_every_head_on_the_held_out_split(tmp_path, tiny_model_dir)
                         "--c_grid", "0.01", "0.1", "1.0", "--json", out, check=True)
     table = json.loads(out.read_text(encoding="utf-8"))
     rows = table["rows"]
-    assert [(r["head"], r["layers"], r["pooling"]) for r in rows] == [("mean@0.5", [1], "mean"), ("last@1.0", [2], "last"),
-                                                                     ("mean@1,2", [1, 2], "mean")]
+    assert [(r["head"], r["layers"], r["pooling"], r["probe"]) for r in rows] == [
+        (head, layers, pooling, probe) for head, layers, pooling in
+        (("mean@0.5", [1], "mean"), ("last@1.0", [2], "last"), ("mean@1,2", [1, 2], "mean"))
+        for probe in ("logistic", "lda")]
     for row in rows:
-        assert 0 <= row["accuracy"] <= 1 and 0 <= row["cv_accuracy"] <= 1 and row["C"] in (0.01, 0.1, 1.0)
+        grid = (0.01, 0.1, 1.0) if row["probe"] == "logistic" else DEFAULT_SHRINKAGE_GRID
+        assert row["parameter"] == ("C" if row["probe"] == "logistic" else "shrinkage") and row["value"] in grid
+        assert 0 <= row["accuracy"] <= 1 and 0 <= row["cv_accuracy"] <= 1 and "nested_cv_accuracy" not in row
         assert row["correct"] == round(row["accuracy"] * row["samples"]) and row["samples"] == table["held_out_samples"]
         assert row["roc_auc"] is None or 0 <= row["roc_auc"] <= 1
         assert 0 < row["p_value"] <= 1 and row["majority"] == 0.5
     assert "held-out acc" in result.stdout and "mean@1,2" in result.stdout and "test samples" not in result.stderr
+
+
+def test_nested_cross_validation_scores_the_procedure_on_train_and_held_out_together(tmp_path, tiny_model_dir):
+    """Each probe as training fits it (its regularisation chosen inside each training part), scored on whole pairs
+    of train + held-out that it never saw; an unknown probe is one clear line."""
+    data = twin_split(tmp_path, pairs_per_file=8)
+    out = tmp_path / "probe.json"
+    result = run_script(SCRIPT, "--model_path", tiny_model_dir, "--train_dataset_path", data / "train.jsonl",
+                        "--test_dataset_path", data / "dev.jsonl", "--heads", "mean@1,2", "--probes_to_fit", "lda",
+                        "--nested_cv", "2", "--nested_folds", "4", "--json", out, check=True)
+    (row,) = json.loads(out.read_text(encoding="utf-8"))["rows"]
+    assert row["probe"] == "lda" and 0 <= row["nested_cv_accuracy"] <= 1
+    assert "nested cv acc" in result.stdout and "nested cross-validation of mean@1,2, lda probe" in result.stderr
+    wrong = run_script(SCRIPT, "--model_path", tiny_model_dir, "--train_dataset_path", data / "train.jsonl",
+                       "--test_dataset_path", data / "dev.jsonl", "--probes_to_fit", "svm")
+    assert_clean_failure(wrong, "probes_to_fit", "svm")
 
 
 def test_one_judgement_only_is_one_clear_line(tmp_path, tiny_model_dir):

@@ -139,8 +139,9 @@ def test_full_fine_tuning_with_a_head_saves_it_beside_whole_models(tiny_model_di
 
 
 def test_training_above_the_head_keeps_the_probe_as_fitted(tmp_path, embedded_tokenizer):
-    """--train_above_head with --verdict_head_loss_weight 0: LoRA only in the layers above the head's highest
-    (the head's features do not move), and the head every checkpoint carries is the linear probe as fitted."""
+    """The demo's way (demo_head): the LDA probe, then --train_above_head with --verdict_head_loss_weight 0: LoRA
+    only in the layers above the head's highest (the head's features do not move), and the head every checkpoint
+    carries is the probe as fitted."""
     from safetensors.torch import load_file as load_tensors
 
     from defect_judge.model.verdict_head import load_head
@@ -150,8 +151,10 @@ def test_training_above_the_head_keeps_the_probe_as_fitted(tmp_path, embedded_to
     train = write_records(tmp_path / "train.jsonl", make_records(8))
     dev = write_records(tmp_path / "dev.jsonl", make_records(4, start=2))
     common = ["--model_path", model_dir, "--train_data", train, "--eval_data", dev, "--verdict_head", "mean@0.5",
-              "--verdict_head_c_grid", "0.1", "--report_to", "none"]
+              "--verdict_head_probe", "lda", "--verdict_head_shrinkage_grid", "0.1", "--report_to", "none"]
     probe = run_script(SCRIPT, *common, "--output_dir", tmp_path / "probe", "--finetuning_type", "none", check=True)
+    assert "lda probe, shrinkage = 0.1, chosen by given (a single value)" in probe.stderr
+    assert load_head(tmp_path / "probe").fit["probe"] == "lda"
     above = run_script(SCRIPT, *common, "--output_dir", tmp_path / "above", "--train_above_head",
                        "--verdict_head_loss_weight", "0", "--lora_rank", "4", "--max_steps", "2", "--save_steps", "1",
                        "--learning_rate", "1e-2", "--gradient_accumulation_steps", "1", check=True)
@@ -165,3 +168,7 @@ def test_training_above_the_head_keeps_the_probe_as_fitted(tmp_path, embedded_to
     refused = run_script(SCRIPT, *common, "--output_dir", tmp_path / "x", "--train_above_head", "--trainable_layers",
                          "1")
     assert refused.returncode == 2 and "--train_above_head" in refused.stderr
+    bad_grid = run_script(SCRIPT, *common, "--verdict_head_shrinkage_grid", "0.1", "1.5", "--output_dir",
+                          tmp_path / "y", "--finetuning_type", "none")
+    assert bad_grid.returncode == 2 and bad_grid.stderr.strip().splitlines()[-1] == (
+        "train_lora.py: error: --verdict_head_shrinkage_grid must be numbers in [0, 1], got [0.1, 1.5]")

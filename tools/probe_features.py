@@ -3,24 +3,30 @@
 
 Runs the base model (no training) over every prompt of the training split and of a held-out split
 (TEST_DATASET_PATH: dev by default), exactly as evaluation renders them, and fits one verdict head
-(defect_judge/train/linear_probe.py: standardised features, logistic regression) per spec in HEADS:
+(defect_judge/train/linear_probe.py: standardised features, then a linear probe) per spec in HEADS and probe
+in PROBES (logistic regression, or LDA with shrinkage):
 
   mean@L   the average over every prompt token of layer L's output: what the model has read, wherever it is
   last@L   the prompt's last token (after the chat template's assistant header): where a generative judge
            answers from
   L is a layer index (15), a fraction of the depth (0.5) or several of them concatenated (8,12,16,20,24).
 
-Regularisation C is chosen by cross-validation over whole twin pairs on the training split; the
-held-out split is only scored, with the majority class and an exact binomial test beside it. When the
+The probe's regularisation (C, or LDA's shrinkage) is chosen by cross-validation over whole twin pairs on
+the training split; the held-out split is only scored, with the majority class and an exact binomial test
+beside it. NESTED_CV > 0 also scores each probe as a procedure, without a held-out split: nested
+cross-validation over whole pairs on train + held-out together (8 folds, repeated NESTED_CV times with other
+shuffles; the regularisation chosen inside each training part as training chooses it). With dev as the
+held-out split this is how to choose a head recipe on more than dev's few samples and never on test. When the
 mean pool is well above chance and the last token is not, the information is in the model and a
 generative judge still has to learn to gather it where it answers; a verdict head reads it where it is
 (train_lora.py --verdict_head). When both stay at chance, this model cannot see the difference.
 
 Features are computed once for every layer the specs name, each forward pass stopping after the highest.
 
-Example (the table in instruct_fine_tuning/readme.md; scored on dev, so the test split stays unread):
+Examples (the tables in instruct_fine_tuning/readme.md; scored on dev, so the test split stays unread):
   python tools/probe_features.py --train_dataset_path dataset/train.jsonl \\
       --test_dataset_path dataset/dev.jsonl --json runs/probe/shipped_dev.json
+  python tools/probe_features.py --heads mean@0.5 mean@0.33,0.5,0.67 --nested_cv 3
 """
 from __future__ import annotations
 
@@ -40,7 +46,7 @@ from defect_judge.data.schema import Record, read_records
 from defect_judge.stats import binomial_p_above
 from defect_judge.model.hidden_states import pooled_prompt_features
 from defect_judge.model.verdict_head import HeadSpec
-from defect_judge.train.linear_probe import DEFAULT_C_GRID, fit_probe
+from defect_judge.train.linear_probe import DEFAULT_C_GRID, DEFAULT_SHRINKAGE_GRID, PROBES, ProbeFit, fit_probe
 
 # ----------------------------------------------------------------------------
 MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # the frozen model to probe (folder, safetensors)
@@ -50,7 +56,11 @@ TRAIN_DATASET_PATH = "./dataset/train.jsonl"
 TEST_DATASET_PATH = "./dataset/dev.jsonl"
 # the probes, as verdict-head specs POOLING@LAYERS (layers: indices, or fractions of the depth)
 HEADS = ["mean@0.33", "mean@0.5", "mean@0.67", "mean@1.0", "last@0.5", "last@1.0", "mean@0.27,0.4,0.53,0.67,0.8"]
+PROBES_TO_FIT = ["logistic", "lda"]  # each head fitted as each of these probes (train/linear_probe.py)
 C_GRID = list(DEFAULT_C_GRID)  # logistic regression's C (the features are standardised)
+SHRINKAGE_GRID = list(DEFAULT_SHRINKAGE_GRID)  # LDA's shrinkage, in [0, 1]
+NESTED_CV = 0  # > 0: also nested cross-validation over train + held-out (NESTED_FOLDS folds), repeated this many times
+NESTED_FOLDS = 8  # the folds of each nested cross-validation (whole pairs held out together)
 JSON = ""  # also write the table here
 # ----------------------------------------------------------------------------
 PATHS = ("model_path", "train_dataset_path", "test_dataset_path", "json")
@@ -84,16 +94,32 @@ def columns(features, all_layers: list[int], layers: tuple[int, ...], hidden: in
                            for l in layers], axis=1)
 
 
-def probe_row(spec: HeadSpec, layers: tuple[int, ...], fit, test_y) -> dict:
+def probe_row(spec: HeadSpec, layers: tuple[int, ...], fit: ProbeFit, test_y) -> dict:
     """One table row: the probe's choice on train and its scores on the held-out split."""
-    held_out = fit.report["dev"]
+    held_out, parameter = fit.report["dev"], fit.report["parameter"]
     correct = round(held_out["accuracy"] * len(test_y))
     _, majority = majority_class(test_y)
-    chosen = next(row for row in fit.report["grid"] if row["C"] == fit.report["C"])
-    return {"head": str(spec), "layers": list(layers), "pooling": spec.pooling, "C": fit.report["C"],
-            "cv_accuracy": chosen["accuracy"], "accuracy": held_out["accuracy"], "correct": correct,
-            "samples": len(test_y), "roc_auc": held_out["roc_auc"], "majority": majority,
+    chosen = next(row for row in fit.report["grid"] if row[parameter] == fit.report[parameter])
+    return {"head": str(spec), "layers": list(layers), "pooling": spec.pooling, "probe": fit.report["probe"],
+            "parameter": parameter, "value": fit.report[parameter], "cv_accuracy": chosen["accuracy"],
+            "accuracy": held_out["accuracy"], "correct": correct, "samples": len(test_y),
+            "roc_auc": held_out["roc_auc"], "majority": majority,
             "p_value": binomial_p_above(correct, len(test_y), majority)}
+
+
+def nested_cv_accuracy(x, y, groups, probe: str, grid, repeats: int, folds: int) -> float:
+    """The whole fitting procedure's accuracy on held-out whole pairs (the regularisation chosen inside each
+    training part, as training chooses it), averaged over the folds of every repeat."""
+    import numpy as np
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    x, y, groups = np.asarray(x), np.asarray(y), np.asarray(groups)
+    scores = []
+    for seed in range(repeats):
+        for train, held in StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y, groups):
+            fit = fit_probe(x[train], y[train], groups[train], probe=probe, grid=grid)
+            scores.append(float(((fit.probabilities(x[held]) >= 0.5) == y[held]).mean()))
+    return float(np.mean(scores))
 
 
 def main() -> None:
@@ -102,6 +128,9 @@ def main() -> None:
     import torch
 
     specs = [HeadSpec.parse(text, field="heads") for text in args.heads]
+    unknown = [p for p in args.probes_to_fit if p not in PROBES]
+    if unknown or not args.probes_to_fit:
+        raise InputError(f"probes_to_fit: expected some of {', '.join(PROBES)}, got {args.probes_to_fit}")
     train, test = read_records(args.train_dataset_path), read_records(args.test_dataset_path)
     train_y, test_y = labels(train, args.train_dataset_path), labels(test, args.test_dataset_path)
     check_model_folder(args.model_path)
@@ -120,16 +149,29 @@ def main() -> None:
     rows = []
     for spec in specs:
         layers = spec.layer_indices(depth)
-        fit = fit_probe(columns(train_x[spec.pooling].numpy(), all_layers, layers, hidden), train_y, groups,
-                        c_grid=args.c_grid, dev_x=columns(test_x[spec.pooling].numpy(), all_layers, layers, hidden),
-                        dev_y=test_y)
-        rows.append(probe_row(spec, layers, fit, test_y))
-    print(f"{'head':32}  {'C':>6}  {'cv acc':>6}  {'held-out acc':>14}  {'AUC':>5}  {'p vs majority':>13}")
+        train_cols = columns(train_x[spec.pooling].numpy(), all_layers, layers, hidden)
+        test_cols = columns(test_x[spec.pooling].numpy(), all_layers, layers, hidden)
+        for probe in args.probes_to_fit:
+            grid = args.c_grid if probe == "logistic" else args.shrinkage_grid
+            fit = fit_probe(train_cols, train_y, groups, probe=probe, grid=grid, dev_x=test_cols, dev_y=test_y)
+            rows.append(probe_row(spec, layers, fit, test_y))
+            if args.nested_cv > 0:
+                import numpy as np
+
+                log.info("nested cross-validation of %s, %s probe (%d x %d folds)", spec, probe, args.nested_cv,
+                         args.nested_folds)
+                rows[-1]["nested_cv_accuracy"] = nested_cv_accuracy(
+                    np.concatenate([train_cols, test_cols]), train_y + test_y,
+                    groups + [group_of(r) for r in test], probe, grid, args.nested_cv, args.nested_folds)
+    nested = args.nested_cv > 0
+    print(f"{'head':32}  {'probe':8}  {'regularisation':>16}  {'cv acc':>6}  {'held-out acc':>14}  {'AUC':>5}  "
+          f"{'p vs majority':>13}" + ("  nested cv acc" if nested else ""))
     for row in rows:
         auc = "n/a" if row["roc_auc"] is None else f"{row['roc_auc']:.3f}"
-        print(f"{row['head'] + ' (' + ','.join(map(str, row['layers'])) + ')':32}  {row['C']:>6g}  "
-              f"{row['cv_accuracy']:>6.3f}  {row['correct']:>3}/{row['samples']:<3} {row['accuracy']:>6.3f}  "
-              f"{auc:>5}  {row['p_value']:>13.2g}")
+        print(f"{row['head'] + ' (' + ','.join(map(str, row['layers'])) + ')':32}  {row['probe']:8}  "
+              f"{row['parameter'] + ' ' + format(row['value'], 'g'):>16}  {row['cv_accuracy']:>6.3f}  "
+              f"{row['correct']:>3}/{row['samples']:<3} {row['accuracy']:>6.3f}  {auc:>5}  {row['p_value']:>13.2g}"
+              + (f"  {row['nested_cv_accuracy']:>14.3f}" if nested else ""))
     print(f"majority class on {args.test_dataset_path}: {rows[0]['majority']:.3f}" if rows else "no heads")
     if args.json:
         write_json_atomic(args.json, {"model_path": str(args.model_path), "train": str(args.train_dataset_path),

@@ -1,5 +1,5 @@
-"""The verdict head's part of a fine-tuning run: the two judgements it tells apart, the head a resumed run
-continues with, and the head attached to the model as a trainable submodule.
+"""The verdict head's part of a fine-tuning run: its settings checked, the two judgements it tells apart, the head
+a resumed run continues with, and the head attached to the model as a trainable submodule.
 
 A fresh run starts from the linear probe (``linear_probe.fit_head``); ``trainer.py`` trains the attached head
 with the model and saves it beside every checkpoint.
@@ -17,6 +17,33 @@ from defect_judge.model.verdict_head import HEAD_CONFIG_FILE, HEAD_MODULE, HeadS
 from defect_judge.train.samples import FittedSample
 
 log = logging.getLogger(__name__)
+
+
+def check_head_arguments(head_args, lora_args) -> None:
+    """train_lora.py's verdict-head settings (its VerdictHeadArguments, and LoraArguments), refused in one line
+    each where they cannot work."""
+    if head_args.verdict_head:
+        HeadSpec.parse(head_args.verdict_head, field="--verdict_head")
+    elif lora_args.finetuning_type == "none":
+        raise InputError("--finetuning_type none fits a verdict head only: pass --verdict_head (e.g. mean@0.5)")
+    if not 0 <= head_args.verdict_head_dropout < 1:
+        raise InputError(f"--verdict_head_dropout must be in [0, 1), got {head_args.verdict_head_dropout}")
+    if head_args.verdict_head_loss_weight < 0:
+        raise InputError(f"--verdict_head_loss_weight must be 0 or more, got {head_args.verdict_head_loss_weight}")
+    if not head_args.verdict_head_c_grid or any(not c > 0 for c in head_args.verdict_head_c_grid):
+        raise InputError(f"--verdict_head_c_grid must be positive numbers, got {head_args.verdict_head_c_grid}")
+    if not head_args.verdict_head_shrinkage_grid or any(not 0 <= s <= 1 for s in head_args.verdict_head_shrinkage_grid):
+        raise InputError("--verdict_head_shrinkage_grid must be numbers in [0, 1], got "
+                         f"{head_args.verdict_head_shrinkage_grid}")
+    if head_args.train_above_head and (not head_args.verdict_head or lora_args.trainable_layers):
+        raise InputError("--train_above_head needs a --verdict_head and sets the trainable layers itself: drop "
+                         "--trainable_layers")
+
+
+def probe_grid(head_args) -> list[float]:
+    """The candidates for the chosen probe's regularisation: C for logistic, shrinkage for lda."""
+    return head_args.verdict_head_c_grid if head_args.verdict_head_probe == "logistic" \
+        else head_args.verdict_head_shrinkage_grid
 
 
 def head_classes(train_samples: Sequence[FittedSample], eval_samples: Sequence[FittedSample],

@@ -88,6 +88,7 @@ class Recipe:
 
 # The means of five layers, at 27%, 40%, 53%, 67% and 80% of the depth (8, 12, 16, 20, 24 of SmolLM2's 30).
 FIVE_LAYERS = "mean@0.27,0.4,0.53,0.67,0.8"
+THREE_LAYERS = "mean@0.33,0.5,0.67"  # layers 10, 15, 20 of SmolLM2's 30; 9, 14, 19 of Qwen2.5-Coder-7B's 28
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("demo", "LoRA r32 on every layer, lr 2e-4, whole answer with key-token weight 5 (the earlier demo)"),
@@ -112,20 +113,24 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
                         "model frozen (no training steps)", finetuning_type="none", verdict_head="mean@0.5"),
     Recipe("probe_layers", "linear probe only: the means of five layers (at 27-80% of the depth) concatenated",
            finetuning_type="none", verdict_head=FIVE_LAYERS),
+    Recipe("probe_lda", "linear probe only: LDA with shrinkage (on principal components) over the means of three "
+                        "layers (a third, half and two thirds of the depth)", finetuning_type="none",
+           verdict_head=THREE_LAYERS, extra_args=("--verdict_head_probe", "lda")),
     Recipe("probe_last", "linear probe only: the top layer at the prompt's last token, where a generative judge "
                          "answers (the weak place to read it)", finetuning_type="none", verdict_head="last@1.0"),
     Recipe("head_lpft", "LP-FT: the five-layer probe, then LoRA r32 and the head trained together at lr 1e-4 on "
                         "the answer's loss + the head's BCE", learning_rate=1e-4, verdict_head=FIVE_LAYERS),
     Recipe("head_lpft_mid", "LP-FT as head_lpft, with the middle-layer head", learning_rate=1e-4,
            verdict_head="mean@0.5"),
-    # The demo's: the head that did best on dev (probe_mid; LP-FT did not beat the probes there), kept as fitted,
-    # and LoRA in the layers above it learning the answer, so the model writes the reason after the head's verdict.
-    # The judgement is the head's, so its tokens get no extra weight; at lr 5e-4 the reasons on dev stopped
-    # looping back to "判断:" (1 of 32 against 26 of 32 at lr 2e-4 with key-token weight 5).
-    Recipe("demo_head", "the middle-layer verdict head fitted on the frozen model and kept as fitted; LoRA r32 in the "
-                        "layers above it (lr 5e-4, the whole answer, no key-token weight) writes the reason",
-           learning_rate=5e-4, key_token_weight=1.0, verdict_head="mean@0.5",
-           extra_args=("--train_above_head", "true", "--verdict_head_loss_weight", "0")),
+    # The demo's: the probe that did best by nested cross-validation over whole pairs on train + dev (probe_lda;
+    # LP-FT did not beat the probes), kept as fitted, and LoRA in the layers above it learning the answer, so the
+    # model writes the reason after the head's verdict. The judgement is the head's, so its tokens get no extra
+    # weight; at lr 5e-4 the reasons on dev stopped looping back to "判断:" (1 of 32 against 26 of 32 at lr 2e-4
+    # with key-token weight 5).
+    Recipe("demo_head", "the three-layer LDA verdict head fitted on the frozen model and kept as fitted; LoRA r32 in "
+                        "the layers above it (lr 5e-4, the whole answer, no key-token weight) writes the reason",
+           learning_rate=5e-4, key_token_weight=1.0, verdict_head=THREE_LAYERS,
+           extra_args=("--verdict_head_probe", "lda", "--train_above_head", "true", "--verdict_head_loss_weight", "0")),
 )}
 
 
