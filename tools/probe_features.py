@@ -4,7 +4,7 @@
 Runs the base model (no training) over every prompt of the training split and of a held-out split
 (TEST_DATASET_PATH: dev by default), exactly as evaluation renders them, and fits one verdict head
 (defect_judge/train/linear_probe.py: standardised features, then a linear probe) per spec in HEADS and probe
-in PROBES (logistic regression, or LDA with shrinkage):
+in PROBES_TO_FIT (logistic regression, or LDA with shrinkage):
 
   mean@L   the average over every prompt token of layer L's output: what the model has read, wherever it is
   last@L   the prompt's last token (after the chat template's assistant header): where a generative judge
@@ -14,8 +14,8 @@ in PROBES (logistic regression, or LDA with shrinkage):
 The probe's regularisation (C, or LDA's shrinkage) is chosen by cross-validation over whole twin pairs on
 the training split; the held-out split is only scored, with the majority class and an exact binomial test
 beside it. NESTED_CV > 0 also scores each probe as a procedure, without a held-out split: nested
-cross-validation over whole pairs on train + held-out together (8 folds, repeated NESTED_CV times with other
-shuffles; the regularisation chosen inside each training part as training chooses it). With dev as the
+cross-validation over whole pairs on train + held-out together (NESTED_FOLDS folds, repeated NESTED_CV times with
+other shuffles; the regularisation chosen inside each training part as training chooses it). With dev as the
 held-out split this is how to choose a head recipe on more than dev's few samples and never on test. When the
 mean pool is well above chance and the last token is not, the information is in the model and a
 generative judge still has to learn to gather it where it answers; a verdict head reads it where it is
@@ -113,18 +113,22 @@ def nested_cv_accuracy(x, y, groups, probe: str, grid, repeats: int, folds: int)
     import numpy as np
     from sklearn.model_selection import StratifiedGroupKFold
 
+    from tqdm.auto import tqdm
+
     x, y, groups = np.asarray(x), np.asarray(y), np.asarray(groups)
+    splits = [split for seed in range(repeats)
+              for split in StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y, groups)]
     scores = []
-    for seed in range(repeats):
-        for train, held in StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y, groups):
-            fit = fit_probe(x[train], y[train], groups[train], probe=probe, grid=grid)
-            scores.append(float(((fit.probabilities(x[held]) >= 0.5) == y[held]).mean()))
+    for train, held in tqdm(splits, desc=f"nested cv ({probe})", unit="fold"):
+        fit = fit_probe(x[train], y[train], groups[train], probe=probe, grid=grid)
+        scores.append(float(((fit.probabilities(x[held]) >= 0.5) == y[held]).mean()))
     return float(np.mean(scores))
 
 
 def main() -> None:
     args, _ = parse_settings(globals(), paths=PATHS)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    import numpy as np
     import torch
 
     specs = [HeadSpec.parse(text, field="heads") for text in args.heads]
@@ -156,8 +160,6 @@ def main() -> None:
             fit = fit_probe(train_cols, train_y, groups, probe=probe, grid=grid, dev_x=test_cols, dev_y=test_y)
             rows.append(probe_row(spec, layers, fit, test_y))
             if args.nested_cv > 0:
-                import numpy as np
-
                 log.info("nested cross-validation of %s, %s probe (%d x %d folds)", spec, probe, args.nested_cv,
                          args.nested_folds)
                 rows[-1]["nested_cv_accuracy"] = nested_cv_accuracy(
