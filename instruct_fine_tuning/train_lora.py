@@ -37,9 +37,9 @@ from defect_judge.model.loading import (check_model_folder, check_tokenizer_matc
                                         pick_dtype)
 from defect_judge.model.verdict_head import HeadSpec, VerdictHead
 from defect_judge.train.head_training import (attach_head, check_head_arguments, head_classes, layers_above_head,
-                                              probe_grid, resumed_head)
+                                              resumed_head)
 from defect_judge.train.heap import MMAP_THRESHOLD_MIB, limit_heap_fragmentation
-from defect_judge.train.linear_probe import DEFAULT_C_GRID, DEFAULT_SHRINKAGE_GRID, PROBES, fit_head
+from defect_judge.train.linear_probe import DEFAULT_C_GRID, DEFAULT_SHRINKAGE_GRID, PROBES, fit_head, probe_grid
 from defect_judge.train.lora import ALL_LINEAR, freeze_below, parameter_counts, top_layers, with_lora_adapters
 from defect_judge.train.run_folder import BEST_CHECKPOINT_FILE, prepare_output_dir
 from defect_judge.train.samples import (PaddingCollator, SupervisedDataset, fit_file, log_length_stats,
@@ -308,7 +308,9 @@ def starting_head(model_args: ModelArguments, data_args: DataArguments, head_arg
                     negative=classes[1], train_path=data_args.train_data, dev_path=data_args.eval_data,
                     device=train_args.device, trust_remote_code=model_args.trust_remote_code,
                     allow_pickle=model_args.allow_pickle, probe=head_args.verdict_head_probe,
-                    grid=probe_grid(head_args), choose_on=head_args.verdict_head_choose_c)
+                    grid=probe_grid(head_args.verdict_head_probe, head_args.verdict_head_c_grid,
+                                    head_args.verdict_head_shrinkage_grid),
+                    choose_on=head_args.verdict_head_choose_c)
 
 
 def save_head_only(head: VerdictHead, train_args: FineTuningArguments, main: bool) -> None:

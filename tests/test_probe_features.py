@@ -48,6 +48,9 @@ def test_nested_cross_validation_scores_the_procedure_on_train_and_held_out_toge
     wrong = run_script(SCRIPT, "--model_path", tiny_model_dir, "--train_dataset_path", data / "train.jsonl",
                        "--test_dataset_path", data / "dev.jsonl", "--probes_to_fit", "svm")
     assert_clean_failure(wrong, "probes_to_fit", "svm")
+    bad_grid = run_script(SCRIPT, "--model_path", tiny_model_dir, "--train_dataset_path", data / "train.jsonl",
+                          "--test_dataset_path", data / "dev.jsonl", "--probes_to_fit", "lda", "--shrinkage_grid", "2")
+    assert_clean_failure(bad_grid, "--shrinkage_grid must be numbers in [0, 1], got [2.0]")
 
 
 def test_one_judgement_only_is_one_clear_line(tmp_path, tiny_model_dir):

@@ -46,7 +46,8 @@ from defect_judge.data.schema import Record, read_records
 from defect_judge.stats import binomial_p_above
 from defect_judge.model.hidden_states import pooled_prompt_features
 from defect_judge.model.verdict_head import HeadSpec
-from defect_judge.train.linear_probe import DEFAULT_C_GRID, DEFAULT_SHRINKAGE_GRID, PROBES, ProbeFit, fit_probe
+from defect_judge.train.linear_probe import (DEFAULT_C_GRID, DEFAULT_SHRINKAGE_GRID, PROBES, ProbeFit, fit_probe,
+                                             probe_grid)
 
 # ----------------------------------------------------------------------------
 MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # the frozen model to probe (folder, safetensors)
@@ -135,6 +136,9 @@ def main() -> None:
     unknown = [p for p in args.probes_to_fit if p not in PROBES]
     if unknown or not args.probes_to_fit:
         raise InputError(f"probes_to_fit: expected some of {', '.join(PROBES)}, got {args.probes_to_fit}")
+    for probe in args.probes_to_fit:
+        PROBES[probe].check_grid(probe_grid(probe, args.c_grid, args.shrinkage_grid),
+                                 flag=f"--{PROBES[probe].parameter.lower()}_grid")
     train, test = read_records(args.train_dataset_path), read_records(args.test_dataset_path)
     train_y, test_y = labels(train, args.train_dataset_path), labels(test, args.test_dataset_path)
     check_model_folder(args.model_path)
@@ -156,7 +160,7 @@ def main() -> None:
         train_cols = columns(train_x[spec.pooling].numpy(), all_layers, layers, hidden)
         test_cols = columns(test_x[spec.pooling].numpy(), all_layers, layers, hidden)
         for probe in args.probes_to_fit:
-            grid = args.c_grid if probe == "logistic" else args.shrinkage_grid
+            grid = probe_grid(probe, args.c_grid, args.shrinkage_grid)
             fit = fit_probe(train_cols, train_y, groups, probe=probe, grid=grid, dev_x=test_cols, dev_y=test_y)
             rows.append(probe_row(spec, layers, fit, test_y))
             if args.nested_cv > 0:

@@ -14,6 +14,7 @@ from defect_judge.errors import InputError
 from defect_judge.data.labels import judgement_vocabulary, two_classes
 from defect_judge.model.hidden_states import causal_lm
 from defect_judge.model.verdict_head import HEAD_CONFIG_FILE, HEAD_MODULE, HeadSpec, VerdictHead, has_head, load_head
+from defect_judge.train.linear_probe import PROBES
 from defect_judge.train.samples import FittedSample
 
 log = logging.getLogger(__name__)
@@ -30,20 +31,11 @@ def check_head_arguments(head_args, lora_args) -> None:
         raise InputError(f"--verdict_head_dropout must be in [0, 1), got {head_args.verdict_head_dropout}")
     if head_args.verdict_head_loss_weight < 0:
         raise InputError(f"--verdict_head_loss_weight must be 0 or more, got {head_args.verdict_head_loss_weight}")
-    if not head_args.verdict_head_c_grid or any(not c > 0 for c in head_args.verdict_head_c_grid):
-        raise InputError(f"--verdict_head_c_grid must be positive numbers, got {head_args.verdict_head_c_grid}")
-    if not head_args.verdict_head_shrinkage_grid or any(not 0 <= s <= 1 for s in head_args.verdict_head_shrinkage_grid):
-        raise InputError("--verdict_head_shrinkage_grid must be numbers in [0, 1], got "
-                         f"{head_args.verdict_head_shrinkage_grid}")
+    PROBES["logistic"].check_grid(head_args.verdict_head_c_grid)
+    PROBES["lda"].check_grid(head_args.verdict_head_shrinkage_grid)
     if head_args.train_above_head and (not head_args.verdict_head or lora_args.trainable_layers):
         raise InputError("--train_above_head needs a --verdict_head and sets the trainable layers itself: drop "
                          "--trainable_layers")
-
-
-def probe_grid(head_args) -> list[float]:
-    """The candidates for the chosen probe's regularisation: C for logistic, shrinkage for lda."""
-    return head_args.verdict_head_c_grid if head_args.verdict_head_probe == "logistic" \
-        else head_args.verdict_head_shrinkage_grid
 
 
 def head_classes(train_samples: Sequence[FittedSample], eval_samples: Sequence[FittedSample],

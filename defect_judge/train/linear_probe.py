@@ -31,7 +31,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -50,33 +50,52 @@ DEFAULT_SHRINKAGE_GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
 CV_FOLDS = 5
 
 
+def _logistic_pipeline(c: float):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+
+
+def _lda_pipeline(shrinkage: float):
+    from sklearn.decomposition import PCA
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), PCA(), LinearDiscriminantAnalysis(solver="lsqr", shrinkage=shrinkage))
+
+
 @dataclass(frozen=True)
 class ProbeKind:
     """A linear probe on standardised features: the parameter that regularises it and its candidates."""
     name: str
-    parameter: str             # the regularisation's name in the report and on the command line
-    grid: tuple[float, ...]    # the default candidates
-    stronger_when_larger: bool  # ties in the choice go to the stronger regularisation
-    grid_flag: str             # train_lora.py's flag for the candidates
+    parameter: str                       # the regularisation's name in the report and on the command line
+    grid: tuple[float, ...]              # the default candidates
+    stronger_when_larger: bool           # ties in the choice go to the stronger regularisation
+    grid_flag: str                       # train_lora.py's flag for the candidates
+    pipeline: Callable[[float], object]  # scikit-learn's pipeline for one value of the parameter
+    valid: Callable[[float], bool]       # a value the pipeline accepts
+    valid_text: str                      # ... said in words
 
-    def pipeline(self, value: float):
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        if self.name == "logistic":
-            from sklearn.linear_model import LogisticRegression
-
-            return make_pipeline(StandardScaler(), LogisticRegression(C=value, max_iter=5000))
-        from sklearn.decomposition import PCA
-        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-
-        return make_pipeline(StandardScaler(), PCA(), LinearDiscriminantAnalysis(solver="lsqr", shrinkage=value))
+    def check_grid(self, grid: Sequence[float], flag: str | None = None) -> None:
+        """Refuse, in one line naming ``flag``, an empty grid or a value the probe cannot take."""
+        if not grid or not all(self.valid(value) for value in grid):
+            raise InputError(f"{flag or self.grid_flag} must be {self.valid_text}, got {list(grid)}")
 
 
 PROBES = {kind.name: kind for kind in (
-    ProbeKind("logistic", "C", DEFAULT_C_GRID, False, "--verdict_head_c_grid"),
-    ProbeKind("lda", "shrinkage", DEFAULT_SHRINKAGE_GRID, True, "--verdict_head_shrinkage_grid"),
+    ProbeKind("logistic", "C", DEFAULT_C_GRID, False, "--verdict_head_c_grid", _logistic_pipeline,
+              lambda c: c > 0, "positive numbers"),
+    ProbeKind("lda", "shrinkage", DEFAULT_SHRINKAGE_GRID, True, "--verdict_head_shrinkage_grid", _lda_pipeline,
+              lambda s: 0 <= s <= 1, "numbers in [0, 1]"),
 )}
+
+
+def probe_grid(probe: str, c_grid: Sequence[float], shrinkage_grid: Sequence[float]) -> Sequence[float]:
+    """Of a script's two grid settings, the one ``probe`` is regularised by: C for logistic, shrinkage for lda."""
+    return {"logistic": c_grid, "lda": shrinkage_grid}[probe]
 
 
 # ------------------------------------------------------------------------ fit
