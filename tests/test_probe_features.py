@@ -43,14 +43,37 @@ def test_nested_cross_validation_scores_the_procedure_on_train_and_held_out_toge
                         "--test_dataset_path", data / "dev.jsonl", "--heads", "mean@1,2", "--probes_to_fit", "lda",
                         "--nested_cv", "2", "--nested_folds", "4", "--json", out, check=True)
     (row,) = json.loads(out.read_text(encoding="utf-8"))["rows"]
-    assert row["probe"] == "lda" and 0 <= row["nested_cv_accuracy"] <= 1
+    assert row["probe"] == "lda" and 0 <= row["nested_cv_accuracy"] <= 1 and "learning_curve" not in row
     assert "nested cv acc" in result.stdout and "nested cross-validation of mean@1,2, lda probe" in result.stderr
+    assert "learning curve" not in result.stdout
     wrong = run_script(SCRIPT, "--model_path", tiny_model_dir, "--train_dataset_path", data / "train.jsonl",
                        "--test_dataset_path", data / "dev.jsonl", "--probes_to_fit", "svm")
     assert_clean_failure(wrong, "probes_to_fit", "svm")
     bad_grid = run_script(SCRIPT, "--model_path", tiny_model_dir, "--train_dataset_path", data / "train.jsonl",
                           "--test_dataset_path", data / "dev.jsonl", "--probes_to_fit", "lda", "--shrinkage_grid", "2")
     assert_clean_failure(bad_grid, "--shrinkage_grid must be numbers in [0, 1], got [2.0]")
+
+
+def test_train_fractions_draw_a_learning_curve_of_the_nested_cross_validation(tmp_path, tiny_model_dir):
+    """Each nested training part cut to a fraction of its whole pairs: the curve's last point is the nested CV
+    itself; a fraction outside (0, 1], or a curve without the nested CV, is one clear line."""
+    data = twin_split(tmp_path, pairs_per_file=8)
+    out = tmp_path / "probe.json"
+    common = ("--model_path", tiny_model_dir, "--train_dataset_path", data / "train.jsonl", "--test_dataset_path",
+              data / "dev.jsonl", "--heads", "mean@1,2", "--probes_to_fit", "lda")
+    result = run_script(SCRIPT, *common, "--nested_cv", "2", "--nested_folds", "4", "--train_fractions", "0.5",
+                        "--json", out, check=True)
+    (row,) = json.loads(out.read_text(encoding="utf-8"))["rows"]
+    half, whole = row["learning_curve"]
+    assert (half["fraction"], whole["fraction"]) == (0.5, 1.0)
+    assert whole["accuracy"] == row["nested_cv_accuracy"] and 0 <= half["accuracy"] <= 1
+    # whole pairs are kept: half of each training part's pairs is half of its samples, give or take a pair
+    assert abs(half["train_samples"] - whole["train_samples"] / 2) <= 2 and whole["train_samples"] > 8
+    assert (f"learning curve, mean@1,2 lda (nested cv accuracy by training samples): {half['train_samples']:.0f} -> "
+            f"{half['accuracy']:.3f}, {whole['train_samples']:.0f} -> {whole['accuracy']:.3f}") in result.stdout
+    assert_clean_failure(run_script(SCRIPT, *common, "--train_fractions", "0.5"), "train_fractions", "--nested_cv")
+    assert_clean_failure(run_script(SCRIPT, *common, "--nested_cv", "1", "--train_fractions", "1.5"),
+                         "train_fractions", "(0, 1]")
 
 
 def test_one_judgement_only_is_one_clear_line(tmp_path, tiny_model_dir):

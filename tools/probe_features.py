@@ -16,7 +16,9 @@ the training split; the held-out split is only scored, with the majority class a
 beside it. NESTED_CV > 0 also scores each probe as a procedure, without a held-out split: nested
 cross-validation over whole pairs on train + held-out together (NESTED_FOLDS folds, repeated NESTED_CV times with
 other shuffles; the regularisation chosen inside each training part as training chooses it). With dev as the
-held-out split this is how to choose a head recipe on more than dev's few samples and never on test. When the
+held-out split this is how to choose a head recipe on more than dev's few samples and never on test.
+TRAIN_FRACTIONS below 1 make it a learning curve: each nested training part cut to that fraction of its pairs.
+An accuracy still rising at 1.0 says the head is bound by the training data, not by the model. When the
 mean pool is well above chance and the last token is not, the information is in the model and a
 generative judge still has to learn to gather it where it answers; a verdict head reads it where it is
 (train_lora.py --verdict_head). When both stay at chance, this model cannot see the difference.
@@ -27,11 +29,14 @@ Examples (the tables in instruct_fine_tuning/readme.md; scored on dev, so the te
   python tools/probe_features.py --train_dataset_path dataset/train.jsonl \\
       --test_dataset_path dataset/dev.jsonl --json runs/probe/shipped_dev.json
   python tools/probe_features.py --heads mean@0.5 mean@0.33,0.5,0.67 --nested_cv 3
+  python tools/probe_features.py --heads mean@0.33,0.5,0.67 --probes_to_fit lda --nested_cv 3 \\
+      --train_fractions 0.25 0.5 0.75 1.0
 """
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
@@ -62,6 +67,8 @@ C_GRID = list(DEFAULT_C_GRID)  # logistic regression's C (the features are stand
 SHRINKAGE_GRID = list(DEFAULT_SHRINKAGE_GRID)  # LDA's shrinkage, in [0, 1]
 NESTED_CV = 0  # > 0: also nested cross-validation over train + held-out (NESTED_FOLDS folds), repeated this many times
 NESTED_FOLDS = 8  # the folds of each nested cross-validation (whole pairs held out together)
+# nested CV only: each training part cut to these fractions of its pairs (0.25 0.5 0.75 1.0: a learning curve)
+TRAIN_FRACTIONS = [1.0]
 JSON = ""  # also write the table here
 # ----------------------------------------------------------------------------
 PATHS = ("model_path", "train_dataset_path", "test_dataset_path", "json")
@@ -108,9 +115,11 @@ def probe_row(spec: HeadSpec, layers: tuple[int, ...], fit: ProbeFit, test_y) ->
             "p_value": binomial_p_above(correct, len(test_y), majority)}
 
 
-def nested_cv_accuracy(x, y, groups, probe: str, grid, repeats: int, folds: int) -> float:
+def nested_cv_curve(x, y, groups, probe: str, grid, repeats: int, folds: int,
+                    fractions: Sequence[float] = (1.0,)) -> list[dict]:
     """The whole fitting procedure's accuracy on held-out whole pairs (the regularisation chosen inside each
-    training part, as training chooses it), averaged over the folds of every repeat."""
+    training part, as training chooses it), averaged over the folds of every repeat; one row per fraction of
+    each training part's pairs kept (drawn at random, the same draw for every probe)."""
     import numpy as np
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -119,11 +128,16 @@ def nested_cv_accuracy(x, y, groups, probe: str, grid, repeats: int, folds: int)
     x, y, groups = np.asarray(x), np.asarray(y), np.asarray(groups)
     splits = [split for seed in range(repeats)
               for split in StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y, groups)]
-    scores = []
-    for train, held in tqdm(splits, desc=f"nested cv ({probe})", unit="fold"):
-        fit = fit_probe(x[train], y[train], groups[train], probe=probe, grid=grid)
-        scores.append(float(((fit.probabilities(x[held]) >= 0.5) == y[held]).mean()))
-    return float(np.mean(scores))
+    scores: dict[float, list[tuple[int, float]]] = {fraction: [] for fraction in fractions}
+    for index, (train, held) in enumerate(tqdm(splits, desc=f"nested cv ({probe})", unit="fold")):
+        pairs = np.unique(groups[train])
+        order = np.random.default_rng(index).permutation(len(pairs))
+        for fraction in fractions:
+            kept = train[np.isin(groups[train], pairs[order[:max(1, round(fraction * len(pairs)))]])]
+            fit = fit_probe(x[kept], y[kept], groups[kept], probe=probe, grid=grid)
+            scores[fraction].append((len(kept), float(((fit.probabilities(x[held]) >= 0.5) == y[held]).mean())))
+    return [{"fraction": fraction, "train_samples": float(np.mean([n for n, _ in rows])),
+             "accuracy": float(np.mean([a for _, a in rows]))} for fraction, rows in scores.items()]
 
 
 def main() -> None:
@@ -139,6 +153,11 @@ def main() -> None:
     for probe in args.probes_to_fit:
         PROBES[probe].check_grid(probe_grid(probe, args.c_grid, args.shrinkage_grid),
                                  flag=f"--{PROBES[probe].parameter.lower()}_grid")
+    fractions = sorted(set(args.train_fractions) | {1.0})
+    if not all(0 < f <= 1 for f in fractions):
+        raise InputError(f"train_fractions: expected fractions in (0, 1], got {args.train_fractions}")
+    if len(fractions) > 1 and args.nested_cv < 1:
+        raise InputError("train_fractions: a learning curve is drawn by the nested cross-validation: pass --nested_cv N")
     train, test = read_records(args.train_dataset_path), read_records(args.test_dataset_path)
     train_y, test_y = labels(train, args.train_dataset_path), labels(test, args.test_dataset_path)
     check_model_folder(args.model_path)
@@ -166,9 +185,12 @@ def main() -> None:
             if args.nested_cv > 0:
                 log.info("nested cross-validation of %s, %s probe (%d x %d folds)", spec, probe, args.nested_cv,
                          args.nested_folds)
-                rows[-1]["nested_cv_accuracy"] = nested_cv_accuracy(
-                    np.concatenate([train_cols, test_cols]), train_y + test_y,
-                    groups + [group_of(r) for r in test], probe, grid, args.nested_cv, args.nested_folds)
+                curve = nested_cv_curve(np.concatenate([train_cols, test_cols]), train_y + test_y,
+                                        groups + [group_of(r) for r in test], probe, grid, args.nested_cv,
+                                        args.nested_folds, fractions)
+                rows[-1]["nested_cv_accuracy"] = curve[-1]["accuracy"]
+                if len(curve) > 1:
+                    rows[-1]["learning_curve"] = curve
     nested = args.nested_cv > 0
     print(f"{'head':32}  {'probe':8}  {'regularisation':>16}  {'cv acc':>6}  {'held-out acc':>14}  {'AUC':>5}  "
           f"{'p vs majority':>13}" + ("  nested cv acc" if nested else ""))
@@ -179,6 +201,10 @@ def main() -> None:
               f"{row['correct']:>3}/{row['samples']:<3} {row['accuracy']:>6.3f}  {auc:>5}  {row['p_value']:>13.2g}"
               + (f"  {row['nested_cv_accuracy']:>14.3f}" if nested else ""))
     print(f"majority class on {args.test_dataset_path}: {rows[0]['majority']:.3f}" if rows else "no heads")
+    for row in rows:
+        if "learning_curve" in row:
+            print(f"learning curve, {row['head']} {row['probe']} (nested cv accuracy by training samples): "
+                  + ", ".join(f"{point['train_samples']:.0f} -> {point['accuracy']:.3f}" for point in row["learning_curve"]))
     if args.json:
         write_json_atomic(args.json, {"model_path": str(args.model_path), "train": str(args.train_dataset_path),
                                       "held_out": str(args.test_dataset_path), "train_samples": len(train),
