@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from scipy.special import expit
 
 from defect_judge.model.hidden_states import prompt_features
 from defect_judge.train.linear_probe import PROBES, describe_fit, fit_probe, head_from_probe
@@ -51,8 +52,9 @@ def _reference_pipeline(probe: str, value: float):
 
 @pytest.mark.parametrize("probe, value", [("logistic", 0.3), ("lda", 0.1)])
 def test_the_head_is_the_fitted_pipeline_exactly(tiny, probe, value):
-    """The head (scaler's mean/scale, one weight vector and bias) gives the pipeline's predict_proba, on the
-    training rows and on new ones: for LDA the principal components are folded into the head's weights."""
+    """The head (scaler's mean/scale, one weight vector and bias) gives the pipeline's predict_proba at the
+    fitted temperature, on the training rows and on new ones: for LDA the principal components are folded into the
+    head's weights. Its verdicts at 0.5 are the pipeline's own."""
     model, _ = tiny
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 2 * 64)) * rng.uniform(0.1, 5, size=2 * 64) + rng.normal(size=2 * 64)
@@ -61,13 +63,48 @@ def test_the_head_is_the_fitted_pipeline_exactly(tiny, probe, value):
     fit = fit_probe(x[train], y[train], [str(i // 2) for i in range(40)], probe=probe, grid=[value])
     head = head_from_probe(fit, "mean@0.5,1.0", model.config, positive="是", negative="否")
     reference = _reference_pipeline(probe, value).fit(x[train], y[train])
+    temperature = fit.report["temperature"]
+    assert temperature > 0 and fit.report["calibration"]["log_loss_after"] <= fit.report["calibration"]["log_loss_before"]
     for rows in (train, new):
+        expected = expit(reference.decision_function(x[rows]) / temperature)
         ours = head.probabilities(torch.tensor(x[rows], dtype=torch.float32)).numpy()
-        np.testing.assert_allclose(ours, reference.predict_proba(x[rows])[:, 1], atol=1e-5)
-        np.testing.assert_allclose(fit.probabilities(x[rows]), reference.predict_proba(x[rows])[:, 1], atol=1e-6)
+        np.testing.assert_allclose(ours, expected, atol=1e-5)
+        np.testing.assert_allclose(fit.probabilities(x[rows]), expected, atol=1e-6)
+        assert ((ours >= 0.5) == (reference.predict(x[rows]) == 1)).all()
     assert head.layers == (2, 4) and head.dim == 128
     assert fit.report["parameter"] == ("C" if probe == "logistic" else "shrinkage") and fit.report["probe"] == probe
     assert describe_fit(fit.report).startswith(f"{probe} probe, {fit.report['parameter']} = {value:g}, chosen by given")
+    assert f"temperature {temperature:.3g}" in describe_fit(fit.report)
+
+
+def test_the_head_is_calibrated_and_its_scores_keep_their_ranking():
+    """LDA on more dimensions than samples separates train perfectly and its log-odds run to the tens: as
+    probabilities in float32 many round to exactly 0 or 1, and the ranking ROC and VD-S read is lost. The
+    temperature chosen on out-of-fold decisions brings its held-out log loss down and keeps every score apart,
+    with the same verdicts."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 300))
+    y = (x[:, 0] + 0.7 * rng.normal(size=200) > 0).astype(int)
+    train, held = slice(0, 80), slice(80, 200)
+    fit = fit_probe(x[train], y[train], [str(i // 2) for i in range(80)], probe="lda", grid=[0.001])
+    reference = _reference_pipeline("lda", 0.001).fit(x[train], y[train])
+    raw = torch.sigmoid(torch.tensor(reference.decision_function(x[held]), dtype=torch.float32)).numpy()
+    head = head_from_probe(fit, "mean@0.5,1.0", _Config(150), positive="是", negative="否")
+    calibrated = head.probabilities(torch.tensor(x[held], dtype=torch.float32)).numpy()
+    assert fit.report["temperature"] > 2
+    assert ((raw == 0) | (raw == 1)).sum() > 10 and not ((calibrated == 0) | (calibrated == 1)).any()
+    assert log_loss(y[held], calibrated) < log_loss(y[held], np.clip(raw, 1e-7, 1 - 1e-7)) / 2
+    assert roc_auc_score(y[held], calibrated) >= roc_auc_score(y[held], raw)
+    assert ((calibrated >= 0.5) == (raw >= 0.5)).all()
+
+
+class _Config:
+    """The two fields of a model config that a head is made for: the hidden size, and a depth of 4 layers (the
+    spec mean@0.5,1.0 then reads layers 2 and 4)."""
+    def __init__(self, hidden_size: int):
+        self.hidden_size, self.num_hidden_layers = hidden_size, 4
 
 
 def test_a_head_fitted_before_the_probe_was_named_still_describes_itself():

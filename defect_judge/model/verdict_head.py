@@ -14,8 +14,9 @@ norm) or a fraction of the depth (0.5: the middle); a spec string names both, ``
 the highest layer read: the layers above it never run.
 
 Fitting (linear probing, LP) is ``train/linear_probe.py``'s: the fitted probe's scaler mean/scale and
-regression weights become the head, so the head's P(defective) is the fitted probe's ``predict_proba``
-exactly; fine-tuning (LP-FT, ``train_lora.py``) starts from it.
+regression weights, divided by a temperature calibrated on out-of-fold decisions, become the head, so the head's
+P(defective) is the fitted probe's at that temperature (the same verdicts and ranking, calibrated probabilities);
+fine-tuning (LP-FT, ``train_lora.py``) starts from it.
 
 On disk, beside a model (a checkpoint, the best model, an OUTPUT_DIR)::
 

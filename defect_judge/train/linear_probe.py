@@ -15,7 +15,9 @@ its regularisation chosen by cross-validation over whole twin pairs on train (``
   regression on the same layers (instruct_fine_tuning/readme.md, "The verdict head").
 
 ``head_from_probe`` turns the fitted pipeline into a ``VerdictHead`` (``model/verdict_head.py``): the scaler's
-mean/scale and the probe's one affine map, so the head's P(defective) is the pipeline's ``predict_proba`` exactly.
+mean/scale and the probe's one affine map divided by a temperature (calibrated on out-of-fold decisions, so
+P(defective) means what it says and never rounds to 1), so the head's P(defective) is the pipeline's
+``predict_proba`` at that temperature: the same verdicts at 0.5, the same ranking.
 ``tools/probe_features.py`` uses the same fit to measure which layers hold the judgement.
 
 ``train_lora.py`` calls ``fit_head``: the head it returns is the judge of an LP-only run
@@ -148,6 +150,30 @@ def _scores_of(labels, probabilities) -> dict:
             "samples": int(len(labels))}
 
 
+def _temperature(pipeline, x, y, groups: Sequence[str], folds) -> tuple[float, dict | str]:
+    """The temperature T that calibrates the probe's log-odds (P = sigmoid(decision / T)): the one with the lowest
+    log loss on out-of-fold decisions (grouped cross-validation over pairs on train). It changes no verdict at 0.5
+    and no ranking; it keeps LDA's log-odds, which reach +-70 on 224 samples, from rounding P(defective) to exactly
+    1 in float32, where the ranking that ROC, VD-S and a dev threshold read is lost. T = 1 when train is too small
+    to cross-validate."""
+    import numpy as np
+    from scipy.optimize import minimize_scalar
+    from sklearn.model_selection import cross_val_predict
+
+    try:
+        decisions = cross_val_predict(pipeline, x, y, groups=list(groups), cv=folds, method="decision_function")
+    except ValueError:  # a fold whose training part holds one judgement only
+        return 1.0, "none: too few training samples to cross-validate"
+    signs = 2 * np.asarray(y) - 1
+
+    def log_loss(log_t: float) -> float:
+        return float(np.mean(np.logaddexp(0.0, -signs * decisions / np.exp(log_t))))
+
+    best = minimize_scalar(log_loss, bounds=(-3.0, 8.0), method="bounded")
+    return float(np.exp(best.x)), {"on": "out-of-fold decisions, grouped cross-validation over pairs on train",
+                                   "log_loss_before": log_loss(0.0), "log_loss_after": float(best.fun)}
+
+
 def fit_probe(train_x, train_y: Sequence[int], groups: Sequence[str], *, probe: str = "logistic",
               grid: Sequence[float] | None = None, dev_x=None, dev_y: Sequence[int] | None = None,
               choose_on: str = "cv") -> ProbeFit:
@@ -156,6 +182,7 @@ def fit_probe(train_x, train_y: Sequence[int], groups: Sequence[str], *, probe: 
     train (``choose_on="cv"``), or on dev (``"dev"``); the probe is then fitted on all of train. The report holds
     every value's scores, and train's and dev's of the chosen one."""
     import numpy as np
+    from scipy.special import expit
     from sklearn.model_selection import cross_validate
 
     train_x, train_y = np.asarray(train_x, dtype=np.float64), np.asarray(train_y)
@@ -195,17 +222,24 @@ def fit_probe(train_x, train_y: Sequence[int], groups: Sequence[str], *, probe: 
     best = max(candidates, key=lambda v: (scores[v]["accuracy"], -scores[v]["log_loss"], stronger * v)) \
         if scores else candidates[0]
     fitted = kind.pipeline(best).fit(train_x, train_y)
+    temperature, calibration = _temperature(kind.pipeline(best), train_x, train_y, list(groups), folds)
+
+    def probabilities(x) -> "np.ndarray":
+        return expit(fitted.decision_function(np.asarray(x, dtype=np.float64)) / temperature)
+
     chosen_on = "cross-validation over pairs on train" if choose_on == "cv" else "dev"
     report = {"probe": probe, "parameter": name, name: best,
               "chosen_on": chosen_on if scores else "given (a single value)",
               "folds": folds.n_splits if choose_on == "cv" and scores else None,
               "grid": [{name: v, **scores[v]} for v in candidates if v in scores],
-              "train": _scores_of(train_y, fitted.predict_proba(train_x)[:, 1])}
+              "temperature": temperature, "calibration": calibration,
+              "train": _scores_of(train_y, probabilities(train_x))}
     if has_dev:
-        report["dev"] = _scores_of(dev_y, fitted.predict_proba(np.asarray(dev_x, dtype=np.float64))[:, 1])
+        report["dev"] = _scores_of(dev_y, probabilities(dev_x))
     scaler = fitted.steps[0][1]
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     weight, bias = _affine_map(fitted)
+    weight, bias = weight / temperature, bias / temperature
     return ProbeFit(torch.tensor(scaler.mean_, dtype=torch.float32), torch.tensor(scale, dtype=torch.float32),
                     torch.tensor(weight, dtype=torch.float32), torch.tensor([bias], dtype=torch.float32), report)
 
@@ -235,8 +269,9 @@ def describe_fit(report: dict) -> str:
     grid = {row[name]: row for row in report.get("grid", [])}
     chosen = grid.get(report.get(name), {})
     cv = f" (accuracy {chosen['accuracy']:.1%} there)" if chosen.get("accuracy") is not None else ""
+    temperature = f", temperature {report['temperature']:.3g}" if report.get("temperature") else ""
     return (f"{report.get('probe', 'logistic')} probe, {name} = {report.get(name):g}, chosen by "
-            f"{report.get('chosen_on')}{cv}{scores('train')}{scores('dev')}")
+            f"{report.get('chosen_on')}{cv}{temperature}{scores('train')}{scores('dev')}")
 
 
 # ------------------------------------------------------- the frozen model's features
