@@ -64,7 +64,8 @@ def test_the_head_is_the_fitted_pipeline_exactly(tiny, probe, value):
     head = head_from_probe(fit, "mean@0.5,1.0", model.config, positive="是", negative="否")
     reference = _reference_pipeline(probe, value).fit(x[train], y[train])
     temperature = fit.report["temperature"]
-    assert temperature > 0 and fit.report["calibration"]["log_loss_after"] <= fit.report["calibration"]["log_loss_before"]
+    calibration = fit.report["calibration"]
+    assert temperature > 0 and calibration["log_loss_after"] <= calibration["log_loss_before"]
     for rows in (train, new):
         expected = expit(reference.decision_function(x[rows]) / temperature)
         ours = head.probabilities(torch.tensor(x[rows], dtype=torch.float32)).numpy()

@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Sequence
 from pathlib import Path
+from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
@@ -157,7 +157,8 @@ def main() -> None:
     if not all(0 < f <= 1 for f in fractions):
         raise InputError(f"train_fractions: expected fractions in (0, 1], got {args.train_fractions}")
     if len(fractions) > 1 and args.nested_cv < 1:
-        raise InputError("train_fractions: a learning curve is drawn by the nested cross-validation: pass --nested_cv N")
+        raise InputError("train_fractions: a learning curve is drawn by the nested cross-validation: pass "
+                         "--nested_cv N")
     train, test = read_records(args.train_dataset_path), read_records(args.test_dataset_path)
     train_y, test_y = labels(train, args.train_dataset_path), labels(test, args.test_dataset_path)
     check_model_folder(args.model_path)
@@ -203,8 +204,9 @@ def main() -> None:
     print(f"majority class on {args.test_dataset_path}: {rows[0]['majority']:.3f}" if rows else "no heads")
     for row in rows:
         if "learning_curve" in row:
+            points = (f"{point['train_samples']:.0f} -> {point['accuracy']:.3f}" for point in row["learning_curve"])
             print(f"learning curve, {row['head']} {row['probe']} (nested cv accuracy by training samples): "
-                  + ", ".join(f"{point['train_samples']:.0f} -> {point['accuracy']:.3f}" for point in row["learning_curve"]))
+                  + ", ".join(points))
     if args.json:
         write_json_atomic(args.json, {"model_path": str(args.model_path), "train": str(args.train_dataset_path),
                                       "held_out": str(args.test_dataset_path), "train_samples": len(train),
