@@ -182,7 +182,6 @@ def fit_probe(train_x, train_y: Sequence[int], groups: Sequence[str], *, probe: 
     train (``choose_on="cv"``), or on dev (``"dev"``); the probe is then fitted on all of train. The report holds
     every value's scores, and train's and dev's of the chosen one."""
     import numpy as np
-    from scipy.special import expit
     from sklearn.model_selection import cross_validate
 
     train_x, train_y = np.asarray(train_x, dtype=np.float64), np.asarray(train_y)
@@ -223,25 +222,23 @@ def fit_probe(train_x, train_y: Sequence[int], groups: Sequence[str], *, probe: 
         if scores else candidates[0]
     fitted = kind.pipeline(best).fit(train_x, train_y)
     temperature, calibration = _temperature(kind.pipeline(best), train_x, train_y, list(groups), folds)
-
-    def probabilities(x) -> "np.ndarray":
-        return expit(fitted.decision_function(np.asarray(x, dtype=np.float64)) / temperature)
-
     chosen_on = "cross-validation over pairs on train" if choose_on == "cv" else "dev"
     report = {"probe": probe, "parameter": name, name: best,
               "chosen_on": chosen_on if scores else "given (a single value)",
               "folds": folds.n_splits if choose_on == "cv" and scores else None,
               "grid": [{name: v, **scores[v]} for v in candidates if v in scores],
-              "temperature": temperature, "calibration": calibration,
-              "train": _scores_of(train_y, probabilities(train_x))}
-    if has_dev:
-        report["dev"] = _scores_of(dev_y, probabilities(dev_x))
+              "temperature": temperature, "calibration": calibration}
     scaler = fitted.steps[0][1]
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     weight, bias = _affine_map(fitted)
-    weight, bias = weight / temperature, bias / temperature
-    return ProbeFit(torch.tensor(scaler.mean_, dtype=torch.float32), torch.tensor(scale, dtype=torch.float32),
-                    torch.tensor(weight, dtype=torch.float32), torch.tensor([bias], dtype=torch.float32), report)
+    fit = ProbeFit(torch.tensor(scaler.mean_, dtype=torch.float32), torch.tensor(scale, dtype=torch.float32),
+                   torch.tensor(weight / temperature, dtype=torch.float32),
+                   torch.tensor([bias / temperature], dtype=torch.float32), report)
+    # the scores of the head itself (its float32 tensors), as evaluation will compute its P(defective)
+    report["train"] = _scores_of(train_y, fit.probabilities(train_x))
+    if has_dev:
+        report["dev"] = _scores_of(dev_y, fit.probabilities(dev_x))
+    return fit
 
 
 def head_from_probe(fit: ProbeFit, spec: HeadSpec | str, model_config, *, positive: str, negative: str,
