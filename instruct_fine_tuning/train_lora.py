@@ -46,7 +46,8 @@ from defect_judge.train.samples import (PaddingCollator, SupervisedDataset, fit_
                                         mark_trained_text, training_dataset)
 from defect_judge.train.tracking import WandbConfigCallback, newest_offline_run, setup_wandb
 from defect_judge.train.trainer import (ACCURACY_THEN_LOSS, CheckpointCompleteCallback, PeakGpuMemoryCallback,
-                                        WeightedLossTrainer, save_best_model)
+                                        SharedMemoryCallback, WeightedLossTrainer, release_shared_memory,
+                                        save_best_model)
 
 log = logging.getLogger("train_lora")
 
@@ -355,7 +356,7 @@ def run_settings(lora_args: LoraArguments) -> dict:
 
 def build_trainer(model, tokenizer, train_dataset, eval_dataset, model_args, data_args, lora_args, head_args,
                   train_args: FineTuningArguments, head: VerdictHead | None = None) -> WeightedLossTrainer:
-    callbacks = [CheckpointCompleteCallback(), PeakGpuMemoryCallback(),
+    callbacks = [CheckpointCompleteCallback(), PeakGpuMemoryCallback(), SharedMemoryCallback(),
                  WandbConfigCallback({**asdict(model_args), **asdict(data_args), **run_settings(lora_args),
                                       **asdict(head_args)})]
     if train_args.early_stopping_patience > 0 and train_args.load_best_model_at_end:
@@ -411,6 +412,8 @@ def main() -> None:
 
         # ZeRO-3 partitions the weights while they load; on CPU ranks DeepSpeed must join the gloo group first.
         deepspeed.init_distributed(dist_backend="gloo")
+        release_shared_memory()  # now, not at the first epoch: the head's features take a while before it
+        release_shared_memory()
     head = starting_head(model_args, data_args, head_args, train_args, train_samples, eval_samples, classes,
                          resume) if classes else None
     if head_only:

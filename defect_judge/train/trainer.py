@@ -1,7 +1,7 @@
 """The Trainer of this toolkit: ``WeightedLossTrainer`` trains with the key-token-weighted chunked loss
 (``loss.py``) and, with a verdict head, the head's binary cross-entropy beside it; its evaluation loop, the
 single number best-model selection compares (``accuracy_then_loss``), the callbacks a run adds (the
-complete-checkpoint marker of ``run_folder.py``, peak GPU memory), and the best model saved at the end.
+complete-checkpoint marker of ``run_folder.py``, peak GPU memory, DeepSpeed's shared memory), and the best model saved at the end.
 
 With a verdict head (``model/verdict_head.py``), ``head_loss_weight`` times the head's binary cross-entropy,
 averaged over the accumulated batch's samples, is added to the answer's loss.
@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import EvalLoopOutput
 
-from defect_judge.distributed import all_ranks
+from defect_judge.distributed import all_ranks, release_deepspeed_shared_memory
 from defect_judge.model.hidden_states import LayerTap, pool
 from defect_judge.model.verdict_head import HEAD_CONFIG_FILE, HEAD_MODULE, VerdictHead
 from defect_judge.report.learning_curve import learning_curve_chart
@@ -304,6 +304,27 @@ class PeakGpuMemoryCallback(TrainerCallback):
         if torch.cuda.is_available() and state.log_history and "train_runtime" in state.log_history[-1]:
             state.log_history[-1]["train_peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated()
             log.info("peak GPU memory allocated: %.2f GiB", torch.cuda.max_memory_allocated() / 2 ** 30)
+
+
+def release_shared_memory() -> None:
+    """Unlinks the all-reduce buffers DeepSpeed's CPU ranks leave in /dev/shm, while the run is alive."""
+    released = release_deepspeed_shared_memory()
+    if released:
+        log.info("releasing DeepSpeed's shared-memory buffers (%s, one per rank): the memory returns when the "
+                 "ranks exit", released[0])
+
+
+class SharedMemoryCallback(TrainerCallback):
+    """Releases DeepSpeed's shared memory (``release_shared_memory``) at the first epoch: on CPU, DeepSpeed
+    starts inside ``train()``, after ``on_train_begin``."""
+
+    def __init__(self):
+        self.released = False
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if not self.released:
+            release_shared_memory()
+            self.released = True
 
 
 def save_best_model(trainer: WeightedLossTrainer, *, finetuning_type: str, base_model_path: str | os.PathLike,
