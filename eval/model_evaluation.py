@@ -36,7 +36,9 @@ every checkpoint, its best model and its OUTPUT_DIR hold verdict_head.json), or
 --verdict_head names one, the head decides: P(defective) from the prompt's hidden
 states. In score mode the model's own scored answer is kept beside it
 (model_prediction); in generate mode the answer starts with 判断:{the head's verdict}
-and the model writes 原因：… after it. --verdict_head none judges without it.
+and the model writes 原因：… after it. --verdict_head none judges without it. A head
+trained with --verdict_head_reads_base reads the base model: the adapter is then
+kept unmerged and switched off while the head reads.
 
 MODEL_PATH may be a full model folder, a LoRA adapter folder (checkpoint-{step};
 merged into its base before inference), a training OUTPUT_DIR (follows its
@@ -236,7 +238,7 @@ class HeadChoice:
         fit = self.head.fit
         return {"path": str(self.path.resolve()), "weights_sha256": file_sha256(self.path / HEAD_WEIGHTS_FILE),
                 "spec": self.head.spec, "layers": list(self.head.layers), "pooling": self.head.pooling,
-                "positive": self.head.positive, "negative": self.head.negative,
+                "positive": self.head.positive, "negative": self.head.negative, "reads_base": self.head.reads_base,
                 "fit": {k: fit.get(k) for k in ("C", "chosen_on", "train", "dev") if k in fit}}
 
 
@@ -295,9 +297,12 @@ def finished_samples(args, fingerprint: dict, ranks: Ranks) -> dict[str, dict]:
     return finished
 
 
-def evaluation_model(args, resolved: model_paths.ResolvedModel, tokenizer, tokenizer_dir: Path, ranks: Ranks, dtype):
+def evaluation_model(args, resolved: model_paths.ResolvedModel, tokenizer, tokenizer_dir: Path, ranks: Ranks, dtype,
+                     head: HeadChoice):
     started = time.perf_counter()
-    model = model_paths.inference_model(resolved, dtype=dtype, device=ranks.device,
+    # a head that reads the base model needs the adapter switchable, so unmerged
+    merge = head.head is None or not head.head.reads_base
+    model = model_paths.inference_model(resolved, dtype=dtype, device=ranks.device, merge=merge,
                                         trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
     check_tokenizer_matches(model, tokenizer, resolved.weights_path, tokenizer_dir)
     log.info("loaded in %.1f s on %s (%s)", time.perf_counter() - started, ranks.device, dtype)
@@ -367,7 +372,7 @@ class Session:
     def model(self):
         if self._model is None:
             self._model = evaluation_model(self.args, self.resolved, self.tokenizer, self.tokenizer_dir, self.ranks,
-                                     self.dtype)
+                                           self.dtype, self.head)
         return self._model
 
     def judge(self, args, vocabulary: list[str], threshold: dict | None) -> judges.Judge:

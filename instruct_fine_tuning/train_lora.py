@@ -97,9 +97,10 @@ class LoraArguments:
     lora_target_modules: str = field(default=ALL_LINEAR, metadata={
         "help": "'all-linear' (every linear layer but the output layer) or a comma-separated list of module "
                 "names (q_proj,v_proj)."})
-    trainable_layers: int = field(default=0, metadata={
+    trainable_layers: float = field(default=0, metadata={
         "help": "Train only the top N transformer layers (LoRA adapters there, or those layers' weights in full "
-                "fine-tuning); the backward pass then stops below them. 0: every layer."})
+                "fine-tuning), or that fraction of them for N below 1 (0.5: the top half); the backward pass then "
+                "stops below them. 0: every layer."})
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,10 @@ class VerdictHeadArguments:
         "help": "Fine-tune only the layers above the head's highest (--trainable_layers follows): the head's "
                 "features stay those it was fitted on, and the model learns to write the answer above them. With "
                 "--verdict_head_loss_weight 0 the head stays the linear probe as fitted."})
+    verdict_head_reads_base: bool = field(default=False, metadata={
+        "help": "The head reads the base model, the LoRA adapter switched off, in training and in evaluation: it "
+                "stays the linear probe as fitted (needs --verdict_head_loss_weight 0), and LoRA may train any "
+                "layers (--trainable_layers) to write the answer without moving the head's features."})
 
 
 @dataclass
@@ -304,14 +309,16 @@ def starting_head(model_args: ModelArguments, data_args: DataArguments, head_arg
     """The head training starts from: a resumed checkpoint's, or the linear probe fitted on the frozen model."""
     spec = HeadSpec.parse(head_args.verdict_head, field="--verdict_head")
     if resume is not None:
-        return resumed_head(resume, spec)
-    return fit_head(model_args.model_path, spec, train_samples, eval_samples, positive=classes[0],
+        return resumed_head(resume, spec, reads_base=head_args.verdict_head_reads_base)
+    head = fit_head(model_args.model_path, spec, train_samples, eval_samples, positive=classes[0],
                     negative=classes[1], train_path=data_args.train_data, dev_path=data_args.eval_data,
                     device=train_args.device, trust_remote_code=model_args.trust_remote_code,
                     allow_pickle=model_args.allow_pickle, probe=head_args.verdict_head_probe,
                     grid=probe_grid(head_args.verdict_head_probe, head_args.verdict_head_c_grid,
                                     head_args.verdict_head_shrinkage_grid),
                     choose_on=head_args.verdict_head_choose_c)
+    head.reads_base = head_args.verdict_head_reads_base
+    return head
 
 
 def save_head_only(head: VerdictHead, train_args: FineTuningArguments, main: bool) -> None:

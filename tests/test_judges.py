@@ -1,6 +1,7 @@
 """defect_judge/evaluate/judges.py's verdict-head judge through eval/model_evaluation.py, on a tiny real model: a
 linear-probe run's OUTPUT_DIR (train_lora.py --finetuning_type none) evaluated in both modes, the model
-alone kept beside the head, a dev threshold deciding generated answers, and a head that does not fit."""
+alone kept beside the head, a dev threshold deciding generated answers, a head that does not fit, and a head that
+reads the base model beside a LoRA adapter."""
 from __future__ import annotations
 
 import json
@@ -120,3 +121,43 @@ def test_a_head_that_does_not_fit_is_one_clear_line(probe_run, tmp_path, embedde
     other.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     result = run_script(EVALUATE, "--model_path", head_dir, "--test_dataset_path", other, "--output_dir", out)
     assert_clean_failure(result, "the head tells 是/否 apart")
+
+
+def run_with_head(training_output_dir, head_dir, folder, *, reads_base: bool):
+    """A copy of a LoRA run (random adapters in every layer) whose folders carry the probe's head."""
+    import shutil
+
+    from defect_judge.model.verdict_head import load_head
+
+    shutil.copytree(training_output_dir, folder)
+    head = load_head(head_dir)
+    head.reads_base = reads_base
+    for place in (folder, folder / "checkpoint-2", folder / "checkpoint-4"):
+        head.save(place)
+    return folder
+
+
+def test_a_head_on_the_base_model_reads_it_with_the_adapter_off(probe_run, training_output_dir, tiny_model_dir,
+                                                                tmp_path):
+    """--verdict_head_reads_base: the adapter stays unmerged and is switched off while the head reads, so the head
+    scores as on the base model itself; the adapter still writes the answers, as it does merged."""
+    data, head_dir = probe_run
+    test = ["--test_dataset_path", data / "test.jsonl"]
+    on_base = run_with_head(training_output_dir, head_dir, tmp_path / "base-run", reads_base=True)
+    on_tuned = run_with_head(training_output_dir, head_dir, tmp_path / "tuned-run", reads_base=False)
+    ours = evaluate("--model_path", on_base, *test, "--mode", "score", out=tmp_path / "ours")
+    base = evaluate("--model_path", tiny_model_dir, *test, "--mode", "score", "--verdict_head", head_dir,
+                    out=tmp_path / "base")
+    tuned = evaluate("--model_path", on_tuned, *test, "--mode", "score", out=tmp_path / "tuned")
+    assert ours["verdict_head"]["reads_base"] and not tuned["verdict_head"]["reads_base"]
+    p = [s["probabilities"]["是"] for s in ours["samples"]]
+    assert p == pytest.approx([s["probabilities"]["是"] for s in base["samples"]], abs=1e-5)
+    assert max(abs(a - s["probabilities"]["是"]) for a, s in zip(p, tuned["samples"])) > 1e-3  # the adapter moves it
+    for a, b in zip(ours["samples"], tuned["samples"]):  # unmerged or merged, the adapted model answers alike
+        assert a["model_probabilities"]["是"] == pytest.approx(b["model_probabilities"]["是"], abs=1e-4)
+    written = evaluate("--model_path", on_base, *test, "--max_new_tokens", "4", out=tmp_path / "generate")
+    merged = evaluate("--model_path", on_tuned, *test, "--max_new_tokens", "4", out=tmp_path / "merged")
+    assert written["overall"]["invalid_format"] == 0
+    assert [s["prediction"] for s in written["samples"]] == [s["prediction"] for s in ours["samples"]]
+    same_verdict = [(a, b) for a, b in zip(written["samples"], merged["samples"]) if a["prediction"] == b["prediction"]]
+    assert same_verdict and all(a["response"] == b["response"] for a, b in same_verdict)

@@ -113,6 +113,18 @@ def test_trainable_layers_train_the_top_layers_only(train_lora, tiny_model_dir, 
     with pytest.raises(InputError, match="only 2 layers"):
         train_lora.training_model(model_args, train_lora.LoraArguments(trainable_layers=3), train_args,
                               embedded_tokenizer)
+    with pytest.raises(InputError, match="a whole number of layers"):
+        train_lora.training_model(model_args, train_lora.LoraArguments(trainable_layers=1.5), train_args,
+                                  embedded_tokenizer)
+
+
+@pytest.mark.parametrize("fraction,depth,layers", [(0.5, 30, list(range(15, 30))), (0.5, 2, [1]), (0.1, 4, [3]),
+                                                   (0.99, 4, [0, 1, 2, 3])])
+def test_trainable_layers_below_one_are_a_fraction_of_the_depth(fraction, depth, layers):
+    from defect_judge.train.lora import top_layers
+
+    model = SimpleNamespace(config=SimpleNamespace(num_hidden_layers=depth))
+    assert top_layers(model, fraction) == layers
 
 
 def test_full_fine_tuning_with_a_head_saves_it_beside_whole_models(tiny_model_dir, tmp_path):
@@ -172,3 +184,41 @@ def test_training_above_the_head_keeps_the_probe_as_fitted(tmp_path, embedded_to
                           tmp_path / "y", "--finetuning_type", "none")
     assert bad_grid.returncode == 2 and bad_grid.stderr.strip().splitlines()[-1] == (
         "train_lora.py: error: --verdict_head_shrinkage_grid must be numbers in [0, 1], got [0.1, 1.5]")
+
+
+def test_a_head_on_the_base_model_stays_as_fitted_while_lora_trains_every_layer(tmp_path, embedded_tokenizer):
+    """--verdict_head_reads_base: LoRA in every layer, the head read with the adapter off: dev scores it as the
+    probe was scored when fitted, at every evaluation, and every checkpoint carries the fitted head, marked so."""
+    from safetensors.torch import load_file as load_tensors
+
+    from defect_judge.model.verdict_head import load_head
+    from helpers import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "tiny-4", embedded_tokenizer, layers=4)
+    train = write_records(tmp_path / "train.jsonl", make_records(8))
+    dev = write_records(tmp_path / "dev.jsonl", make_records(4, start=2))
+    common = ["--model_path", model_dir, "--train_data", train, "--eval_data", dev, "--verdict_head", "mean@0.5",
+              "--verdict_head_probe", "lda", "--verdict_head_shrinkage_grid", "0.1", "--report_to", "none",
+              "--lora_rank", "4", "--max_steps", "2", "--save_steps", "1", "--learning_rate", "1e-2",
+              "--gradient_accumulation_steps", "1"]
+    run = run_script(SCRIPT, *common, "--output_dir", tmp_path / "run", "--verdict_head_reads_base",
+                     "--verdict_head_loss_weight", "0", check=True)
+    assert "the verdict head mean@0.5 (the base model's layers 2 of 4" in run.stderr
+    adapter = load_tensors(tmp_path / "run" / "adapter_model.safetensors")
+    assert {name.split(".layers.")[1].split(".")[0] for name in adapter} == {"0", "1", "2", "3"}
+    fitted = load_head(tmp_path / "run")
+    assert fitted.reads_base
+    for folder in (tmp_path / "run" / checkpoint_name(1), tmp_path / "run" / checkpoint_name(2)):
+        head = load_head(folder)
+        assert head.reads_base and all(torch.equal(head.state_tensors()[k], v)
+                                       for k, v in fitted.state_tensors().items())
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    evals = [e for e in state["log_history"] if "eval_head_loss" in e]
+    assert len(evals) == 2 and not any("head_loss" in e for e in state["log_history"] if "loss" in e)
+    for entry in evals:  # what the probe scored on dev when fitted on the frozen model
+        assert entry["eval_head_accuracy"] == fitted.fit["dev"]["accuracy"]
+        assert entry["eval_head_loss"] == pytest.approx(fitted.fit["dev"]["log_loss"], abs=1e-5)
+    for flags in (["--verdict_head_loss_weight", "1"], ["--verdict_head_loss_weight", "0", "--finetuning_type",
+                                                        "full"]):
+        refused = run_script(SCRIPT, *common, "--output_dir", tmp_path / "x", "--verdict_head_reads_base", *flags)
+        assert refused.returncode == 2 and "--verdict_head_reads_base keeps the head" in refused.stderr

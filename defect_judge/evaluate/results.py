@@ -31,8 +31,9 @@ Top level::
     versus_majority     {judgement, accuracy, p_value}: always answering the most common reference, and the
                         one-sided exact binomial p-value that the model beats it by chance
     verdict_source      where the verdicts come from: generated | scored | head | classical (verdicts.py)
-    verdict_head        null | {path, weights_sha256, spec, layers, pooling, positive, negative, fit}: the head
-                        that decided (verdict_head.py)
+    verdict_head        null | {path, weights_sha256, spec, layers, pooling, positive, negative, reads_base,
+                        fit}: the head that decided (verdict_head.py); reads_base: it read the base model, the
+                        adapter switched off
     model_alone         null | {source, overall: Summary, roc_auc, agreement, versus_majority}: what the model
                         would have answered without the head, where that was cheap to keep (score mode), and
                         the share of samples where it agrees with the headline verdict

@@ -267,8 +267,9 @@ def weights_fingerprint(resolved: ResolvedModel) -> list[dict]:
 
 
 def inference_model(resolved: ResolvedModel, *, dtype, device: str, trust_remote_code: bool = False,
-               allow_pickle: bool = False):
-    """The model ready for inference (eval mode, on ``device``); an adapter is merged into its base."""
+               allow_pickle: bool = False, merge: bool = True):
+    """The model ready for inference (eval mode, on ``device``); an adapter is merged into its base, or with
+    ``merge=False`` stays beside it, so that ``verdict_head.adapter_disabled`` can switch it off."""
     if not resolved.is_adapter:
         model = load_causal_lm(resolved.weights_path, dtype=dtype, trust_remote_code=trust_remote_code,
                                allow_pickle=allow_pickle)
@@ -280,7 +281,8 @@ def inference_model(resolved: ResolvedModel, *, dtype, device: str, trust_remote
                               allow_pickle=allow_pickle)
         try:
             with quiet_library_deprecations():
-                model = PeftModel.from_pretrained(base, resolved.weights_path).merge_and_unload()
+                adapted = PeftModel.from_pretrained(base, resolved.weights_path)
+                model = adapted.merge_and_unload() if merge else adapted.get_base_model()
         except pickle.UnpicklingError as error:
             raise InputError(weights_error_message(error), path=resolved.weights_path) from None
         except torch.OutOfMemoryError:  # a RuntimeError too, but the machine's limit, not a mismatch

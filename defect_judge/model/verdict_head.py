@@ -16,21 +16,25 @@ the highest layer read: the layers above it never run.
 Fitting (linear probing, LP) is ``train/linear_probe.py``'s: the fitted probe's scaler mean/scale and
 regression weights, divided by a temperature calibrated on out-of-fold decisions, become the head, so the head's
 P(defective) is the fitted probe's at that temperature (the same verdicts and ranking, calibrated probabilities);
-fine-tuning (LP-FT, ``train_lora.py``) starts from it.
+fine-tuning (LP-FT, ``train_lora.py``) starts from it. A head that ``reads_base`` stays the probe as fitted and
+reads the base model, the LoRA adapter switched off (``adapter_disabled``), in training and in evaluation: the
+adapter then may change any layer to write the answer without moving the features the head was fitted on.
 
 On disk, beside a model (a checkpoint, the best model, an OUTPUT_DIR)::
 
     verdict_head.json          spec, layers, pooling, the model's hidden size and depth, the judgements
-                               (positive = defective), the base model, and how it was fitted
+                               (positive = defective), the base model, whether it reads the base model, and
+                               how it was fitted
     verdict_head.safetensors   mean, scale, weight, bias (float32)
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -103,7 +107,7 @@ class VerdictHead(torch.nn.Module):
 
     def __init__(self, layers: Sequence[int], pooling: str, hidden_size: int, num_hidden_layers: int, *,
                  positive: str, negative: str, spec: str = "", base_model_path: str = "", fit: dict | None = None,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, reads_base: bool = False):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -113,6 +117,7 @@ class VerdictHead(torch.nn.Module):
         self.spec = spec or f"{pooling}@" + ",".join(map(str, self.layers))
         self.base_model_path, self.fit = base_model_path, dict(fit or {})
         self.dropout = float(dropout)  # on the standardised features, while training
+        self.reads_base = bool(reads_base)  # the base model's states, with the adapter off
         self.register_buffer("mean", torch.zeros(self.dim))
         self.register_buffer("scale", torch.ones(self.dim))
         self.weight = torch.nn.Parameter(torch.zeros(self.dim))
@@ -140,11 +145,12 @@ class VerdictHead(torch.nn.Module):
         return {"schema": HEAD_SCHEMA, "spec": self.spec, "layers": list(self.layers), "pooling": self.pooling,
                 "hidden_size": self.hidden_size, "num_hidden_layers": self.num_hidden_layers,
                 "positive": self.positive, "negative": self.negative, "base_model_path": self.base_model_path,
-                "fit": self.fit}
+                "reads_base": self.reads_base, "fit": self.fit}
 
     def describe(self) -> str:
-        return (f"verdict head {self.spec} (layers {', '.join(map(str, self.layers))} of {self.num_hidden_layers}, "
-                f"{self.pooling} over the prompt; P({self.positive}))")
+        where = "the base model's " if self.reads_base else ""
+        return (f"verdict head {self.spec} ({where}layers {', '.join(map(str, self.layers))} of "
+                f"{self.num_hidden_layers}, {self.pooling} over the prompt; P({self.positive}))")
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {name: getattr(self, name).detach().float().cpu().contiguous() for name in TENSORS}
@@ -222,9 +228,12 @@ def load_head(path: str | os.PathLike) -> VerdictHead:
                          field="layers")
     if config["pooling"] not in POOLINGS:
         raise InputError(f"must be one of {', '.join(POOLINGS)}", path=config_path, field="pooling")
+    if not isinstance(config.get("reads_base", False), bool):
+        raise InputError("must be true or false", path=config_path, field="reads_base")
     head = VerdictHead(config["layers"], config["pooling"], config["hidden_size"], config["num_hidden_layers"],
                        positive=config["positive"], negative=config["negative"], spec=str(config.get("spec") or ""),
-                       base_model_path=str(config.get("base_model_path") or ""), fit=config.get("fit") or {})
+                       base_model_path=str(config.get("base_model_path") or ""), fit=config.get("fit") or {},
+                       reads_base=config.get("reads_base", False))
     if not weights_path.is_file():
         raise InputError(f"{HEAD_CONFIG_FILE} without its weights", path=weights_path)
     try:
@@ -240,7 +249,28 @@ def load_head(path: str | os.PathLike) -> VerdictHead:
 
 # ---------------------------------------------------------------- probabilities
 
+@contextlib.contextmanager
+def adapter_disabled(model) -> Iterator[None]:
+    """Inside it, ``model``'s LoRA (any peft tuner) layers are off: the model computes as its base model. A
+    model with no adapter (or one merged into its weights) is unchanged."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    switched = [m for m in model.modules() if isinstance(m, BaseTunerLayer) and not m.disable_adapters]
+    trainable = {p: p.requires_grad for m in switched for p in m.parameters()}  # peft's switch resets them
+    for module in switched:
+        module.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for module in switched:
+            module.enable_adapters(True)
+        for parameter, requires_grad in trainable.items():
+            parameter.requires_grad_(requires_grad)
+
+
 def head_probabilities(model, head: VerdictHead, prompts: Sequence[Sequence[int]], **kwargs) -> list[float]:
-    """P(defective) of each prompt (token ids, as evaluation renders them)."""
-    features = prompt_features(model, prompts, head.layers, head.pooling, **kwargs)
+    """P(defective) of each prompt (token ids, as evaluation renders them); a head that ``reads_base`` reads
+    ``model`` with its adapter off, so the adapter must not be merged into it."""
+    with adapter_disabled(model) if head.reads_base else contextlib.nullcontext():
+        features = prompt_features(model, prompts, head.layers, head.pooling, **kwargs)
     return [float(p) for p in head.probabilities(features)]

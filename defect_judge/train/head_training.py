@@ -1,5 +1,6 @@
 """The verdict head's part of a fine-tuning run: its settings checked, the two judgements it tells apart, the head
-a resumed run continues with, and the head attached to the model as a trainable submodule.
+a resumed run continues with, and the head attached to the model as a submodule (trainable unless it reads the
+base model).
 
 A fresh run starts from the linear probe (``linear_probe.fit_head``); ``trainer.py`` trains the attached head
 with the model and saves it beside every checkpoint.
@@ -33,6 +34,11 @@ def check_head_arguments(head_args, lora_args) -> None:
         raise InputError(f"--verdict_head_loss_weight must be 0 or more, got {head_args.verdict_head_loss_weight}")
     PROBES["logistic"].check_grid(head_args.verdict_head_c_grid)
     PROBES["lda"].check_grid(head_args.verdict_head_shrinkage_grid)
+    if head_args.verdict_head_reads_base and not (head_args.verdict_head and lora_args.finetuning_type == "lora"
+                                                  and head_args.verdict_head_loss_weight == 0):
+        raise InputError("--verdict_head_reads_base keeps the head on the base model as fitted: it needs a "
+                         "--verdict_head, --finetuning_type lora (an adapter to switch off) and "
+                         "--verdict_head_loss_weight 0")
     if head_args.train_above_head and (not head_args.verdict_head or lora_args.trainable_layers):
         raise InputError("--train_above_head needs a --verdict_head and sets the trainable layers itself: drop "
                          "--trainable_layers")
@@ -55,14 +61,18 @@ def head_classes(train_samples: Sequence[FittedSample], eval_samples: Sequence[F
     return classes
 
 
-def resumed_head(resume: str | os.PathLike, spec: HeadSpec) -> VerdictHead:
-    """The head of the checkpoint a run resumes from, which must be the ``--verdict_head`` asked for."""
+def resumed_head(resume: str | os.PathLike, spec: HeadSpec, *, reads_base: bool = False) -> VerdictHead:
+    """The head of the checkpoint a run resumes from, which must be the ``--verdict_head`` asked for, reading
+    the same model (``--verdict_head_reads_base``)."""
     if not has_head(resume):
         raise InputError(f"--verdict_head {spec}: the checkpoint to resume has no {HEAD_CONFIG_FILE} (it was "
                          f"trained without a head)", path=resume)
     head = load_head(resume)
     if head.spec != str(spec):
         raise InputError(f"--verdict_head {spec}: the checkpoint to resume holds a head {head.spec}", path=resume)
+    if head.reads_base != reads_base:
+        raise InputError(f"--verdict_head_reads_base {str(reads_base).lower()}: the checkpoint to resume holds a head "
+                         f"that reads {'the base model' if head.reads_base else 'the fine-tuned model'}", path=resume)
     log.info("resuming the %s", head.describe())
     return head
 
@@ -79,9 +89,12 @@ def layers_above_head(head: VerdictHead) -> int:
 
 
 def attach_head(model, head: VerdictHead, *, dropout: float, loss_weight: float) -> None:
-    """The head becomes a trainable submodule of the causal LM: the optimizer, DeepSpeed and the
-    checkpoints then handle it with the model."""
+    """The head becomes a submodule of the causal LM, trainable unless it reads the base model: the optimizer,
+    DeepSpeed and the checkpoints then handle it with the model."""
     head.dropout = dropout
-    head.requires_grad_(True)
+    head.requires_grad_(not head.reads_base)  # a head on the base model stays as fitted
     causal_lm(model).add_module(HEAD_MODULE, head)
-    log.info("training with the %s: loss = answer + %g x head BCE", head.describe(), loss_weight)
+    if head.reads_base:
+        log.info("the %s is fixed: loss = the answer's; it judges dev with the adapter off", head.describe())
+    else:
+        log.info("training with the %s: loss = answer + %g x head BCE", head.describe(), loss_weight)

@@ -14,11 +14,17 @@ from defect_judge.model.loading import quiet_library_deprecations
 ALL_LINEAR = "all-linear"  # peft's name for every linear layer but the output layer
 
 
-def top_layers(model, count: int) -> list[int] | None:
-    """Indices of the top ``count`` transformer layers (None: all of them)."""
+def top_layers(model, count: float) -> list[int] | None:
+    """Indices of the top ``count`` transformer layers, or of that fraction of them when ``count`` is below 1
+    (0.5: the top half; at least one layer); None: all of them."""
     total = model.config.num_hidden_layers
     if count <= 0:
         return None
+    if count < 1:
+        count = max(1, round(count * total))
+    elif count != int(count):
+        raise InputError(f"--trainable_layers {count:g}: a whole number of layers, or a fraction of them below 1")
+    count = int(count)
     if count > total:
         raise InputError(f"--trainable_layers {count}: the model has only {total} layers")
     return list(range(total - count, total))
@@ -41,9 +47,10 @@ def freeze_below(model, layers: list[int]) -> None:
 
 
 def with_lora_adapters(model, *, rank: int, alpha: float, dropout: float, target_modules: str,
-                       trainable_layers: int, activation_checkpointing: bool):
+                       trainable_layers: float, activation_checkpointing: bool):
     """The model wrapped by peft with LoRA adapters on ``target_modules`` (``all-linear`` or comma-separated
-    module names) of the top ``trainable_layers`` layers (0: every layer); only the adapters train."""
+    module names) of the top ``trainable_layers`` layers (``top_layers``; 0: every layer); only the adapters
+    train."""
     from peft import LoraConfig, get_peft_model
 
     targets = target_modules if target_modules == ALL_LINEAR else [t.strip() for t in target_modules.split(",")

@@ -123,14 +123,16 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("head_lpft_mid", "LP-FT as head_lpft, with the middle-layer head", learning_rate=1e-4,
            verdict_head="mean@0.5"),
     # The demo's: the probe that did best by nested cross-validation over whole pairs on train + dev (probe_lda;
-    # LP-FT did not beat the probes), kept as fitted, and LoRA in the layers above it learning the answer, so the
-    # model writes the reason after the head's verdict. The judgement is the head's, so its tokens get no extra
-    # weight; at lr 5e-4 the reasons on dev stopped looping back to "判断:" (1 of 32 against 26 of 32 at lr 2e-4
-    # with key-token weight 5).
-    Recipe("demo_head", "the three-layer LDA verdict head fitted on the frozen model and kept as fitted; LoRA r32 in "
-                        "the layers above it (lr 5e-4, the whole answer, no key-token weight) writes the reason",
+    # LP-FT did not beat the probes), kept as fitted on the base model, and LoRA in the top half learning the
+    # answer, so the model writes the reason after the head's verdict. The judgement is the head's, so its tokens
+    # get no extra weight; at lr 5e-4 the reasons on dev stopped looping back to "判断:" (1 of 32 against 26 of 32 at
+    # lr 2e-4 with key-token weight 5) with LoRA in 15 layers, and came back in part with 10.
+    Recipe("demo_head", "the three-layer LDA verdict head fitted on the frozen model and kept as fitted, reading the "
+                        "base model; LoRA r32 in the top half (lr 5e-4, the whole answer, no key-token weight) "
+                        "writes the reason",
            learning_rate=5e-4, key_token_weight=1.0, verdict_head=THREE_LAYERS,
-           extra_args=("--verdict_head_probe", "lda", "--train_above_head", "true", "--verdict_head_loss_weight", "0")),
+           extra_args=("--verdict_head_probe", "lda", "--verdict_head_reads_base", "true",
+                       "--verdict_head_loss_weight", "0", "--trainable_layers", "0.5")),
 )}
 
 

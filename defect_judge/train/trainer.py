@@ -22,7 +22,7 @@ from transformers.trainer_utils import EvalLoopOutput
 
 from defect_judge.distributed import all_ranks, release_deepspeed_shared_memory
 from defect_judge.model.hidden_states import LayerTap, pool
-from defect_judge.model.verdict_head import HEAD_CONFIG_FILE, HEAD_MODULE, VerdictHead
+from defect_judge.model.verdict_head import HEAD_CONFIG_FILE, HEAD_MODULE, VerdictHead, adapter_disabled
 from defect_judge.report.learning_curve import learning_curve_chart
 from defect_judge.train.loss import batch_weight_sum, final_hidden_states, output_embeddings, weighted_token_loss
 from defect_judge.train.run_folder import (LEARNING_CURVE_FILE, best_checkpoint_info, checkpoint_name, list_checkpoints,
@@ -83,7 +83,7 @@ class WeightedLossTrainer(Trainer):
         return batches, totals[0]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        head = self.verdict_head
+        head = self._trained_head
         with LayerTap(model, head.layers) if head is not None else contextlib.nullcontext() as tap:
             hidden = final_hidden_states(model, inputs)
         parts = weighted_token_loss(hidden, inputs["labels"], inputs["key_mask"], self.lm_head,
@@ -104,6 +104,12 @@ class WeightedLossTrainer(Trainer):
             loss = loss * self.args.world_size
         return loss
 
+    @property
+    def _trained_head(self) -> VerdictHead | None:
+        """The head whose BCE joins the loss: none when it reads the base model (it stays as fitted)."""
+        head = self.verdict_head
+        return None if head is None or head.reads_base else head
+
     def _head_bce(self, tap: LayerTap, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """The head's BCE summed over this micro-batch's labelled samples, and their number."""
         logits, labels = self._head_logits(tap, inputs)
@@ -119,8 +125,14 @@ class WeightedLossTrainer(Trainer):
         logits = head(features)  # the module itself: DeepSpeed ZeRO-3 gathers its weights in its hooks
         return logits, inputs["verdict_label"].to(logits.device)
 
+    def _base_head_logits(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """A head on the base model: its logits from a pass with the adapter off that stops at its top layer."""
+        with adapter_disabled(self.model), LayerTap(self.model, self.verdict_head.layers, stop=True) as tap:
+            tap.run(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+        return self._head_logits(tap, inputs)
+
     def log(self, logs: dict[str, float], start_time=None) -> None:
-        if self.verdict_head is not None and "loss" in logs:  # a training log, on every rank at once
+        if self._trained_head is not None and "loss" in logs:  # a training log, on every rank at once
             totals = self._head_log.to(self.args.device)
             if self.args.world_size > 1:
                 totals = self.accelerator.reduce(totals, reduction="sum")
@@ -140,8 +152,9 @@ class WeightedLossTrainer(Trainer):
         for group in optimizer.param_groups:
             group["params"] = [p for p in group["params"] if id(p) not in head_ids]
         optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
-        lr = self.head_learning_rate if self.head_learning_rate is not None else self.args.learning_rate
-        optimizer.add_param_group({"params": head_params, "lr": lr, "weight_decay": 0.0})
+        if head_params:  # none when the head is fixed on the base model
+            lr = self.head_learning_rate if self.head_learning_rate is not None else self.args.learning_rate
+            optimizer.add_param_group({"params": head_params, "lr": lr, "weight_decay": 0.0})
         return optimizer
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
@@ -220,7 +233,8 @@ class WeightedLossTrainer(Trainer):
             for batch in tqdm(loader, desc="evaluating", unit="batch", leave=False,
                               disable=self.args.disable_tqdm or not self.is_world_process_zero()):
                 batch = self._prepare_inputs(batch)
-                with LayerTap(model, head.layers) if head is not None else contextlib.nullcontext() as tap:
+                trained_head = self._trained_head
+                with LayerTap(model, head.layers) if trained_head is not None else contextlib.nullcontext() as tap:
                     hidden = final_hidden_states(model, batch)
                 parts = weighted_token_loss(hidden, batch["labels"], batch["key_mask"], self.lm_head,
                                             self.key_token_weight, self.loss_chunk_size, with_predictions=True)
@@ -228,7 +242,8 @@ class WeightedLossTrainer(Trainer):
                                        parts.judgement_correct.sum().double(),
                                        parts.has_judgement.sum().double()]).to(device)
                 if head is not None:
-                    logits, labels = self._head_logits(tap, batch)
+                    logits, labels = (self._head_logits(tap, batch) if trained_head is not None
+                                      else self._base_head_logits(batch))
                     head_scores += [(l, y) for l, y in zip(logits.tolist(), labels.tolist()) if y >= 0]
         if self.args.world_size > 1:
             totals = self.accelerator.reduce(totals, reduction="sum")
