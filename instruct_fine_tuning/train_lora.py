@@ -420,7 +420,6 @@ def main() -> None:
         # ZeRO-3 partitions the weights while they load; on CPU ranks DeepSpeed must join the gloo group first.
         deepspeed.init_distributed(dist_backend="gloo")
         release_shared_memory()  # now, not at the first epoch: the head's features take a while before it
-        release_shared_memory()
     head = starting_head(model_args, data_args, head_args, train_args, train_samples, eval_samples, classes,
                          resume) if classes else None
     if head_only:

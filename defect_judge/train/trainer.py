@@ -4,7 +4,8 @@ single number best-model selection compares (``accuracy_then_loss``), the callba
 complete-checkpoint marker of ``run_folder.py``, peak GPU memory, DeepSpeed's shared memory), and the best model saved at the end.
 
 With a verdict head (``model/verdict_head.py``), ``head_loss_weight`` times the head's binary cross-entropy,
-averaged over the accumulated batch's samples, is added to the answer's loss.
+averaged over the accumulated batch's samples, is added to the answer's loss; a head that reads the base model
+adds nothing and is scored on dev in a pass of its own, with the adapter switched off.
 """
 from __future__ import annotations
 
@@ -224,7 +225,7 @@ class WeightedLossTrainer(Trainer):
         dataset = self.eval_dataset
         model = self.model_wrapped if self.model_wrapped is not None else self.model
         model.eval()
-        head = self.verdict_head
+        head, trained_head = self.verdict_head, self._trained_head
         device = self.args.device
         totals = torch.zeros(4, dtype=torch.float64, device=device)  # weighted ce, weights, correct, judged
         head_scores: list[tuple[float, float]] = []  # (logit, label) of this rank's labelled samples
@@ -233,7 +234,6 @@ class WeightedLossTrainer(Trainer):
             for batch in tqdm(loader, desc="evaluating", unit="batch", leave=False,
                               disable=self.args.disable_tqdm or not self.is_world_process_zero()):
                 batch = self._prepare_inputs(batch)
-                trained_head = self._trained_head
                 with LayerTap(model, head.layers) if trained_head is not None else contextlib.nullcontext() as tap:
                     hidden = final_hidden_states(model, batch)
                 parts = weighted_token_loss(hidden, batch["labels"], batch["key_mask"], self.lm_head,
