@@ -43,6 +43,14 @@ def test_figure_has_every_point_of_the_history_and_marks_the_chosen_step():
     assert {x for x, _ in marks} == {4.0}
 
 
+def test_a_run_with_a_verdict_head_shows_the_heads_accuracy_it_selects_on():
+    with_head = [dict(e, eval_head_accuracy=a) if "eval_loss" in e else e
+                 for e, a in zip(HISTORY, (None, None, 0.625, None, None, 0.75, None))]
+    lines = lines_by_label(learning_curve_figure(with_head, best_step=4))
+    assert lines["eval verdict-head accuracy"] == [(2, 0.625), (4, 0.75)]
+    assert "eval verdict-head accuracy" not in lines_by_label(learning_curve_figure(HISTORY))
+
+
 def test_chart_is_a_png_written_from_a_trainer_state(tmp_path):
     state = tmp_path / "trainer_state.json"
     state.write_text(json.dumps({"log_history": HISTORY}))

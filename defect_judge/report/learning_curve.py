@@ -1,4 +1,5 @@
-"""The learning curve of a training run: losses and dev accuracy against the optimizer step.
+"""The learning curve of a training run: losses and dev accuracy (the answer's, and the verdict head's when the
+run has one) against the optimizer step.
 
 Drawn from the Trainer's ``log_history`` (``trainer_state.json``), which a resumed
 run carries over from its checkpoint, so the curve always covers the whole run.
@@ -11,7 +12,7 @@ from typing import Sequence
 from defect_judge.report.fonts import use_cjk_font
 from defect_judge.report.accuracy_bars import DPI, save_png
 
-TRAIN_COLOR, EVAL_COLOR, ACCURACY_COLOR, BEST_COLOR = "#4C72B0", "#DD8452", "#55A868", "#C44E52"
+TRAIN_COLOR, EVAL_COLOR, ACCURACY_COLOR, HEAD_COLOR, BEST_COLOR = "#4C72B0", "#DD8452", "#55A868", "#8172B2", "#C44E52"
 
 
 def curve_points(log_history: Sequence[dict], key: str) -> list[tuple[int, float]]:
@@ -22,10 +23,12 @@ def curve_points(log_history: Sequence[dict], key: str) -> list[tuple[int, float
 
 
 def learning_curve_figure(log_history: Sequence[dict], *, best_step: int | None = None, title: str = ""):
-    """Top: training and eval loss; bottom: eval judgement accuracy; the chosen checkpoint marked in both."""
+    """Top: training and eval loss; bottom: eval judgement accuracy (and the verdict head's, which a run with a
+    head selects on); the chosen checkpoint marked in both."""
     train = curve_points(log_history, "loss")
     evals = curve_points(log_history, "eval_loss")
     accuracy = curve_points(log_history, "eval_judgement_accuracy")
+    head_accuracy = curve_points(log_history, "eval_head_accuracy")
     if not train and not evals:
         raise ValueError("the training history holds no loss values")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -43,6 +46,9 @@ def learning_curve_figure(log_history: Sequence[dict], *, best_step: int | None 
     if accuracy:
         bottom.plot(*zip(*accuracy), color=ACCURACY_COLOR, marker="o", markersize=4, linewidth=1.5,
                     label="eval judgement accuracy")
+    if head_accuracy:
+        bottom.plot(*zip(*head_accuracy), color=HEAD_COLOR, marker="s", markersize=4, linewidth=1.5,
+                    label="eval verdict-head accuracy")
     bottom.set_ylim(-0.02, 1.02)
     bottom.set_ylabel("accuracy")
     bottom.set_xlabel("optimizer step")
