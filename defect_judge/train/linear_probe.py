@@ -114,9 +114,10 @@ class ProbeFit:
     def probabilities(self, features) -> "object":
         """P(defective) of each row of ``features`` (numpy), as the head computes it."""
         import numpy as np
+        from scipy.special import expit  # no overflow warning where the log-odds are large
 
         z = (np.asarray(features, dtype=np.float64) - self.mean.double().numpy()) / self.scale.double().numpy()
-        return 1.0 / (1.0 + np.exp(-(z @ self.weight.double().numpy() + float(self.bias))))
+        return expit(z @ self.weight.double().numpy() + float(self.bias))
 
 
 def _grouped_folds(labels, groups) -> "object":
