@@ -71,8 +71,9 @@ _DEEPSPEED_SHM_PREFIX = "deepspeed_allreduce_buffer"
 _SHM_DIR = Path("/dev/shm")
 
 
-def release_deepspeed_shared_memory() -> list[Path]:
-    """Unlink this rank's DeepSpeed shared-memory buffer once every rank has mapped it; returns what was removed.
+def release_deepspeed_shared_memory() -> Path | None:
+    """Unlink this rank's DeepSpeed shared-memory buffer once every rank has mapped it; returns what was removed
+    (None: nothing, or already released).
 
     DeepSpeed leaves a 64 MiB file in /dev/shm per CPU rank and run, which holds RAM until the machine restarts
     (hundreds of test runs filled a 24 GiB machine). The ranks keep their mappings, so the run goes on, and the
@@ -81,9 +82,9 @@ def release_deepspeed_shared_memory() -> list[Path]:
     try:
         import deepspeed.comm as ds_comm
     except ImportError:
-        return []
+        return None
     if not ds_comm.is_initialized():
-        return []
+        return None
     rank, world = rank_and_world()
     if world > 1:
         import torch.distributed as dist
@@ -92,7 +93,8 @@ def release_deepspeed_shared_memory() -> list[Path]:
     name = "_".join((_DEEPSPEED_SHM_PREFIX, str(os.getuid()), os.environ.get("MASTER_ADDR", ""),
                      os.environ.get("MASTER_PORT", ""), str(rank)))
     path = _SHM_DIR / name
-    if not path.exists():
-        return []
-    path.unlink(missing_ok=True)
-    return [path]
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return None
+    return path

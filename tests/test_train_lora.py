@@ -121,9 +121,11 @@ def test_trainable_layers_train_the_top_layers_only(train_lora, tiny_model_dir, 
 @pytest.mark.parametrize("fraction,depth,layers", [(0.5, 30, list(range(15, 30))), (0.5, 2, [1]), (0.1, 4, [3]),
                                                    (0.99, 4, [0, 1, 2, 3])])
 def test_trainable_layers_below_one_are_a_fraction_of_the_depth(fraction, depth, layers):
+    from transformers import LlamaConfig
+
     from defect_judge.train.lora import top_layers
 
-    model = SimpleNamespace(config=SimpleNamespace(num_hidden_layers=depth))
+    model = SimpleNamespace(config=LlamaConfig(num_hidden_layers=depth))  # all top_layers reads of a model
     assert top_layers(model, fraction) == layers
 
 

@@ -324,9 +324,9 @@ class PeakGpuMemoryCallback(TrainerCallback):
 def release_shared_memory() -> None:
     """Unlinks the all-reduce buffers DeepSpeed's CPU ranks leave in /dev/shm, while the run is alive."""
     released = release_deepspeed_shared_memory()
-    if released:
+    if released is not None:
         log.info("releasing DeepSpeed's shared-memory buffers (%s, one per rank): the memory returns when the "
-                 "ranks exit", released[0])
+                 "ranks exit", released)
 
 
 class SharedMemoryCallback(TrainerCallback):
