@@ -38,7 +38,8 @@ states. In score mode the model's own scored answer is kept beside it
 (model_prediction); in generate mode the answer starts with 判断:{the head's verdict}
 and the model writes 原因：… after it. --verdict_head none judges without it. A head
 trained with --verdict_head_reads_base reads the base model: the adapter is then
-kept unmerged and switched off while the head reads.
+kept unmerged and switched off while the head reads (refused beside a fully
+fine-tuned model, which has no adapter to switch off).
 
 MODEL_PATH may be a full model folder, a LoRA adapter folder (checkpoint-{step};
 merged into its base before inference), a training OUTPUT_DIR (follows its
@@ -256,6 +257,12 @@ def choose_head(args, resolved: model_paths.ResolvedModel, vocabulary: list[str]
     if folder is None:
         return HeadChoice(None)
     head = load_head(folder)
+    if head.reads_base and resolved.kind == model_paths.FULL_MODEL:
+        # its probe was fitted on the base model's states, which a fully fine-tuned model no longer computes
+        raise InputError(f"this head reads the base model with the LoRA adapter switched off, and "
+                         f"{resolved.weights_path} is a fully fine-tuned model with no adapter to switch off: "
+                         f"evaluate the head with its LoRA run or with the base model", path=folder,
+                         field="reads_base")
     config_folder = resolved.base_model_path or resolved.weights_path
     try:
         config = AutoConfig.from_pretrained(config_folder, trust_remote_code=args.trust_remote_code)

@@ -1,7 +1,7 @@
 """defect_judge/evaluate/judges.py's verdict-head judge through eval/model_evaluation.py, on a tiny real model: a
 linear-probe run's OUTPUT_DIR (train_lora.py --finetuning_type none) evaluated in both modes, the model
 alone kept beside the head, a dev threshold deciding generated answers, a head that does not fit, and a head that
-reads the base model beside a LoRA adapter."""
+reads the base model beside a LoRA adapter (and refused beside a fully fine-tuned model)."""
 from __future__ import annotations
 
 import json
@@ -161,3 +161,32 @@ def test_a_head_on_the_base_model_reads_it_with_the_adapter_off(probe_run, train
     assert [s["prediction"] for s in written["samples"]] == [s["prediction"] for s in ours["samples"]]
     same_verdict = [(a, b) for a, b in zip(written["samples"], merged["samples"]) if a["prediction"] == b["prediction"]]
     assert same_verdict and all(a["response"] == b["response"] for a, b in same_verdict)
+
+
+def test_a_head_on_the_base_model_is_refused_beside_a_fully_fine_tuned_model(probe_run, tiny_model_dir, tmp_path):
+    """A fully fine-tuned model has no adapter to switch off: a head that reads the base model would read the tuned
+    weights instead, whether it comes in the model's folder or is named with --verdict_head."""
+    import shutil
+
+    from defect_judge.model.verdict_head import load_head
+    from defect_judge.train.run_folder import TRAINER_STATE_FILE
+
+    data, head_dir = probe_run
+    full = tmp_path / "full"
+    shutil.copytree(tiny_model_dir, full)
+    (full / TRAINER_STATE_FILE).write_text("{}", encoding="utf-8")  # what marks a folder as trained
+    on_base = tmp_path / "on-base"
+    head = load_head(head_dir)
+    head.reads_base = True
+    head.save(on_base)
+    out = tmp_path / "out"
+    common = ["--test_dataset_path", data / "test.jsonl", "--mode", "score", "--output_dir", out]
+    result = run_script(EVALUATE, "--model_path", full, "--verdict_head", on_base, *common)
+    assert_clean_failure(result, str(on_base), "reads_base", "fully fine-tuned model with no adapter")
+    head.save(full)
+    result = run_script(EVALUATE, "--model_path", full, *common)
+    assert_clean_failure(result, str(full), "fully fine-tuned model with no adapter")
+    assert not out.exists()
+    # the same head on the base model itself reads what it was fitted on
+    base = evaluate("--model_path", tiny_model_dir, "--verdict_head", on_base, *common[:4], out=tmp_path / "base")
+    assert base["verdict_head"]["reads_base"] and base["overall"]["invalid_format"] == 0

@@ -1,6 +1,6 @@
 """defect_judge/train/trainer.py with the real Trainer on a tiny real Llama: gradient accumulation leaves the
 loss unchanged, an overfit run, the accuracy-then-loss selection metric, and a verdict head trained beside the
-answer (its loss, evaluation, selection and saving)."""
+answer (its loss, evaluation, selection and saving), and a head on the base model scored once per dev set."""
 from __future__ import annotations
 
 import copy
@@ -128,12 +128,19 @@ def random_head(model, seed: int = 0):
     return head
 
 
+def prompt_features_of(model, dataset) -> torch.Tensor:
+    """The means of layers 1 and 2 over each prompt of ``dataset``: what ``random_head`` reads."""
+    from defect_judge.model.hidden_states import prompt_features
+
+    prompts = [list(f["input_ids"][:f["prompt_length"]]) for f in dataset.features]
+    return prompt_features(model, prompts, [1, 2], "mean")
+
+
 def test_head_loss_is_the_answer_loss_plus_the_weighted_bce_of_the_accumulated_batch(tiny_model, embedded_tokenizer,
                                                                                        tmp_path):
     """With a verdict head the loss adds head_loss_weight x the head's mean BCE over the accumulated batch,
     computed from the states of the same forward pass; accumulation does not change it, and gradients reach
     the head and the model's layers below the head's."""
-    from defect_judge.model.hidden_states import prompt_features
     from defect_judge.model.verdict_head import HEAD_MODULE
 
     model = copy.deepcopy(tiny_model)
@@ -150,9 +157,7 @@ def test_head_loss_is_the_answer_loss_plus_the_weighted_bce_of_the_accumulated_b
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters()
                if ".layers.0." in n)
     with torch.no_grad():
-        prompts = [list(f["input_ids"][:f["prompt_length"]]) for f in SupervisedDataset(
-            fit_samples(embedded_tokenizer, recs, 4096)).features]
-        logits = head(prompt_features(model, prompts, [1, 2], "mean"))
+        logits = head(prompt_features_of(model, SupervisedDataset(fit_samples(embedded_tokenizer, recs, 4096))))
         labels = torch.tensor([1.0 if r.judgement == "是" else 0.0 for r in recs])
         expected = reference_loss(model, whole, 5.0) + 2.0 * F.binary_cross_entropy_with_logits(logits, labels)
     assert accumulated == pytest.approx(expected.item(), abs=1e-4)
@@ -194,3 +199,40 @@ def test_a_head_run_evaluates_and_selects_on_the_head_and_saves_it_beside_the_mo
         assert saved.layers == (1, 2) and not any(HEAD_MODULE in k for k in load_tensors(folder / "model.safetensors"))
     restored = load_head(best).state_tensors()
     assert all(torch.equal(head.state_tensors()[name], value) for name, value in restored.items())
+
+
+def test_a_head_on_the_base_model_is_scored_once_and_its_scores_reused(tiny_model, embedded_tokenizer, tmp_path):
+    """A head that reads the base model (the LoRA adapter off) never changes, nor does what it reads: the first
+    evaluation scores it in passes of its own with the adapter off, later evaluations reuse those scores while the
+    adapter trains on."""
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from defect_judge.model.verdict_head import HEAD_MODULE
+    from defect_judge.train.trainer import head_eval_metrics
+
+    base = copy.deepcopy(tiny_model)
+    head = random_head(base, seed=2)
+    head.reads_base = True
+    records = chat_records(8)
+    dataset = SupervisedDataset(fit_samples(embedded_tokenizer, records, 4096), "是")
+    with torch.no_grad():  # the head on the base model itself, before any adapter exists
+        expected = head_eval_metrics([(float(head(base_features)), float(label)) for base_features, label in zip(
+            prompt_features_of(base, dataset), [f["verdict_label"] for f in dataset.features])])
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                            task_type="CAUSAL_LM"))
+    model.base_model.model.add_module(HEAD_MODULE, head.requires_grad_(False))
+    adapter_off_passes = []
+    lora = next(m for m in model.modules() if isinstance(m, BaseTunerLayer))
+    lora.register_forward_hook(lambda module, args, output: adapter_off_passes.append(module.disable_adapters))
+    trainer = make_trainer(model, embedded_tokenizer, tmp_path, 1.0, per_device_train_batch_size=2, max_steps=4,
+                           learning_rate=5e-2, save_strategy="no", eval_strategy="steps", eval_steps=1,
+                           disable_tqdm=True, trainer_kwargs={"verdict_head": head, "train_dataset": dataset,
+                                                              "eval_dataset": dataset})
+    trainer.train()
+    evaluations = [h for h in trainer.state.log_history if "eval_head_accuracy" in h]
+    assert len(evaluations) == 4 and len({h["eval_loss"] for h in evaluations}) == 4  # the adapter learns
+    for entry in evaluations:
+        assert entry["eval_head_loss"] == pytest.approx(expected["head_loss"], abs=1e-5)
+        assert entry["eval_head_accuracy"] == expected["head_accuracy"]
+    assert sum(adapter_off_passes) == 1  # one dev batch of 8, at the first evaluation only

@@ -64,6 +64,7 @@ class WeightedLossTrainer(Trainer):
         self.lm_head = output_embeddings(self.model)
         self._head_items = None  # labelled samples of the current accumulated batch, all ranks
         self._head_log = torch.zeros(2, dtype=torch.float64)  # head BCE sum and samples since the last log
+        self._base_head_cache: tuple[object, list[tuple[float, float]]] | None = None  # (dev dataset, scores)
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batches = []
@@ -131,6 +132,17 @@ class WeightedLossTrainer(Trainer):
         with adapter_disabled(self.model), LayerTap(self.model, self.verdict_head.layers, stop=True) as tap:
             tap.run(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
         return self._head_logits(tap, inputs)
+
+    def _base_head_scores(self, dataset, loader) -> list[tuple[float, float]]:
+        """(logit, label) of this rank's labelled dev samples for a head on the base model. Neither the base
+        model nor such a head changes during training, so they are computed at the first evaluation of a dataset
+        and reused after it."""
+        if self._base_head_cache is None or self._base_head_cache[0] is not dataset:
+            scores = []
+            for batch in loader:
+                scores += labelled_scores(*self._base_head_logits(self._prepare_inputs(batch)))
+            self._base_head_cache = (dataset, scores)
+        return self._base_head_cache[1]
 
     def log(self, logs: dict[str, float], start_time=None) -> None:
         if self._trained_head is not None and "loss" in logs:  # a training log, on every rank at once
@@ -241,10 +253,10 @@ class WeightedLossTrainer(Trainer):
                 totals += torch.stack([parts.weighted_sum.double(), parts.weight_sum.double(),
                                        parts.judgement_correct.sum().double(),
                                        parts.has_judgement.sum().double()]).to(device)
-                if head is not None:
-                    logits, labels = (self._head_logits(tap, batch) if trained_head is not None
-                                      else self._base_head_logits(batch))
-                    head_scores += [(l, y) for l, y in zip(logits.tolist(), labels.tolist()) if y >= 0]
+                if trained_head is not None:
+                    head_scores += labelled_scores(*self._head_logits(tap, batch))
+            if head is not None and trained_head is None:
+                head_scores = self._base_head_scores(dataset, loader)
         if self.args.world_size > 1:
             totals = self.accelerator.reduce(totals, reduction="sum")
         weighted, weights, correct, judged = totals.tolist()
@@ -262,6 +274,11 @@ class WeightedLossTrainer(Trainer):
                 metrics[f"{metric_key_prefix}_{ACCURACY_THEN_LOSS}"] = accuracy_then_loss(
                     head_metrics["head_accuracy"], total, head_metrics["head_samples"])
         return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=len(dataset))
+
+
+def labelled_scores(logits: torch.Tensor, labels: torch.Tensor) -> list[tuple[float, float]]:
+    """(logit, label) of the samples with a label (an unlabelled one is -1)."""
+    return [(l, y) for l, y in zip(logits.tolist(), labels.tolist()) if y >= 0]
 
 
 def head_eval_metrics(scores: Sequence[tuple[float, float]]) -> dict:
