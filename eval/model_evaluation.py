@@ -72,13 +72,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
 from defect_judge.cli import Settings, parse_settings
-from defect_judge.data.labels import judgement_vocabulary, labelled_records, positive_judgement, two_classes
+from defect_judge.data.labels import judgement_vocabulary, labelled_records, positive_judgement
 from defect_judge.data.schema import Record, read_records
 from defect_judge.data.splitting import spread_subset
 from defect_judge.distributed import from_rank_zero, launched_rank
 from defect_judge.errors import InputError, RunError, run_main
 from defect_judge.evaluate import judges, verdicts
 from defect_judge.evaluate.dev_threshold import EvaluatedModel, dev_threshold, threshold_source
+from defect_judge.evaluate.head_choice import HeadChoice, choose_head
 from defect_judge.evaluate.pairs import check_record_pairs
 from defect_judge.evaluate.partial import PartialWriter, file_sha256, load_finished, remove_partials
 from defect_judge.evaluate.results import results_document
@@ -88,7 +89,6 @@ from defect_judge.fileio import check_output_dir, write_json_atomic
 from defect_judge.model import inference
 from defect_judge.model import paths as model_paths
 from defect_judge.model.loading import check_tokenizer_matches, load_tokenizer, pick_dtype
-from defect_judge.model.verdict_head import HEAD_WEIGHTS_FILE, VerdictHead, head_folder, load_head
 from defect_judge.report.result_charts import result_charts
 
 # ----------------------------------------------------------------------------
@@ -132,7 +132,6 @@ VDS_FPR = 0.05
 # ----------------------------------------------------------------------------
 PATHS = ("model_path", "test_dataset_path", "tokenizer_path", "output_dir", "base_model_path", "threshold_from",
          "verdict_head")
-NO_HEAD = "none"  # --verdict_head none: judge without the head that comes with the model
 MODES = ("generate", "score")
 
 log = logging.getLogger("model_evaluation")
@@ -227,56 +226,6 @@ def resolve(args, tokenizer_explicit: bool) -> tuple[model_paths.ResolvedModel, 
     return resolved, tokenizer_dir
 
 
-@dataclass(frozen=True)
-class HeadChoice:
-    """The verdict head the evaluation uses (or None) and where it came from."""
-    head: VerdictHead | None
-    path: Path | None = None
-
-    def to_json(self) -> dict | None:
-        if self.head is None:
-            return None
-        fit = self.head.fit
-        return {"path": str(self.path.resolve()), "weights_sha256": file_sha256(self.path / HEAD_WEIGHTS_FILE),
-                "spec": self.head.spec, "layers": list(self.head.layers), "pooling": self.head.pooling,
-                "positive": self.head.positive, "negative": self.head.negative, "reads_base": self.head.reads_base,
-                "fit": {k: fit.get(k) for k in ("C", "chosen_on", "train", "dev") if k in fit}}
-
-
-def choose_head(args, resolved: model_paths.ResolvedModel, vocabulary: list[str]) -> HeadChoice:
-    """--verdict_head: the model's own head (empty), another one (a path) or none; checked against the model's
-    shape and the test set's judgements before anything runs."""
-    from transformers import AutoConfig
-
-    if args.verdict_head.strip().lower() == NO_HEAD:
-        if resolved.is_probe_run:
-            raise InputError("--verdict_head none: this linear-probe run is its head and nothing else; evaluate its "
-                             "base model instead", path=args.model_path, field="verdict_head")
-        return HeadChoice(None)
-    folder = head_folder(args.verdict_head) if args.verdict_head else resolved.head_path
-    if folder is None:
-        return HeadChoice(None)
-    head = load_head(folder)
-    if head.reads_base and resolved.kind == model_paths.FULL_MODEL:
-        # its probe was fitted on the base model's states, which a fully fine-tuned model no longer computes
-        raise InputError(f"this head reads the base model with the LoRA adapter switched off, and "
-                         f"{resolved.weights_path} is a fully fine-tuned model with no adapter to switch off: "
-                         f"evaluate the head with its LoRA run or with the base model", path=folder,
-                         field="reads_base")
-    config_folder = resolved.base_model_path or resolved.weights_path
-    try:
-        config = AutoConfig.from_pretrained(config_folder, trust_remote_code=args.trust_remote_code)
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot read the model's config: {str(error).splitlines()[0]}", path=config_folder) from None
-    head.check_fits(getattr(config, "text_config", None) or config, path=folder)
-    classes = two_classes(vocabulary)
-    if classes is None or set(classes) != {head.positive, head.negative}:
-        raise InputError(f"the head tells {head.positive}/{head.negative} apart, the test set's judgements are "
-                         f"{'/'.join(vocabulary)}", path=folder, field="positive")
-    log.info("%s, from %s: it decides every verdict", head.describe(), folder)
-    return HeadChoice(head, folder)
-
-
 def fingerprint_of(args, resolved: model_paths.ResolvedModel, tokenizer_dir: Path, dtype,
                    head: HeadChoice | None = None, threshold: dict | None = None) -> dict:
     """The settings that change answers; partial results are only reused under the same ones."""
@@ -307,9 +256,7 @@ def finished_samples(args, fingerprint: dict, ranks: Ranks) -> dict[str, dict]:
 def evaluation_model(args, resolved: model_paths.ResolvedModel, tokenizer, tokenizer_dir: Path, ranks: Ranks, dtype,
                      head: HeadChoice):
     started = time.perf_counter()
-    # a head that reads the base model needs the adapter switchable, so unmerged
-    merge = head.head is None or not head.head.reads_base
-    model = model_paths.inference_model(resolved, dtype=dtype, device=ranks.device, merge=merge,
+    model = model_paths.inference_model(resolved, dtype=dtype, device=ranks.device, merge=not head.reads_base,
                                         trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
     check_tokenizer_matches(model, tokenizer, resolved.weights_path, tokenizer_dir)
     log.info("loaded in %.1f s on %s (%s)", time.perf_counter() - started, ranks.device, dtype)
@@ -428,7 +375,7 @@ def main() -> None:
     if args.mode == "score" and len(vocabulary) == 1:
         log.warning("score mode with a single judgement (%s): every prediction will be it", vocabulary[0])
     resolved, tokenizer_dir = resolve(args, tokenizer_explicit)
-    head = choose_head(args, resolved, vocabulary)
+    head = choose_head(args.verdict_head, resolved, vocabulary, trust_remote_code=args.trust_remote_code)
     evaluated = EvaluatedModel(resolved.weights_path, (head.to_json() or {}).get("weights_sha256"), head.path)
     source = threshold_source(args, records, vocabulary, evaluated, has_head=head.head is not None,
                               read_split=read_test_set)
