@@ -40,6 +40,20 @@ def test_probabilities_of_candidate_logprobs():
     assert inference.probabilities([math.log(0.2), math.log(0.6)]) == pytest.approx([0.25, 0.75])
 
 
+def test_an_answer_cut_inside_a_character_loses_only_the_partial_bytes(embedded_tokenizer):
+    """SmolLM2's byte-level tokens split a CJK character over two or three tokens: an answer cut by
+    max_new_tokens between them decodes to U+FFFD at its end, which the answer's text drops."""
+    text = "不存在缓冲区溢出"
+    ids = embedded_tokenizer.encode(text, add_special_tokens=False)
+    cuts = [k for k in range(1, len(ids)) if embedded_tokenizer.decode(ids[:k]).endswith("\ufffd")]
+    assert len(cuts) >= 3
+    for k in cuts:
+        answer = inference.decoded_answer(embedded_tokenizer, ids[:k], stopped=False)
+        assert "\ufffd" not in answer and text.startswith(answer) and len(answer) >= k // 3
+    assert inference.decoded_answer(embedded_tokenizer, ids, stopped=False) == text
+    assert inference.decoded_answer(embedded_tokenizer, ids[:cuts[-1]], stopped=True).endswith("\ufffd")
+
+
 # ------------------------------------------------------- batched vs unbatched
 
 def test_batched_generation_equals_unbatched(embedded, six_samples, monkeypatch):

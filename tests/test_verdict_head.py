@@ -55,6 +55,26 @@ def saved_head(folder, model) -> VerdictHead:
     return head
 
 
+def test_the_head_drops_features_while_training_only(tiny, tmp_path):
+    """``--verdict_head_dropout`` acts on the standardised features in training; in evaluation the head is the
+    fitted formula, sigmoid(weight · (features - mean) / scale + bias), computed here by hand."""
+    model, _ = tiny
+    head = saved_head(tmp_path, model)
+    head.dropout = 0.5
+    features = torch.randn(64, head.dim)
+    by_hand = ((features - head.mean) / head.scale) @ head.weight + head.bias
+    head.eval()
+    torch.testing.assert_close(head(features), by_hand.detach())
+    torch.testing.assert_close(head.probabilities(features), torch.sigmoid(by_hand).detach())
+    head.train()
+    torch.manual_seed(0)
+    dropped = head(features).detach()
+    assert not torch.allclose(dropped, by_hand.detach())
+    # inverted dropout keeps the expected logit: its mean over many draws comes back to the formula's
+    draws = torch.stack([head(features).detach() for _ in range(2000)]).mean(0)
+    torch.testing.assert_close(draws, by_hand.detach(), atol=0.25 * by_hand.abs().max().item(), rtol=0)
+
+
 def test_save_and_load_round_trip_exactly(tiny, tmp_path):
     model, _ = tiny
     head = saved_head(tmp_path, model)

@@ -89,6 +89,14 @@ def _cut_at_stop(tokens: list[int], stop_ids: Sequence[int]) -> tuple[list[int],
     return tokens, False
 
 
+def decoded_answer(tokenizer, tokens: Sequence[int], stopped: bool) -> str:
+    """The answer's text. An answer cut by max_new_tokens may end inside a character (a byte-level token holds
+    part of a CJK character's bytes), which decodes to U+FFFD: those trailing replacement characters are no
+    text of the answer and are dropped; the answer stays marked as cut (``stopped`` false)."""
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    return text if stopped else text.rstrip("\ufffd")
+
+
 def prefill_groups(lengths: Sequence[int], *, max_waste: float | None = None,
                    max_tokens: int | None = None) -> list[range]:
     """Split length-sorted prompts into runs that prefill together with little padding.
@@ -230,7 +238,7 @@ def generate_batch(model, tokenizer, prompts: Sequence[Sequence[int]], *, max_ne
                    stop_ids: Sequence[int]) -> list[dict]:
     """Greedy answers for a batch of length-sorted prompt ids, decoded together with left padding.
 
-    Returns per prompt ``response`` (decoded without special tokens),
+    Returns per prompt ``response`` (``decoded_answer``: without special tokens, nor a cut character),
     ``generated_tokens`` (including the stop token) and ``stopped`` (ended at
     end-of-turn rather than at ``max_new_tokens``).
     """
@@ -249,7 +257,7 @@ def generate_batch(model, tokenizer, prompts: Sequence[Sequence[int]], *, max_ne
     answers = []
     for row in output[:, input_ids.shape[1]:].tolist():
         tokens, stopped = _cut_at_stop(row, stop_ids)
-        answers.append({"response": tokenizer.decode(tokens, skip_special_tokens=True),
+        answers.append({"response": decoded_answer(tokenizer, tokens, stopped),
                         "generated_tokens": len(tokens), "stopped": stopped})
     return answers
 

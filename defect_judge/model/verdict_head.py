@@ -102,6 +102,17 @@ class HeadSpec:
 
 # ----------------------------------------------------------------------- head
 
+def head_logits(features: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor, *, dropout: float = 0.0) -> torch.Tensor:
+    """The head's formula, in the tensors' own dtype: weight · dropout((features - mean) / scale) + bias, the
+    logit of P(defective) of each row. The fitted probe's scores (float64) and the head's (float32) both come
+    from here."""
+    standardised = (features - mean) / scale
+    if dropout:
+        standardised = F.dropout(standardised, dropout, training=True)
+    return standardised @ weight + bias
+
+
 class VerdictHead(torch.nn.Module):
     """Logistic regression over standardised pooled features; ``forward`` gives the logit of P(defective)."""
 
@@ -129,9 +140,8 @@ class VerdictHead(torch.nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         # float32 whatever the model's dtype: a bf16 copy of mean/scale would cost the standardisation its precision
-        x = (features.float() - self.mean.float()) / self.scale.float()
-        x = F.dropout(x, self.dropout, self.training)
-        return x @ self.weight.float() + self.bias.float()
+        return head_logits(features.float(), self.mean.float(), self.scale.float(), self.weight.float(),
+                           self.bias.float(), dropout=self.dropout if self.training else 0.0)
 
     def probabilities(self, features: torch.Tensor) -> torch.Tensor:
         """P(defective) of each row of ``features``."""

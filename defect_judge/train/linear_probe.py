@@ -42,7 +42,7 @@ from defect_judge.distributed import all_ranks, from_rank_zero, rank_and_world
 from defect_judge.errors import InputError
 from defect_judge.model.hidden_states import prompt_features
 from defect_judge.model.loading import load_causal_lm, pick_dtype
-from defect_judge.model.verdict_head import HeadSpec, VerdictHead
+from defect_judge.model.verdict_head import HeadSpec, VerdictHead, head_logits
 from defect_judge.train.samples import FittedSample, prompt_ids, verdict_label
 
 log = logging.getLogger(__name__)
@@ -112,12 +112,10 @@ class ProbeFit:
     report: dict
 
     def probabilities(self, features) -> "object":
-        """P(defective) of each row of ``features`` (numpy), as the head computes it."""
-        import numpy as np
-        from scipy.special import expit  # no overflow warning where the log-odds are large
-
-        z = (np.asarray(features, dtype=np.float64) - self.mean.double().numpy()) / self.scale.double().numpy()
-        return expit(z @ self.weight.double().numpy() + float(self.bias))
+        """P(defective) of each row of ``features`` (numpy), by the head's formula in float64."""
+        tensors = (self.mean, self.scale, self.weight, self.bias)
+        logits = head_logits(torch.as_tensor(features, dtype=torch.float64), *(t.double() for t in tensors))
+        return torch.sigmoid(logits).numpy()
 
 
 def _grouped_folds(labels, groups) -> "object":
