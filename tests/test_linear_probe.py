@@ -101,6 +101,25 @@ def test_the_head_is_calibrated_and_its_scores_keep_their_ranking():
     assert ((calibrated >= 0.5) == (raw >= 0.5)).all()
 
 
+@pytest.mark.parametrize("probe, grid", [("lda", [0.001, 0.03, 0.3]), ("logistic", [0.01, 1.0])])
+def test_the_calibration_of_a_chosen_probe_is_the_one_it_would_have_alone(probe, grid):
+    """Choosing among several values calibrates the chosen one on the out-of-fold decisions its own
+    cross-validation made; fitted alone on the same folds, that value gets the same temperature."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(80, 120))
+    y = (x[:, 0] + 0.8 * rng.normal(size=80) > 0).astype(int)
+    groups = [str(i // 2) for i in range(80)]
+    chosen = fit_probe(x, y, groups, probe=probe, grid=grid)
+    value = chosen.report[chosen.report["parameter"]]
+    assert value != grid[0]  # each value's temperature differs: the first value's folds would not do
+    alone = fit_probe(x, y, groups, probe=probe, grid=[value])
+    assert chosen.report["chosen_on"].startswith("cross-validation") and alone.report["chosen_on"].startswith("given")
+    assert chosen.report["temperature"] == pytest.approx(alone.report["temperature"], rel=1e-9)
+    for loss in ("log_loss_before", "log_loss_after"):
+        assert chosen.report["calibration"][loss] == pytest.approx(alone.report["calibration"][loss], rel=1e-9)
+    assert chosen.report["temperature"] != pytest.approx(1.0)
+
+
 class _Config:
     """The two fields of a model config that a head is made for: the hidden size, and a depth of 4 layers (the
     spec mean@0.5,1.0 then reads layers 2 and 4)."""

@@ -149,19 +149,38 @@ def _scores_of(labels, probabilities) -> dict:
             "samples": int(len(labels))}
 
 
-def _temperature(pipeline, x, y, groups: Sequence[str], folds) -> tuple[float, dict | str]:
+def _held_out_decisions(cv: dict, x) -> "object":
+    """Each training sample's decision by the fold fit that held it out, from ``cross_validate``'s estimators
+    and test indices (kept as one number a sample: the fits themselves are dropped)."""
+    import numpy as np
+
+    decisions = np.empty(len(x))
+    for fitted, held_out in zip(cv["estimator"], cv["indices"]["test"]):
+        decisions[held_out] = fitted.decision_function(x[held_out])
+    return decisions
+
+
+def _out_of_fold_decisions(pipeline, x, y, groups: Sequence[str], folds):
+    """The probe's decision on each training sample from a fit on the folds without it; None when train is too
+    small to cross-validate."""
+    from sklearn.model_selection import cross_val_predict
+
+    try:
+        return cross_val_predict(pipeline, x, y, groups=list(groups), cv=folds, method="decision_function")
+    except ValueError:  # a fold whose training part holds one judgement only
+        return None
+
+
+def _temperature(decisions, y) -> tuple[float, dict | str]:
     """The temperature T that calibrates the probe's log-odds (P = sigmoid(decision / T)): the one with the lowest
     log loss on out-of-fold decisions (grouped cross-validation over pairs on train). It changes no verdict at 0.5
     and no ranking; it keeps LDA's log-odds, which reach +-70 on 224 samples, from rounding P(defective) to exactly
     1 in float32, where the ranking that ROC, VD-S and a dev threshold read is lost. T = 1 when train is too small
-    to cross-validate."""
+    to cross-validate (no decisions)."""
     import numpy as np
     from scipy.optimize import minimize_scalar
-    from sklearn.model_selection import cross_val_predict
 
-    try:
-        decisions = cross_val_predict(pipeline, x, y, groups=list(groups), cv=folds, method="decision_function")
-    except ValueError:  # a fold whose training part holds one judgement only
+    if decisions is None:
         return 1.0, "none: too few training samples to cross-validate"
     signs = 2 * np.asarray(y) - 1
 
@@ -196,6 +215,7 @@ def fit_probe(train_x, train_y: Sequence[int], groups: Sequence[str], *, probe: 
     if choose_on == "dev" and not has_dev:
         raise InputError(f"choosing {PROBES[probe].parameter} on dev needs a dev split", field="verdict_head_choose_c")
     scores: dict[float, dict] = {}
+    held_out: dict[float, object] = {}  # each value's out-of-fold decisions, for the chosen one's calibration
     folds = _grouped_folds(train_y.tolist(), list(groups))
     minority = int(min(train_y.sum(), len(train_y) - train_y.sum()))
     name, flag = kind.parameter, kind.grid_flag
@@ -208,9 +228,11 @@ def fit_probe(train_x, train_y: Sequence[int], groups: Sequence[str], *, probe: 
         if choose_on == "cv":
             try:
                 cv = cross_validate(kind.pipeline(value), train_x, train_y, groups=list(groups), cv=folds,
-                                    scoring=("accuracy", "neg_log_loss"), error_score="raise")
+                                    scoring=("accuracy", "neg_log_loss"), error_score="raise",
+                                    return_estimator=True, return_indices=True)
             except ValueError:  # a fold whose training part holds one judgement only
                 raise InputError(too_few, field=flag.lstrip("-")) from None
+            held_out[value] = _held_out_decisions(cv, train_x)
             scores[value] = {"accuracy": float(cv["test_accuracy"].mean()),
                              "log_loss": float(-cv["test_neg_log_loss"].mean())}
         else:
@@ -220,7 +242,9 @@ def fit_probe(train_x, train_y: Sequence[int], groups: Sequence[str], *, probe: 
     best = max(candidates, key=lambda v: (scores[v]["accuracy"], -scores[v]["log_loss"], stronger * v)) \
         if scores else candidates[0]
     fitted = kind.pipeline(best).fit(train_x, train_y)
-    temperature, calibration = _temperature(kind.pipeline(best), train_x, train_y, list(groups), folds)
+    decisions = held_out[best] if best in held_out else \
+        _out_of_fold_decisions(kind.pipeline(best), train_x, train_y, list(groups), folds)
+    temperature, calibration = _temperature(decisions, train_y)
     chosen_on = "cross-validation over pairs on train" if choose_on == "cv" else "dev"
     report = {"probe": probe, "parameter": name, name: best,
               "chosen_on": chosen_on if scores else "given (a single value)",
