@@ -82,9 +82,8 @@ def naive_one(model, tokenizer, prompt: judges.Prompt, vocabulary, config) -> di
     with torch.inference_mode():
         output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                 generation_config=config)
-    tokens = output[0, input_ids.shape[1]:].tolist()
-    # decoded as the batched path decodes, so the two compare batching alone
-    stopped = bool(tokens) and tokens[-1] in config.eos_token_id
+    # cut and decoded as the batched path does, so the two compare batching alone
+    tokens, stopped = inference.cut_at_stop(output[0, input_ids.shape[1]:].tolist(), config.eos_token_id)
     response = inference.decoded_answer(tokenizer, tokens, stopped)
     return judges.result_row(prompt.record, parse_answer(response, vocabulary).judgement, GENERATED,
                              response=response, generated_tokens=len(tokens))

@@ -82,7 +82,9 @@ def greedy_config(model, *, max_new_tokens: int, stop_ids: Sequence[int], pad_id
                             bos_token_id=getattr(model.generation_config, "bos_token_id", None))
 
 
-def _cut_at_stop(tokens: list[int], stop_ids: Sequence[int]) -> tuple[list[int], bool]:
+def cut_at_stop(tokens: list[int], stop_ids: Sequence[int]) -> tuple[list[int], bool]:
+    """The generated tokens up to and with the first stop token, and whether there was one (else the answer was
+    cut by max_new_tokens)."""
     for index, token in enumerate(tokens):
         if token in stop_ids:
             return tokens[:index + 1], True
@@ -256,7 +258,7 @@ def generate_batch(model, tokenizer, prompts: Sequence[Sequence[int]], *, max_ne
         output = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config, **extra)
     answers = []
     for row in output[:, input_ids.shape[1]:].tolist():
-        tokens, stopped = _cut_at_stop(row, stop_ids)
+        tokens, stopped = cut_at_stop(row, stop_ids)
         answers.append({"response": decoded_answer(tokenizer, tokens, stopped),
                         "generated_tokens": len(tokens), "stopped": stopped})
     return answers
