@@ -12,13 +12,14 @@ MODEL_DIR := models/SmolLM2-135M-Instruct
 STAMP := $(VENV)/.setup-done
 CJK_FONT_PACKAGE := fonts-wqy-microhei
 
-.PHONY: setup test test-slow demo bench gpu-check fonts help
+.PHONY: setup test test-slow demo judge bench gpu-check fonts help
 
 help:
 	@echo "make setup      create .venv (torch: TORCH_INDEX=... for another build), install requirements, export the embedded model"
 	@echo "make test       run the test suite (runs setup first)"
 	@echo "make test-slow  run the slow load tests too"
 	@echo "make demo       run the whole pipeline on the embedded model and the sample data"
+	@echo "make judge      after make demo: its judge triages cppcheck's warnings on real C code and judges its functions"
 	@echo "make bench      the training (vs TRL) and evaluation (vs naive generate) benchmarks"
 	@echo "make gpu-check  on one GPU: 7B-shaped training and evaluation figures (README: GPU check)"
 
@@ -58,6 +59,11 @@ test-slow: setup
 
 demo: setup
 	./tools/run_demo.sh
+
+# The demo's judge on real C code fetched from the package index at run time (pycrypto 2.6.1): cppcheck's
+# SARIF triaged, one file's functions judged (tools/run_judge.sh; docs/judge.md).
+judge: setup
+	./tools/run_judge.sh
 
 # Benchmarks print their tables and write JSON under runs/bench/. TRL is a benchmark-only dependency.
 bench: setup

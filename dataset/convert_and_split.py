@@ -26,14 +26,12 @@ Examples:
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
@@ -45,7 +43,8 @@ from defect_judge.fileio import write_json_atomic, write_jsonl_atomic
 from defect_judge.report.accuracy_bars import display_width
 from defect_judge.evaluate.pairs import pair_problem
 from defect_judge.data.labels import positive_judgement
-from defect_judge.data.schema import RawSample, Record, raw_to_record, report_stripped, validate_raw_sample
+from defect_judge.data.schema import (RawSample, Record, raw_objects, raw_to_record, report_stripped, sample_id,
+                                      validate_raw_sample)
 from defect_judge.data.splitting import split_stats, split_three_ways
 
 # ----------------------------------------------------------------------------
@@ -120,52 +119,6 @@ def raw_files(folder: Path) -> list[Path]:
     log.info("reading %d raw file(s) under %s; skipped %d hidden entries (dot-files, dot-folders, macOS ._ files) "
              "and %d file(s) not named *.json / *.jsonl", len(files), folder, hidden, other)
     return sorted(files)
-
-
-def read_text(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")  # a BOM is fine
-    except UnicodeDecodeError as error:
-        raise InputError(f"not UTF-8 text ({error.reason} at byte {error.start}); save the file as UTF-8 "
-                         f"(e.g. `iconv -f GBK -t UTF-8`)", path=path) from None
-    if not text.strip():
-        raise InputError("empty file", path=path)
-    return text
-
-
-def raw_objects(path: Path) -> Iterator[tuple[int, int | None, object]]:
-    """(sample index, line, object) for each sample in one file."""
-    text = read_text(path)
-    if path.suffix.lower() == ".jsonl":
-        index = 0
-        for line_number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"invalid JSON: {error.msg} (column {error.colno})", path=path, line=line_number) from None
-            yield index, line_number, obj
-            index += 1
-        return
-    try:
-        top = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InputError(f"invalid JSON: {error.msg} (column {error.colno})", path=path, line=error.lineno) from None
-    if isinstance(top, dict):
-        yield 0, None, top
-    elif isinstance(top, list):
-        if not top:
-            raise InputError("the list holds no samples", path=path)
-        yield from ((i, None, obj) for i, obj in enumerate(top))
-    else:
-        raise InputError(f"the top level must be a sample object or a list of them, got {type(top).__name__}", path=path)
-
-
-def sample_id(relative: str, index: int) -> str:
-    """Stable across runs and unique: the file (relative to input_dir) and the sample's position in it."""
-    return f"{relative}#{index}"
 
 
 def sample_source(folder: Path, record_id: str) -> tuple[Path, int]:

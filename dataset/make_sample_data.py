@@ -34,9 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defec
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sample_templates package beside this script
 
 from defect_judge.cli import parse_settings
+from defect_judge.data import subtypes as catalogue
+from defect_judge.data.subtypes import NO, OUTPUT_FORMATS, TASK_PHRASES, YES
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import check_output_dir, write_json_atomic, write_jsonl_atomic
-from defect_judge.templates import format_assistant
 from sample_templates import (buffer_overflow, division_by_zero, integer_overflow, memory_leak, null_pointer,
                               resource_leak, uninitialized_variable, use_after_free)
 from sample_templates.common import DOMAINS, Ctx, TemplateFn
@@ -62,39 +63,27 @@ FORBIDDEN_WORDS = (
     "wrong", "broken", "correct", "missing", "dangl", "uaf", "cwe",
 )
 
-TASK_PHRASES = (
-    "请判断下面的{lang}{unit}是否存在{subtype}缺陷。",
-    "阅读以下{lang}{unit}，判断其中是否存在{subtype}问题。",
-    "下面是一段{lang}{unit}，请分析它是否存在{subtype}缺陷。",
-    "请审查下列{lang}{unit}，判断是否存在{subtype}。",
-    "作为代码审查人员，请判断以下{lang}{unit}是否包含{subtype}缺陷。",
-    "请检查这段{lang}{unit}，判断它是否存在{subtype}缺陷。",
-)
-
-YES, NO = "是", "否"  # the judgements of a defective and of a clean sample
-# The output format asked for: the answer template of defect_judge.templates, with its alternatives and a hint.
-_ANSWER_SHAPES = (format_assistant(f"{YES}/{NO}", "<简要说明>"), format_assistant(f"{YES}/{NO}", "<简要说明判断依据>"))
-OUTPUT_FORMATS = (*_ANSWER_SHAPES, "请严格按照以下格式输出：\n" + _ANSWER_SHAPES[0])
-
 
 @dataclass(frozen=True)
 class Subtype:
-    key: str  # file name stem
-    name: str  # Chinese subtype name written into the samples
+    key: str  # file name stem (the catalogue's key)
+    name: str  # Chinese subtype name written into the samples (the catalogue's name)
     layout: str  # "list" (one JSON list), "jsonl", or "per_file" (a folder of objects)
     templates: tuple[tuple[str, TemplateFn], ...]  # (language, template function)
 
 
-SUBTYPES = (
-    Subtype("null_pointer_dereference", "空指针解引用", "list", null_pointer.TEMPLATES),
-    Subtype("buffer_overflow", "缓冲区溢出", "list", buffer_overflow.TEMPLATES),
-    Subtype("memory_leak", "内存泄漏", "list", memory_leak.TEMPLATES),
-    Subtype("resource_leak", "资源未释放", "jsonl", resource_leak.TEMPLATES),
-    Subtype("integer_overflow", "整数溢出", "per_file", integer_overflow.TEMPLATES),
-    Subtype("division_by_zero", "除零", "list", division_by_zero.TEMPLATES),
-    Subtype("use_after_free", "释放后使用", "list", use_after_free.TEMPLATES),
-    Subtype("uninitialized_variable", "未初始化变量", "list", uninitialized_variable.TEMPLATES),
-)
+# The catalogue's subtypes (defect_judge/data/subtypes.py), each with its file layout and code templates.
+_LAYOUTS = {
+    "null_pointer_dereference": ("list", null_pointer.TEMPLATES),
+    "buffer_overflow": ("list", buffer_overflow.TEMPLATES),
+    "memory_leak": ("list", memory_leak.TEMPLATES),
+    "resource_leak": ("jsonl", resource_leak.TEMPLATES),
+    "integer_overflow": ("per_file", integer_overflow.TEMPLATES),
+    "division_by_zero": ("list", division_by_zero.TEMPLATES),
+    "use_after_free": ("list", use_after_free.TEMPLATES),
+    "uninitialized_variable": ("list", uninitialized_variable.TEMPLATES),
+}
+SUBTYPES = tuple(Subtype(s.key, s.name, *_LAYOUTS[s.key]) for s in catalogue.SUBTYPES)
 
 
 # ==========================================================================
@@ -129,8 +118,7 @@ def make_sample(rng: Random, subtype: Subtype, template_index: int, bad: bool) -
         unit = "代码" if several else rng.choice(("函数", "函数", "代码"))
     else:
         unit = "代码" if several else rng.choice(("方法", "方法", "代码"))
-    task = rng.choice(TASK_PHRASES).format(lang="C" if lang == "c" else "Java",
-                                           unit=unit, subtype=subtype.name)
+    task = rng.choice(TASK_PHRASES).format(lang=catalogue.LANGUAGE_WORDS[lang][0], unit=unit, subtype=subtype.name)
     return {
         "instruction": [{"subtype": subtype.name}],
         "input": {"task": task, "event": event, "output_format": rng.choice(OUTPUT_FORMATS)},

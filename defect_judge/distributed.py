@@ -3,7 +3,8 @@ exchanging Python values between them. The same calls work in a single process (
 
 Used where every rank computes a share and one rank decides: the linear probe's features (``linear_probe.py``),
 the verdict head's dev scores (``trainer.py``) and the evaluation's dev threshold (``eval/model_evaluation.py``).
-Also: releasing the shared memory DeepSpeed's CPU ranks would otherwise leave behind.
+An inference run (an evaluation, the judge of new code) joins its ranks with ``init_ranks``. Also: releasing the
+shared memory DeepSpeed's CPU ranks would otherwise leave behind.
 """
 from __future__ import annotations
 
@@ -98,3 +99,51 @@ def release_deepspeed_shared_memory() -> Path | None:
     except FileNotFoundError:
         return None
     return path
+
+
+class Ranks(NamedTuple):
+    """The ranks of a data-parallel inference run (an evaluation, the judge of new code): this one, how many, and
+    the device it runs on."""
+    rank: int
+    world: int
+    device: str
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def finish(self) -> None:
+        """Leave the process group (nothing in a single process)."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def init_ranks() -> Ranks:
+    """One process, or one rank of torchrun / accelerate launch (they set RANK, WORLD_SIZE, LOCAL_RANK): its
+    process group joined, its GPU chosen (gloo on CPUs)."""
+    import torch
+
+    rank, world, local_rank = launched_rank()
+    cuda = torch.cuda.is_available()
+    device = f"cuda:{local_rank}" if cuda else "cpu"
+    if world > 1:
+        import torch.distributed as dist
+
+        if cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Ranks(rank, world, device)
+
+
+def setup_rank_logging() -> None:
+    """INFO on rank 0, warnings only on the others, each line prefixed with its rank in a data-parallel run."""
+    import logging
+
+    rank, world, _ = launched_rank()
+    prefix = f"[rank {rank}/{world}] " if world > 1 else ""
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s %(levelname)s {prefix}%(message)s", datefmt="%H:%M:%S")

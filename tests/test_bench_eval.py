@@ -67,3 +67,23 @@ def test_the_benchmark_counts_answers_as_the_evaluation_does(tiny_model_dir, tmp
         else:  # every scored answer is a judgement of the vocabulary; the tiny model prefers 是, a wrong one
             assert results["overall"]["invalid_format"] == 0
             assert any(s["prediction"] == "是" for s in results["samples"])
+
+
+def test_a_model_with_a_verdict_head_is_timed_against_its_floor(head_model, shipped_split, tmp_path):
+    """Given a folder that carries a head, the benchmark times the head's score mode and training's probe features
+    against the prefill of the same prompts through the head's layers, and says whether the targets are met."""
+    out = tmp_path / "bench.json"
+    result = run_script(BENCH, "--model_path", head_model, "--test_dataset_path", shipped_split["test_file"],
+                        "--num_samples", "6", "--batch_size", "3", "--repeats", "1", "--threads", "1",
+                        "--skip_generation", "--json", out, check=True)
+    figures = json.loads(out.read_text())
+    seconds = figures["seconds_per_sample"]
+    assert set(seconds) == {"score", "prefill", "head", "probe_features", "prefill_to_head_layer"}
+    bounds = figures["bounds"]
+    assert bounds["head_vs_prefill_to_head_layer"] == pytest.approx(seconds["head"] / seconds["prefill_to_head_layer"])
+    assert bounds["probe_features_vs_prefill_to_head_layer"] == pytest.approx(
+        seconds["probe_features"] / seconds["prefill_to_head_layer"])
+    assert figures["targets"] == {"head_vs_prefill_to_head_layer": 1.2, "probe_features_vs_prefill_to_head_layer": 1.3}
+    assert figures["targets_met"]["head_vs_prefill_to_head_layer"] == (bounds["head_vs_prefill_to_head_layer"] <= 1.2)
+    assert figures["verdict_head"]["spec"] == "mean@0.5,1.0" and 0 <= figures["accuracy"]["head"] <= 1
+    assert "verdict head mean@0.5,1.0: prefill to its highest layer" in result.stdout

@@ -108,6 +108,9 @@ def test_lora_run_leaves_adapter_checkpoints_the_best_model_and_wandb_offline(lo
     best_step = min(evals, key=evals.get)
     best = json.loads((output_dir / "best_checkpoint.json").read_text())
     dev = output_dir.parent / "dev.jsonl"
+    # the judge card: what the model needs to judge new code (its words, what it was trained on)
+    assert best.pop("judge") == {"judgements": ["否", "是"], "positive": "是", "negative": "否",
+                                 "subtypes": ["空指针解引用"], "max_length": 256, "dev_threshold": None}
     assert best == {"best_checkpoint": f"checkpoint-{best_step}", "step": best_step, "metric": "eval_loss",
                     "value": pytest.approx(evals[best_step]), "greater_is_better": False,
                     "finetuning_type": "lora", "base_model_path": str(tiny_model_dir.resolve()),
@@ -193,6 +196,12 @@ def test_two_ranks_with_a_verdict_head_keep_it_in_every_checkpoint_and_select_on
     best = json.loads((output_dir / "best_checkpoint.json").read_text())
     assert best["best_checkpoint"] == f"checkpoint-{chosen['step']}" and best["verdict_head"] == "mean@0.5,1.0"
     assert best["value"] == pytest.approx(chosen["eval_accuracy_then_loss"])
+    # the head's dev threshold at the chosen step is recorded with the model; every saved head carries the card
+    threshold = best["judge"]["dev_threshold"]
+    assert threshold["threshold"] == chosen["eval_head_threshold"] and threshold["step"] == chosen["step"]
+    assert threshold["samples"] == 4 and threshold["for"] == "verdict_head"
+    assert load_head(output_dir / "checkpoint-2").card == {k: v for k, v in best["judge"].items()} | {
+        "dev_threshold": None}
     final, chosen_head = load_head(output_dir).state_tensors(), load_head(output_dir / best["best_checkpoint"])
     assert all(torch_equal(final[k], v) for k, v in chosen_head.state_tensors().items())  # the best model's head
     assert all("head_loss" in e for e in log_history(output_dir) if "loss" in e)

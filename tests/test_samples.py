@@ -10,8 +10,9 @@ import torch
 
 from defect_judge.data.schema import Record
 from defect_judge.errors import InputError
+from defect_judge.model.chat import TRUNCATION_MARK
 from defect_judge.templates import event_char_span
-from defect_judge.train.samples import (IGNORE_INDEX, TRUNCATION_MARK, PaddingCollator, PairedDataset,
+from defect_judge.train.samples import (IGNORE_INDEX, PaddingCollator, PairedDataset,
                                         SupervisedDataset, fit_file, fit_sample, fit_samples, judgement_only,
                                         length_stats, mark_trained_text, sample_features)
 from defect_judge.train.trainer import WeightedLossTrainer

@@ -42,8 +42,8 @@ class RawSample:
     task: str
     event: str
     output_format: str
-    judgement: str
-    reason: str
+    judgement: str | None   # None: a question without an answer
+    reason: str | None
     pair_id: str | None = None
     # The label fields whose surrounding whitespace was stripped (see clean_label): reported, not compared.
     stripped: tuple[str, ...] = field(default=(), compare=False)
@@ -148,8 +148,10 @@ def _object_field(obj: dict, key: str, where: dict) -> dict:
     return value
 
 
-def validate_raw_sample(obj: Any, *, path: str | os.PathLike, sample: int, line: int | None = None) -> RawSample:
-    """Check one raw sample against the document's format; the error names the field."""
+def validate_raw_sample(obj: Any, *, path: str | os.PathLike, sample: int, line: int | None = None,
+                        require_output: bool = True) -> RawSample:
+    """Check one raw sample against the document's format; the error names the field. Without
+    ``require_output`` (a question about new code) its ``output`` may be absent: judgement and reason are None."""
     where = {"path": path, "sample": sample, "line": line}
     if not isinstance(obj, dict):
         raise InputError(f"a sample must be a JSON object, got {type(obj).__name__}", **where)
@@ -162,13 +164,17 @@ def validate_raw_sample(obj: Any, *, path: str | os.PathLike, sample: int, line:
         raise InputError("must be an object", field="instruction[0]", **where)
     subtype = _string_field(instruction[0], "subtype", "instruction[0].subtype", where)
     inputs = _object_field(obj, "input", where)
-    outputs = _object_field(obj, "output", where)
     values = {k: _string_field(inputs, k, f"input.{k}", where) for k in RAW_INPUT_FIELDS}
-    values |= {k: _string_field(outputs, k, f"output.{k}", where) for k in RAW_OUTPUT_FIELDS}
+    if require_output or "output" in obj:
+        outputs = _object_field(obj, "output", where)
+        values |= {k: _string_field(outputs, k, f"output.{k}", where) for k in RAW_OUTPUT_FIELDS}
+    else:
+        values |= {"judgement": None, "reason": None}
     labels = {"instruction[0].subtype": subtype, "output.judgement": values["judgement"]}
+    labels = {name: value for name, value in labels.items() if value is not None}
     cleaned = {name: clean_label(value, field=name, where=where) for name, value in labels.items()}
     stripped = tuple(name for name in labels if cleaned[name] != labels[name])
-    values["judgement"] = cleaned["output.judgement"]
+    values["judgement"] = cleaned.get("output.judgement")
     return RawSample(subtype=cleaned["instruction[0].subtype"], **values, pair_id=_pair_id(obj, where),
                      stripped=stripped)
 
@@ -184,15 +190,64 @@ def _pair_id(obj: dict, where: dict) -> str | None:
 
 
 def raw_to_record(sample: RawSample, sample_id: str) -> Record:
-    return Record(
-        id=sample_id,
-        subtype=sample.subtype,
-        text=(
-            {"role": "user", "content": format_user(sample.task, sample.event, sample.output_format)},
-            {"role": "assistant", "content": format_assistant(sample.judgement, sample.reason)},
-        ),
-        pair_id=sample.pair_id,
-    )
+    """The chat record of a raw sample; one without an answer (a question, ``require_output=False``) has no
+    assistant turn."""
+    user = {"role": "user", "content": format_user(sample.task, sample.event, sample.output_format)}
+    answer = ({"role": "assistant", "content": format_assistant(sample.judgement, sample.reason)},
+              ) if sample.judgement is not None else ()
+    return Record(id=sample_id, subtype=sample.subtype, text=(user, *answer), pair_id=sample.pair_id)
+
+
+# ----------------------------------------------------------- raw sample files
+
+def read_data_text(path: Path) -> str:
+    """A data file's text: UTF-8 (a BOM is fine) and not empty, else one line naming the file."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(f"not UTF-8 text ({error.reason} at byte {error.start}); save the file as UTF-8 "
+                         f"(e.g. `iconv -f GBK -t UTF-8`)", path=path) from None
+    if not text.strip():
+        raise InputError("empty file", path=path)
+    return text
+
+
+def raw_objects(path: Path) -> Iterator[tuple[int, int | None, object]]:
+    """(sample index, line, object) for each sample in one raw file: one a line in a ``.jsonl``; one object or a
+    list of them in a ``.json``."""
+    text = read_data_text(path)
+    if path.suffix.lower() == ".jsonl":
+        index = 0
+        for line_number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(f"invalid JSON: {error.msg} (column {error.colno})", path=path,
+                                 line=line_number) from None
+            yield index, line_number, obj
+            index += 1
+        return
+    try:
+        top = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"invalid JSON: {error.msg} (column {error.colno})", path=path, line=error.lineno) from None
+    if isinstance(top, dict):
+        yield 0, None, top
+    elif isinstance(top, list):
+        if not top:
+            raise InputError("the list holds no samples", path=path)
+        yield from ((i, None, obj) for i, obj in enumerate(top))
+    else:
+        raise InputError(f"the top level must be a sample object or a list of them, got {type(top).__name__}",
+                         path=path)
+
+
+def sample_id(relative: str, index: int) -> str:
+    """Stable across runs and unique: the file (relative to input_dir) and the sample's position in it."""
+    return f"{relative}#{index}"
 
 
 # ------------------------------------------------------------- chat records

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Iterable
 
 from defect_judge.errors import InputError, RunError
-from defect_judge.evaluate.results_folder import partial_files
+from defect_judge.evaluate.results_folder import PARTIAL_STEM, partial_files
 
 PARTIAL_SCHEMA = "defect-judge/evaluation-partial/v1"
 
@@ -81,10 +81,10 @@ def read_partial(path: Path, fingerprint: dict) -> tuple[list[dict], int]:
     return rows, len(data) - len(lines[-1])
 
 
-def load_finished(output_dir: str | os.PathLike, fingerprint: dict) -> dict[str, dict]:
-    """Every finished sample in the folder's partial files, by id (first one wins)."""
+def load_finished(output_dir: str | os.PathLike, fingerprint: dict, stem: str = PARTIAL_STEM) -> dict[str, dict]:
+    """Every finished sample in the folder's partial files (``stem``: whose), by id (first one wins)."""
     finished: dict[str, dict] = {}
-    for path in partial_files(output_dir):
+    for path in partial_files(output_dir, stem):
         rows, _ = read_partial(path, fingerprint)
         for row in rows:
             finished.setdefault(str(row["id"]), row)
@@ -125,6 +125,6 @@ class PartialWriter:
         self.close()
 
 
-def remove_partials(output_dir: str | os.PathLike) -> None:
-    for path in partial_files(output_dir):
+def remove_partials(output_dir: str | os.PathLike, stem: str = PARTIAL_STEM) -> None:
+    for path in partial_files(output_dir, stem):
         path.unlink(missing_ok=True)

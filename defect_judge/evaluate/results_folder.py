@@ -29,12 +29,13 @@ def results_file(path: str | Path) -> Path:
     return path / RESULTS_FILE if path.is_dir() else path
 
 
-def partial_file(output_dir: str | Path, rank: int = 0) -> Path:
-    """Where rank ``rank`` appends its finished samples (rank 0 has no suffix, as a single process)."""
+def partial_file(output_dir: str | Path, rank: int = 0, stem: str = PARTIAL_STEM) -> Path:
+    """Where rank ``rank`` appends its finished samples (rank 0 has no suffix, as a single process); ``stem``:
+    another script's partial files (the judge of new code keeps its own)."""
     suffix = f".rank{rank}" if rank else ""
-    return Path(output_dir) / f"{PARTIAL_STEM}{suffix}.jsonl"
+    return Path(output_dir) / f"{stem}{suffix}.jsonl"
 
 
-def partial_files(output_dir: str | Path) -> list[Path]:
+def partial_files(output_dir: str | Path, stem: str = PARTIAL_STEM) -> list[Path]:
     """Every rank's partial file in the folder, rank 0's first."""
-    return sorted(Path(output_dir).glob(f"{PARTIAL_STEM}*.jsonl"))
+    return sorted(Path(output_dir).glob(f"{stem}*.jsonl"))

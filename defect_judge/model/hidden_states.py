@@ -104,6 +104,21 @@ def pool(states: Sequence[torch.Tensor], mask: torch.Tensor, pooling: str) -> to
     raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
 
 
+@contextlib.contextmanager
+def layers_up_to(model, top: int) -> Iterator[None]:
+    """Inside it, ``model`` runs its first ``top`` decoder layers only (then its final norm and head, on the
+    positions asked for): the cost floor of anything that reads layer ``top``'s states, with the model's own
+    caching and batching (``eval/bench_eval.py``'s prefill to the head's layer)."""
+    config = causal_lm(model).config
+    config = getattr(config, "text_config", None) or config
+    depth = config.num_hidden_layers
+    config.num_hidden_layers = top
+    try:
+        yield
+    finally:
+        config.num_hidden_layers = depth
+
+
 def _length_groups(lengths: Sequence[int], budget: int) -> Iterator[list[int]]:
     """Indices, longest first, in the low-padding groups evaluation prefills in (``inference.prefill_groups``),
     each of at most ``budget`` padded tokens."""

@@ -111,6 +111,20 @@ class ResolvedModel:
                 "best_checkpoint": self.best_checkpoint,
                 "head_path": str(self.head_path) if self.head_path else None}
 
+    @property
+    def head_config(self) -> Path | None:
+        """The verdict_head.json of the head that comes with the model, if any."""
+        return self.head_path / HEAD_CONFIG_FILE if self.head_path is not None else None
+
+    @property
+    def run_folder(self) -> Path | None:
+        """The training run the model comes from: the OUTPUT_DIR given, or the one a checkpoint folder lies in
+        (it holds best_checkpoint.json); None for a model of no run here."""
+        if self.from_output_dir:
+            return self.path
+        parent = self.weights_path.parent
+        return parent if (parent / BEST_CHECKPOINT_FILE).is_file() else None
+
     def weight_folders(self) -> list[Path]:
         return list(dict.fromkeys(p for p in (self.weights_path, self.base_model_path, self.head_path)
                                   if p is not None))

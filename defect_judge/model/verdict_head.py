@@ -23,8 +23,8 @@ adapter then may change any layer to write the answer without moving the feature
 On disk, beside a model (a checkpoint, the best model, an OUTPUT_DIR)::
 
     verdict_head.json          spec, layers, pooling, the model's hidden size and depth, the judgements
-                               (positive = defective), the base model, whether it reads the base model, and
-                               how it was fitted
+                               (positive = defective), the base model, whether it reads the base model, how
+                               it was fitted, and the training run's judge card (``judge_card.py``)
     verdict_head.safetensors   mean, scale, weight, bias (float32)
 """
 from __future__ import annotations
@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from defect_judge.errors import InputError
 from defect_judge.fileio import atomic_open, read_json_object, write_json_atomic
 from defect_judge.model.hidden_states import POOLINGS, prompt_features
+from defect_judge.model.judge_card import CARD_KEY
 
 HEAD_CONFIG_FILE = "verdict_head.json"
 HEAD_WEIGHTS_FILE = "verdict_head.safetensors"
@@ -118,7 +119,7 @@ class VerdictHead(torch.nn.Module):
 
     def __init__(self, layers: Sequence[int], pooling: str, hidden_size: int, num_hidden_layers: int, *,
                  positive: str, negative: str, spec: str = "", base_model_path: str = "", fit: dict | None = None,
-                 dropout: float = 0.0, reads_base: bool = False):
+                 dropout: float = 0.0, reads_base: bool = False, card: dict | None = None):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -129,6 +130,7 @@ class VerdictHead(torch.nn.Module):
         self.base_model_path, self.fit = base_model_path, dict(fit or {})
         self.dropout = float(dropout)  # on the standardised features, while training
         self.reads_base = bool(reads_base)  # the base model's states, with the adapter off
+        self.card = card  # the judge card of the training run (model/judge_card.py), saved with the head
         self.register_buffer("mean", torch.zeros(self.dim))
         self.register_buffer("scale", torch.ones(self.dim))
         self.weight = torch.nn.Parameter(torch.zeros(self.dim))
@@ -155,7 +157,7 @@ class VerdictHead(torch.nn.Module):
         return {"schema": HEAD_SCHEMA, "spec": self.spec, "layers": list(self.layers), "pooling": self.pooling,
                 "hidden_size": self.hidden_size, "num_hidden_layers": self.num_hidden_layers,
                 "positive": self.positive, "negative": self.negative, "base_model_path": self.base_model_path,
-                "reads_base": self.reads_base, "fit": self.fit}
+                "reads_base": self.reads_base, "fit": self.fit} | ({CARD_KEY: self.card} if self.card else {})
 
     def describe(self) -> str:
         where = "the base model's " if self.reads_base else ""
@@ -243,7 +245,7 @@ def load_head(path: str | os.PathLike) -> VerdictHead:
     head = VerdictHead(config["layers"], config["pooling"], config["hidden_size"], config["num_hidden_layers"],
                        positive=config["positive"], negative=config["negative"], spec=str(config.get("spec") or ""),
                        base_model_path=str(config.get("base_model_path") or ""), fit=config.get("fit") or {},
-                       reads_base=config.get("reads_base", False))
+                       reads_base=config.get("reads_base", False), card=config.get(CARD_KEY))
     if not weights_path.is_file():
         raise InputError(f"{HEAD_CONFIG_FILE} without its weights", path=weights_path)
     try:

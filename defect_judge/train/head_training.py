@@ -1,6 +1,6 @@
 """The verdict head's part of a fine-tuning run: its settings checked, the two judgements it tells apart, the head
-a resumed run continues with, and the head attached to the model as a submodule (trainable unless it reads the
-base model).
+the run starts from (the probe fitted on the frozen model, or a resumed checkpoint's), and the head attached to the
+model as a submodule (trainable unless it reads the base model).
 
 A fresh run starts from the linear probe (``linear_probe.fit_head``); ``trainer.py`` trains the attached head
 with the model and saves it beside every checkpoint.
@@ -15,7 +15,8 @@ from defect_judge.errors import InputError
 from defect_judge.data.labels import judgement_vocabulary, two_classes
 from defect_judge.model.hidden_states import causal_lm
 from defect_judge.model.verdict_head import HEAD_CONFIG_FILE, HEAD_MODULE, HeadSpec, VerdictHead, has_head, load_head
-from defect_judge.train.linear_probe import PROBES
+from defect_judge.model.judge_card import JudgeCard
+from defect_judge.train.linear_probe import PROBES, fit_head, probe_grid
 from defect_judge.train.samples import FittedSample
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,27 @@ def resumed_head(resume: str | os.PathLike, spec: HeadSpec, *, reads_base: bool 
         raise InputError(f"--verdict_head_reads_base {str(reads_base).lower()}: the checkpoint to resume holds a head "
                          f"that reads {'the base model' if head.reads_base else 'the fine-tuned model'}", path=resume)
     log.info("resuming the %s", head.describe())
+    return head
+
+
+def starting_head(model_args, data_args, head_args, device, train_samples: Sequence[FittedSample],
+                  eval_samples: Sequence[FittedSample], classes: tuple[str, str], resume: str | None,
+                  card: JudgeCard) -> VerdictHead:
+    """The head training starts from (train_lora.py's settings): a resumed checkpoint's, or the linear probe fitted
+    on the frozen model; every verdict_head.json the run saves carries the judge ``card``."""
+    spec = HeadSpec.parse(head_args.verdict_head, field="--verdict_head")
+    if resume is not None:
+        head = resumed_head(resume, spec, reads_base=head_args.verdict_head_reads_base)
+    else:
+        head = fit_head(model_args.model_path, spec, train_samples, eval_samples, positive=classes[0],
+                        negative=classes[1], train_path=data_args.train_data, dev_path=data_args.eval_data,
+                        device=device, trust_remote_code=model_args.trust_remote_code,
+                        allow_pickle=model_args.allow_pickle, probe=head_args.verdict_head_probe,
+                        grid=probe_grid(head_args.verdict_head_probe, head_args.verdict_head_c_grid,
+                                        head_args.verdict_head_shrinkage_grid),
+                        choose_on=head_args.verdict_head_choose_c)
+        head.reads_base = head_args.verdict_head_reads_base
+    head.card = card.to_json()
     return head
 
 

@@ -130,10 +130,12 @@ def prepare_output_dir(output_dir: str | os.PathLike, *, resume_from_checkpoint:
 def best_checkpoint_info(checkpoint: str, *, metric: str | None, value: float | None,
                          greater_is_better: bool | None, finetuning_type: str, base_model_path: str | os.PathLike,
                          eval_data: str | os.PathLike | None = None, eval_samples: int | None = None,
-                         test_data: str | os.PathLike | None = None, verdict_head: str | None = None) -> dict:
+                         test_data: str | os.PathLike | None = None, verdict_head: str | None = None,
+                         judge: dict | None = None) -> dict:
     """The content of ``best_checkpoint.json``. With a metric, also the file the choice was made on (path,
     sha256, samples) and whether that file is the test split (then a test accuracy is optimistic);
-    ``verdict_head``: the spec of the head every checkpoint carries (the metric is then the head's)."""
+    ``verdict_head``: the spec of the head every checkpoint carries (the metric is then the head's); ``judge``:
+    the judge card (``model/judge_card.py``), what the model needs to judge new code."""
     info = {"best_checkpoint": checkpoint, "step": checkpoint_step(checkpoint), "metric": metric, "value": value,
             "greater_is_better": greater_is_better, "finetuning_type": finetuning_type,
             "base_model_path": str(Path(base_model_path).resolve()), "verdict_head": verdict_head}
@@ -141,6 +143,8 @@ def best_checkpoint_info(checkpoint: str, *, metric: str | None, value: float | 
         chosen_on = Path(eval_data).resolve()
         info |= {"eval_data": str(chosen_on), "eval_data_sha256": file_sha256(chosen_on), "eval_samples": eval_samples,
                  "eval_is_test_data": bool(test_data) and Path(test_data).exists() and chosen_on.samefile(test_data)}
+    if judge is not None:
+        info["judge"] = judge
     return info
 
 

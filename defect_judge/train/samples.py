@@ -21,13 +21,11 @@ from tqdm.auto import tqdm
 
 from defect_judge.data.schema import Record, read_records
 from defect_judge.errors import InputError
-from defect_judge.model.chat import EncodedConversation, encode_conversation
-from defect_judge.templates import event_char_span
+from defect_judge.model.chat import EncodedConversation, EventCut, cut_event_to_fit, encode_conversation
 
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100            # label of a position that is not trained (PyTorch's default ignore_index)
-TRUNCATION_MARK = "\n……"       # put where an event was cut, so the model can tell a cut event from a short one
 
 
 @dataclass(frozen=True)
@@ -38,54 +36,37 @@ class FittedSample:
     messages: tuple[dict, ...]  # the conversation as encoded (its event cut when truncated)
     pair_id: str | None = None  # twins (a defective sample and its fix) share one
     judgement: str | None = None  # the reference judgement (the verdict head's label)
+    subtype: str | None = None    # the record's defect subtype
 
     @property
     def truncated(self) -> bool:
         return self.cut_chars > 0
 
 
-def _with_event(messages: list[dict], index: int, start: int, end: int, keep: int) -> list[dict]:
-    content = messages[index]["content"]
-    event = content[start:end]
-    cut = content[:start] + event[:keep] + (TRUNCATION_MARK if keep < len(event) else "") + content[end:]
-    return [dict(m, content=cut) if i == index else m for i, m in enumerate(messages)]
-
-
 def fit_sample(tokenizer, record: Record, max_length: int, *, path: str | os.PathLike | None = None) -> FittedSample:
     """Encode a record; if it is longer than ``max_length`` tokens, cut the end of
     its event (never the task, the output format, the template or the answer)
-    to the longest prefix that fits."""
-    messages = record.messages
+    to the longest prefix that fits (``chat.cut_event_to_fit``, the rule inference cuts by too)."""
     where = {"path": path, "sample": record.id}
+
+    def encode(messages: list[dict]) -> EncodedConversation:
+        try:
+            return encode_conversation(tokenizer, messages)
+        except InputError as error:
+            raise InputError(error.reason, field="text", **where) from None
+
     try:
-        encoded = encode_conversation(tokenizer, messages)
-    except InputError as error:
-        raise InputError(error.reason, field="text", **where) from None
-    if len(encoded.input_ids) <= max_length:
-        return FittedSample(record.id, encoded, 0, tuple(messages), record.pair_id, record.judgement)
-    user = max(i for i, m in enumerate(messages) if m["role"] == "user")
-    try:
-        start, end = event_char_span(messages[user]["content"])
-    except ValueError as error:
-        raise InputError(f"{len(encoded.input_ids)} tokens > max_length {max_length}, and the event cannot be cut: "
-                         f"{error}", field=f"text[{user}].content", **where) from None
-    shortest = encode_conversation(tokenizer, _with_event(messages, user, start, end, 0))
-    if len(shortest.input_ids) > max_length:
-        answer = sum(shortest.trained)
+        encoded, messages, cut = cut_event_to_fit(record.messages, encode, lambda e: len(e.input_ids), max_length)
+    except EventCut as error:
+        answer = sum(error.shortest.trained)
         raise InputError(f"does not fit in max_length {max_length} even with its event removed: the answer takes "
-                         f"{answer} tokens and the rest of the conversation {len(shortest.input_ids) - answer}; "
-                         f"raise --max_length", field="text", **where)
-    # Binary search for the longest event prefix that fits; ``low`` always fits.
-    low, high, best = 0, end - start, shortest
-    while high - low > 1:
-        middle = (low + high) // 2
-        candidate = encode_conversation(tokenizer, _with_event(messages, user, start, end, middle))
-        if len(candidate.input_ids) <= max_length:
-            low, best = middle, candidate
-        else:
-            high = middle
-    return FittedSample(record.id, best, (end - start) - low, tuple(_with_event(messages, user, start, end, low)),
-                        record.pair_id, record.judgement)
+                         f"{answer} tokens and the rest of the conversation {len(error.shortest.input_ids) - answer}; "
+                         f"raise --max_length", field="text", **where) from None
+    except ValueError as error:
+        user = max(i for i, m in enumerate(record.messages) if m["role"] == "user")
+        raise InputError(f"{len(encode(record.messages).input_ids)} tokens > max_length {max_length}, and the event "
+                         f"cannot be cut: {error}", field=f"text[{user}].content", **where) from None
+    return FittedSample(record.id, encoded, cut, tuple(messages), record.pair_id, record.judgement, record.subtype)
 
 
 def fit_samples(tokenizer, records: Sequence[Record], max_length: int, *, path=None,

@@ -22,11 +22,14 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import EvalLoopOutput
 
 from defect_judge.distributed import all_ranks, release_deepspeed_shared_memory
+from defect_judge.evaluate.thresholds import choose_threshold
+from defect_judge.model.judge_card import JudgeCard
 from defect_judge.model.hidden_states import LayerTap, pool
 from defect_judge.model.verdict_head import HEAD_CONFIG_FILE, HEAD_MODULE, VerdictHead, adapter_disabled
 from defect_judge.report.learning_curve import learning_curve_chart
 from defect_judge.train.loss import batch_weight_sum, final_hidden_states, output_embeddings, weighted_token_loss
-from defect_judge.train.run_folder import (LEARNING_CURVE_FILE, best_checkpoint_info, checkpoint_name, list_checkpoints,
+from defect_judge.train.run_folder import (LEARNING_CURVE_FILE, best_checkpoint_info, checkpoint_name, checkpoint_step,
+                                           list_checkpoints,
                                            mark_complete, write_best_checkpoint)
 
 log = logging.getLogger(__name__)
@@ -282,19 +285,24 @@ def labelled_scores(logits: torch.Tensor, labels: torch.Tensor) -> list[tuple[fl
 
 
 def head_eval_metrics(scores: Sequence[tuple[float, float]]) -> dict:
-    """The verdict head's accuracy (P(defective) >= 0.5), ROC-AUC (None with one class), mean BCE and
-    sample count over (logit, label) pairs."""
+    """The verdict head's accuracy (P(defective) >= 0.5), ROC-AUC (None with one class), mean BCE, sample
+    count, and the decision threshold on P(defective) with the highest balanced accuracy on these samples (None
+    with one class; the judge card records the best checkpoint's) over (logit, label) pairs."""
     from sklearn.metrics import roc_auc_score
 
     if not scores:
-        return {"head_accuracy": None, "head_roc_auc": None, "head_loss": None, "head_samples": 0}
+        return {"head_accuracy": None, "head_roc_auc": None, "head_loss": None, "head_samples": 0,
+                "head_threshold": None, "head_threshold_balanced_accuracy": None}
     logits = torch.tensor([s[0] for s in scores], dtype=torch.float64)
     labels = torch.tensor([s[1] for s in scores], dtype=torch.float64)
     both = 0 < labels.sum() < len(labels)
+    chosen = choose_threshold([int(y) for y in labels.tolist()], torch.sigmoid(logits).tolist())
     return {"head_accuracy": float(((logits >= 0) == (labels > 0.5)).double().mean()),
             "head_roc_auc": float(roc_auc_score(labels.numpy(), logits.numpy())) if both else None,
             "head_loss": float(F.binary_cross_entropy_with_logits(logits, labels)),
-            "head_samples": len(scores)}
+            "head_samples": len(scores),
+            "head_threshold": chosen["threshold"] if chosen else None,
+            "head_threshold_balanced_accuracy": chosen["balanced_accuracy"] if chosen else None}
 
 
 def accuracy_then_loss(accuracy: float, loss: float, samples: int) -> float:
@@ -360,10 +368,12 @@ class SharedMemoryCallback(TrainerCallback):
 
 
 def save_best_model(trainer: WeightedLossTrainer, *, finetuning_type: str, base_model_path: str | os.PathLike,
-                    eval_data: str | os.PathLike | None, test_data: str | os.PathLike | None) -> dict:
+                    eval_data: str | os.PathLike | None, test_data: str | os.PathLike | None,
+                    card: JudgeCard | None = None) -> dict:
     """The best (or, without evaluation, the last) model into OUTPUT_DIR, named in best_checkpoint.json
-    together with the file it was chosen on (``eval_data``; ``test_data`` says whether that is the test split),
-    and the learning curve; returns best_checkpoint.json's content ({}: no checkpoint was saved)."""
+    together with the file it was chosen on (``eval_data``; ``test_data`` says whether that is the test split)
+    and the judge ``card`` (with the head's dev threshold at the best step), and the learning curve; returns
+    best_checkpoint.json's content ({}: no checkpoint was saved)."""
     args = trainer.args
     output_dir = Path(args.output_dir)
     head_spec = trainer.verdict_head.spec if trainer.verdict_head is not None else None
@@ -375,18 +385,36 @@ def save_best_model(trainer: WeightedLossTrainer, *, finetuning_type: str, base_
                                     value=state.best_metric, greater_is_better=bool(args.greater_is_better),
                                     finetuning_type=finetuning_type, base_model_path=base_model_path,
                                     eval_data=eval_data, eval_samples=len(trainer.eval_dataset),
-                                    test_data=test_data, verdict_head=head_spec)
+                                    test_data=test_data, verdict_head=head_spec,
+                                    judge=card_with_threshold(card, state.log_history,
+                                                              checkpoint_step(state.best_model_checkpoint), eval_data))
     else:  # no evaluation: the last checkpoint
         checkpoints = list_checkpoints(output_dir)
         if not checkpoints:
             return {}
         info = best_checkpoint_info(checkpoints[-1].name, metric=None, value=None, greater_is_better=None,
                                     finetuning_type=finetuning_type, base_model_path=base_model_path,
-                                    verdict_head=head_spec)
+                                    verdict_head=head_spec, judge=card.to_json() if card else None)
     if trainer.is_world_process_zero():
         write_best_checkpoint(output_dir, info)
         draw_learning_curve(output_dir, state.log_history, info)
     return info
+
+
+def card_with_threshold(card: JudgeCard | None, log_history: list[dict], step: int, eval_data) -> dict | None:
+    """The card as best_checkpoint.json records it, with the verdict head's dev threshold of the evaluation at
+    the best checkpoint's ``step`` (the highest balanced accuracy on the dev split)."""
+    if card is None:
+        return None
+    best = next((entry for entry in log_history
+                 if entry.get("step") == step and entry.get("eval_head_threshold") is not None), None)
+    if best is None:
+        return card.to_json()
+    threshold = {"threshold": best["eval_head_threshold"],
+                 "balanced_accuracy": best.get("eval_head_threshold_balanced_accuracy"),
+                 "samples": best.get("eval_head_samples"), "step": best.get("step"),
+                 "chosen_on": str(Path(eval_data).resolve()) if eval_data else None, "for": "verdict_head"}
+    return card.to_json() | {"dev_threshold": threshold}
 
 
 def draw_learning_curve(output_dir: Path, log_history: list[dict], info: dict) -> None:
