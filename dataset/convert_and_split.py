@@ -42,7 +42,7 @@ from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic, write_jsonl_atomic
 from defect_judge.report.accuracy_bars import display_width
 from defect_judge.evaluate.pairs import pair_problem
-from defect_judge.data.labels import positive_judgement
+from defect_judge.data.labels import check_two_judgements, positive_judgement
 from defect_judge.data.schema import (RawSample, Record, raw_objects, raw_to_record, report_stripped, sample_id,
                                       validate_raw_sample)
 from defect_judge.data.splitting import split_stats, split_three_ways
@@ -63,6 +63,9 @@ test_ratio = 0.2  # 测试集比例: share of each subtype that goes to the test
 dev_ratio = 0.1
 seed = 42  # 分割随机种子: the same seed gives the same split
 skip_invalid = False  # 跳过无效样本 instead of stopping, listing each with its reason in <converted_file stem>.rejects.jsonl
+# warn about events (the code) longer than this many characters: training and evaluation cut them to fit their
+# max_length (0: never warn)
+long_event_chars = 16000
 # ----------------------------------------------------------------------------
 PATHS = ("input_dir", "converted_file", "train_file", "test_file", "dev_file")
 STATS_FILE = "split_stats.json"
@@ -216,6 +219,17 @@ def exact_duplicates(samples: list[Sample]) -> list[list[str]]:
 
 # -------------------------------------------------------------------- table
 
+def warn_long_events(samples: list[Sample], limit: int) -> None:
+    """Say which events are longer than ``limit`` characters: training and evaluation cut such code to fit their
+    max_length (its end goes), so a defect at the end of it is never seen."""
+    long = [s for s in samples if len(s.raw.event) > limit]
+    if limit and long:
+        ids = ", ".join(s.record.id for s in long[:5]) + (", ..." if len(long) > 5 else "")
+        log.warning("%d sample(s) with an event longer than --long_event_chars %d characters (about a quarter as "
+                    "many tokens of code): training and evaluation cut their code to fit max_length: %s", len(long),
+                    limit, ids)
+
+
 def format_table(stats: dict) -> str:
     judgements, names = stats["judgements"], stats["splits"]
     header = ["subtype", "total", *names] + [f"{j} {'/'.join(names)}" for j in judgements]
@@ -363,6 +377,9 @@ def main(argv: list[str] | None = None) -> None:
     for ids in exact_duplicates(samples):
         log.warning("exact duplicate samples (kept, always on the same side of the split): %s", ", ".join(ids))
 
+    check_two_judgements([(s.raw.judgement, dict(zip(("path", "sample"), sample_source(input_folder, s.record.id)),
+                                                 field="output.judgement")) for s in samples])
+    warn_long_events(samples, args.long_event_chars)
     records = [s.record for s in samples]
     judgements = {s.record.id: s.raw.judgement for s in samples}
     train, dev, test = split_three_ways(records, judgements, args.test_ratio, args.dev_ratio, args.seed)

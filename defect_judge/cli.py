@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from defect_judge import REPO_ROOT
+from defect_judge.errors import remember_default_path
 
 RULE = re.compile(r"^# ?-{20,}\s*$")
 
@@ -159,9 +160,12 @@ def parse_settings(module_globals: Mapping[str, Any], *, paths: Iterable[str] = 
     parser = settings_parser(settings, description if description is not None else module_globals.get("__doc__"))
     given = vars(parser.parse_args(argv))
     values = {s.flag: s.default for s in settings}
-    for name in paths:
-        if name not in given and isinstance(values[name], str):
-            values[name] = resolve_default_path(values[name])
+    script_path = Path(module_globals["__file__"]).resolve()
+    shown = script_path.relative_to(REPO_ROOT) if script_path.is_relative_to(REPO_ROOT) else script_path
+    for setting in settings:
+        if setting.flag in paths and setting.flag not in given and isinstance(values[setting.flag], str):
+            values[setting.flag] = resolve_default_path(values[setting.flag])
+            remember_default_path(values[setting.flag], constant=setting.name, flag=setting.flag, script=str(shown))
     values.update(given)
     script = Path(module_globals["__file__"]).stem
     fields = [(setting.flag, Any) for setting in settings]

@@ -55,6 +55,30 @@ class ToolkitError(Exception):
         return (", ".join(where) + ": " if where else "") + self.reason
 
 
+# The path settings a script runs with at their default value (not given on its command line): a failure on one of
+# those paths names the setting, so a bare run on the document's example paths says what to set.
+DOCUMENT_PATHS = ("/data/", "/home/ubuntu/")  # where the design document's example paths live
+_DEFAULT_PATHS: dict[Path, tuple[str, str, str]] = {}  # resolved path -> (constant, flag, script)
+
+
+def remember_default_path(value: str, *, constant: str, flag: str, script: str) -> None:
+    """``value`` is ``constant``'s default in ``script``, not given as ``--flag``."""
+    if value:
+        _DEFAULT_PATHS[Path(value).resolve()] = (constant, flag, script)
+
+
+def default_path_hint(path: str | os.PathLike | None) -> str:
+    """What to set when ``path`` (or a folder above it) is a path setting's default: "" otherwise."""
+    if path is None or not _DEFAULT_PATHS:
+        return ""
+    resolved = Path(path).resolve()
+    for default, (constant, flag, script) in _DEFAULT_PATHS.items():
+        if resolved == default or default in resolved.parents:
+            whose = "the design document's example" if str(default).startswith(DOCUMENT_PATHS) else "its default"
+            return f" ({constant} is {whose}, {default}: pass --{flag} or set {constant} at the top of {script})"
+    return ""
+
+
 class InputError(ToolkitError):
     """Bad input the user can fix: names where the problem is."""
     label = "error"
@@ -89,11 +113,12 @@ def run_main(main: Callable[[], object]) -> None:
         logging.shutdown()
         prog = Path(sys.argv[0]).name
         if isinstance(error, ToolkitError):
-            label, message, code = error.label, str(error), error.exit_code
+            label, message, code = error.label, str(error) + default_path_hint(error.path), error.exit_code
         else:
             target = f" '{error.filename}'" if error.filename else ""
             verb = "cannot write" if error.errno in WRITE_ERRNOS else "cannot access"
-            label, message, code = "error", f"{verb}{target}: {error.strerror or error}", EXIT_INPUT_ERROR
+            label, message, code = ("error", f"{verb}{target}: {error.strerror or error}"
+                                    + default_path_hint(error.filename), EXIT_INPUT_ERROR)
         print(f"{prog}: {label}: {message}", file=sys.stderr)
         sys.exit(code)
     except Exception as error:

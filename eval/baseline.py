@@ -36,7 +36,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
 from defect_judge.cli import parse_settings
-from defect_judge.data.labels import judgement_vocabulary, labelled_records, positive_judgement
+from defect_judge.data.labels import (check_record_judgements, judgement_vocabulary, labelled_records,
+                                      positive_judgement)
 from defect_judge.data.schema import Record, read_records
 from defect_judge.errors import InputError, run_main
 from defect_judge.evaluate.pairs import check_record_pairs
@@ -211,6 +212,8 @@ def main(argv: list[str] | None = None) -> None:
                          "--dev_dataset_path \"\" to choose C by cross-validation on the training split)",
                          path=args.dev_dataset_path)
     dev = read_labelled(args.dev_dataset_path) if args.dev_dataset_path else None
+    check_record_judgements((train, args.train_dataset_path), (dev or [], args.dev_dataset_path),
+                            (test, args.test_dataset_path))
     if dev:
         warn_single_judgement_dev(dev, args.dev_dataset_path)
     if len({r.judgement for r in train}) < 2:

@@ -75,7 +75,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
 from defect_judge.cli import Settings, parse_settings
-from defect_judge.data.labels import judgement_vocabulary, labelled_records, positive_judgement
+from defect_judge.data.labels import (check_record_judgements, judgement_vocabulary, labelled_records,
+                                      positive_judgement)
 from defect_judge.data.schema import Record, read_records
 from defect_judge.data.splitting import spread_subset
 from defect_judge.distributed import from_rank_zero, init_ranks, setup_rank_logging
@@ -177,6 +178,7 @@ def read_test_set(path: str, limit: int, skip_unlabelled: bool = False) -> tuple
         log.info("--limit %d: %d of the samples, whole twin pairs spread over the subtypes and judgements", limit,
                  len(records))
     records, unlabelled = labelled_records(records, path, skip=skip_unlabelled, skip_flag="--skip_unlabelled")
+    check_record_judgements((records, path))
     references = sorted({r.judgement for r in records})
     vocabulary = judgement_vocabulary(references)
     check_record_pairs(records, path, positive_judgement(vocabulary)[0])

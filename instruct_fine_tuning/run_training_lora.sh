@@ -30,7 +30,7 @@ SCHEDULER="${SCHEDULER:-linear}"                                      # 学习�
 LORA_RANK="${LORA_RANK:-32}"                                          # LoRA秩数
 LORA_ALPHA="${LORA_ALPHA:-32}"                                        # LoRA Alpha值
 MAX_EPOCHS="${MAX_EPOCHS:-300}"                                       # 最大训练轮数
-SAVE_STEPS="${SAVE_STEPS:-20}"                                        # 保存间隔步数 (also the evaluation interval)
+SAVE_STEPS="${SAVE_STEPS:-20}"                                        # 保存间隔步数 (also the evaluation interval; auto: half an epoch)
 PER_DEVICE_TRAIN_BATCH_SIZE="${PER_DEVICE_TRAIN_BATCH_SIZE:-1}"       # 每设备训练批次大小
 GRADIENT_ACCUMULATION_STEPS="${GRADIENT_ACCUMULATION_STEPS:-8}"       # 梯度累积步数
 VERDICT_HEAD="${VERDICT_HEAD:-}"                                      # 判断头: POOLING@LAYERS (mean@0.5, mean@0.27,0.4,0.53,0.67,0.8); empty: none
@@ -106,7 +106,7 @@ check_int MAX_LENGTH 16
 check_int LORA_RANK 1
 check_positive LORA_ALPHA
 check_positive MAX_EPOCHS
-check_int SAVE_STEPS 1
+[[ "$SAVE_STEPS" == auto ]] || check_int SAVE_STEPS 1
 check_int PER_DEVICE_TRAIN_BATCH_SIZE 1
 check_int GRADIENT_ACCUMULATION_STEPS 1
 check_int MASTER_PORT 1
@@ -158,6 +158,17 @@ else
     LAUNCHER+=(--num_gpus "$NUM_GPUS")
 fi
 
+if [[ "$SAVE_STEPS" == auto ]]; then  # half an epoch: two checkpoints an epoch, each scored on the dev split
+    [[ -z "$HOSTFILE" && -n "$PYTHON" ]] || die "SAVE_STEPS=auto counts the training samples with python on one node: set a number"
+    # bad data is one line from python (run_main), as train_lora.py would say it
+    SAVE_STEPS="$(PYTHONPATH="..${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -c 'import sys
+from defect_judge.errors import run_main
+from defect_judge.train.recipes import half_epoch_save_steps as f
+args, sys.argv = sys.argv[1:], ["run_training_lora.sh"]
+run_main(lambda: print(f(args[0], int(args[1]), args[2:])))' "$TRAIN_DATA" \
+        $(( PER_DEVICE_TRAIN_BATCH_SIZE * GRADIENT_ACCUMULATION_STEPS * NUM_GPUS )) "$@")" || exit $?
+    echo "run_training_lora.sh: SAVE_STEPS=auto: a checkpoint every $SAVE_STEPS steps (half an epoch)"
+fi
 echo "run_training_lora.sh: ${LAUNCHER[*]} train_lora.py (model $MODEL_PATH, eval $EVAL_DATA, output $OUTPUT_DIR)"
 exec "${LAUNCHER[@]}" train_lora.py \
     --deepspeed "$DS_CONFIG" \

@@ -12,9 +12,9 @@ from helpers import REPO_ROOT, few_samples
 
 READMES = ("README.md", "README_zh.md")
 # What the test changes in the quickstart to run it in a minute: (line as written, line as run).
-SUBSTITUTIONS = (("DATA=dataset/output", "DATA={data}"), ("MODEL=models/SmolLM2-135M-Instruct", "MODEL={model}"),
-                 ("RUN=runs/quickstart", "RUN={run}"), ("SAVE_STEPS=28", "SAVE_STEPS=1"),
-                 ("--max_new_tokens 64", "--max_new_tokens 8"))
+# Everything else runs as written: SAVE_STEPS=auto sizes the checkpoints to this data, not the shipped data's.
+SUBSTITUTIONS = (("DATA=my_samples", "DATA={data}"), ("MODEL=models/SmolLM2-135M-Instruct", "MODEL={model}"),
+                 ("RUN=runs/quickstart", "RUN={run}"), ("--max_new_tokens 64", "--max_new_tokens 8"))
 
 
 def quickstart(readme: str) -> str:
@@ -52,6 +52,13 @@ def test_every_quickstart_command_runs(tmp_path, tiny_model_dir):
         assert (run / name).is_file(), name
     results = json.loads((run / "eval_head" / "evaluation_results.json").read_text(encoding="utf-8"))
     assert results["verdict_source"] == "head" and results["overall"]["invalid_format"] == 0
+    # a data set of its own size (14 training samples, not the shipped 224): half an epoch is 2 steps, so there
+    # are checkpoints to choose among on dev
+    assert "SAVE_STEPS=auto: a checkpoint every 2 steps" in result.stdout
+    checkpoints = sorted(p.name for p in (run / "train").glob("checkpoint-*"))
+    assert len(checkpoints) >= 2, checkpoints
+    best = json.loads((run / "train" / "best_checkpoint.json").read_text(encoding="utf-8"))
+    assert best["best_checkpoint"] in checkpoints and best["metric"].endswith("accuracy_then_loss")
 
 
 @pytest.mark.parametrize("readme", READMES)

@@ -53,6 +53,28 @@ def labelled_records(records: Sequence[R], path: str | os.PathLike, *, skip: boo
     return [r for r in records if is_labelled(r)], unlabelled
 
 
+def check_two_judgements(judged: Sequence[tuple[str, dict]]) -> None:
+    """The toolkit judges two classes, defective and clean: a third judgement value is one line naming the sample
+    that holds the rarest value (``judged``: each sample's judgement and where it is: path, line, sample, field)
+    and the count of every value found."""
+    counts = Counter(judgement for judgement, _ in judged)
+    if len(counts) <= 2:
+        return
+    rarest = min(counts, key=lambda judgement: (counts[judgement], judgement))
+    where = next(place for judgement, place in judged if judgement == rarest)
+    found = ", ".join(f"{judgement} {n}" for judgement, n in counts.most_common())
+    raise InputError(f"{len(counts)} judgement values ({found}), and the toolkit judges two, defective and clean: "
+                     f"this sample's {rarest!r} is the rarest; write every sample with one of two values", **where)
+
+
+def check_record_judgements(*splits: tuple[Sequence[Labelled], str | os.PathLike]) -> None:
+    """``check_two_judgements`` over the references of chat records, (records, the file they were read from) for
+    each file, all files together (unlabelled records aside)."""
+    check_two_judgements([(r.judgement, {"path": path, "line": getattr(r, "line", None), "sample": r.id,
+                                         "field": "text"})
+                          for records, path in splits for r in records if r.judgement is not None])
+
+
 # Two-word judgement vocabularies (the document's 是/否 first). When the references hold one word of
 # a pair only (a one-class test set, or --limit), the other is still a well-formed answer: wrong, not invalid.
 JUDGEMENT_PAIRS = (("是", "否"), ("有缺陷", "无缺陷"), ("存在缺陷", "不存在缺陷"), ("有", "无"), ("yes", "no"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import shlex
 from dataclasses import asdict, dataclass, field
+from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,21 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            extra_args=("--verdict_head_probe", "lda", "--verdict_head_reads_base", "true",
                        "--verdict_head_loss_weight", "0", "--trainable_layers", "0.5")),
 )}
+
+
+def half_epoch_save_steps(train_data: str, per_step: int, train_args: Sequence[str] = ()) -> int:
+    """run_training_lora.sh's SAVE_STEPS=auto: the optimizer steps of half an epoch of ``train_data`` (two
+    checkpoints an epoch, each scored on dev), with ``per_step`` samples a step (batch size x accumulation x
+    ranks) and train_lora.py's flags ``train_args`` (--pair_batches makes an item a pair of twins)."""
+    from defect_judge.data.schema import read_records
+
+    flags = list(train_args)
+    at = flags.index("--pair_batches") if "--pair_batches" in flags else -1
+    pairs = at >= 0 and (at + 1 == len(flags) or flags[at + 1].startswith("--")
+                         or flags[at + 1].lower() in ("true", "1", "yes"))
+    recipe = Recipe("auto", "SAVE_STEPS=auto", batch_size=per_step, gradient_accumulation_steps=1,
+                    pair_batches=pairs)
+    return recipe.save_steps(recipe.training_items([r.pair_id for r in read_records(train_data)]))
 
 
 def main(argv: list[str] | None = None) -> None:
