@@ -17,6 +17,7 @@ from defect_judge.errors import InputError
 from defect_judge.evaluate import judges
 from defect_judge.evaluate.head_choice import HeadChoice
 from defect_judge.evaluate.partial import PartialWriter, load_finished, remove_partials
+from defect_judge.fileio import read_json_object
 from defect_judge.model import inference
 from defect_judge.model import paths as model_paths
 from defect_judge.model.judge_card import recorded_card
@@ -39,14 +40,13 @@ def resolve_model(model_path: str, *, base_model_path: str = "", tokenizer_path:
     return resolved, tokenizer_dir
 
 
-def model_context(resolved: model_paths.ResolvedModel, *, trust_remote_code: bool = False) -> int | None:
-    """The model's context length (``max_position_embeddings``), from its config; None when it names none."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(resolved.base_model_path or resolved.weights_path,
-                                        trust_remote_code=trust_remote_code)
-    config = getattr(config, "text_config", None) or config
-    return getattr(config, "max_position_embeddings", None)
+def model_context(resolved: model_paths.ResolvedModel) -> int | None:
+    """The model's context length (``max_position_embeddings``) as its config.json writes it (read as data: no
+    model code runs before the model is loaded, and refused there); None when it names none."""
+    config = read_json_object(Path(resolved.base_model_path or resolved.weights_path) / "config.json")
+    config = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    length = config.get("max_position_embeddings")
+    return length if isinstance(length, int) and not isinstance(length, bool) and length > 0 else None
 
 
 def prompt_budget(*, max_length: int, trained_max_length: int | None, context: int | None, verdict_tokens: int,
@@ -124,7 +124,7 @@ class JudgeSession:
         found = recorded_card(self.resolved.weights_path, self.resolved.run_folder, self.resolved.head_config)
         verdict = judges.answer_tokens(self.tokenizer, vocabulary)
         return prompt_budget(max_length=max_length, trained_max_length=found[0].max_length if found else None,
-                             context=model_context(self.resolved, trust_remote_code=self.trust_remote_code),
+                             context=model_context(self.resolved),
                              verdict_tokens=verdict,
                              answer_tokens=verdict + max_new_tokens if mode == "generate" else verdict)
 
