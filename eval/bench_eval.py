@@ -157,7 +157,7 @@ def by_id(rows: list[dict]) -> dict[str, dict]:
 
 
 def rows_of(batch: list[judges.Prompt], verdicts: list[judges.Verdict]) -> dict[str, dict]:
-    return by_id([judges.result_row(prompt.record, verdict) for prompt, verdict in zip(batch, verdicts)])
+    return by_id(judges.result_rows(batch, verdicts))
 
 
 def measure(model, tokenizer, ordered: list[judges.Prompt], vocabulary, args, stop_ids,

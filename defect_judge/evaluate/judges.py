@@ -92,8 +92,7 @@ class Verdict:
         row: dict = {}
         if self.probabilities is not None:
             row["probabilities"] = self.probabilities
-        row |= {key: value for key, value in self.details.items() if key == "logprobs"}
-        row |= {key: value for key, value in self.details.items() if key != "logprobs"}
+        row |= self.details
         if self.response is not None:
             row |= {"response": self.response, "generated_tokens": self.generated_tokens, "stopped": self.stopped}
         return row
@@ -106,6 +105,11 @@ def result_row(record: Record, verdict: Verdict, cut_chars: int = 0) -> dict:
            "prediction": verdict.prediction, "correct": verdict.prediction == record.judgement,
            "verdict_source": verdict.source, **verdict.fields()}
     return row | ({"event_cut_chars": cut_chars} if cut_chars else {})
+
+
+def result_rows(batch: Sequence[Prompt], verdicts: Sequence[Verdict]) -> list[dict]:
+    """The evaluation's sample rows of a batch: each verdict beside its record's reference."""
+    return [result_row(prompt.record, verdict, prompt.cut_chars) for prompt, verdict in zip(batch, verdicts)]
 
 
 def generated_verdicts(model, tokenizer, batch: Sequence[Prompt], vocabulary: Sequence[str], *, max_new_tokens: int,
@@ -189,8 +193,3 @@ class Judge:
             return generated_verdicts(self.model, self.tokenizer, batch, self.vocabulary,
                                       max_new_tokens=self.max_new_tokens, stop_ids=self.stop_ids)
         return scored_verdicts(self.model, self.tokenizer, batch, self.vocabulary)
-
-    def rows(self, batch: Sequence[Prompt]) -> list[dict]:
-        """The evaluation's sample rows: each verdict beside its record's reference."""
-        return [result_row(prompt.record, verdict, prompt.cut_chars)
-                for prompt, verdict in zip(batch, self.verdicts(batch))]

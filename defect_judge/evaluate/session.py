@@ -17,6 +17,7 @@ from defect_judge.errors import InputError
 from defect_judge.evaluate import judges
 from defect_judge.evaluate.head_choice import HeadChoice
 from defect_judge.evaluate.partial import PartialWriter, load_finished, remove_partials
+from defect_judge.evaluate.results_folder import PARTIAL_STEM
 from defect_judge.fileio import read_json_object
 from defect_judge.model import inference
 from defect_judge.model import paths as model_paths
@@ -142,14 +143,13 @@ class JudgeSession:
 
 
 def finished_rows(output_dir: str | Path, fingerprint: dict, ranks: Ranks, *, overwrite: bool,
-                  stem: str | None = None, what: str = "samples already evaluated") -> dict[str, dict]:
+                  stem: str = PARTIAL_STEM, what: str = "samples already evaluated") -> dict[str, dict]:
     """Rows an earlier, interrupted run with the same settings already finished (none after ``overwrite``, which
     deletes them); ``stem`` names the script's partial files, ``what`` the rows in the log."""
-    kwargs = {"stem": stem} if stem else {}
     if overwrite and ranks.rank == 0:
-        remove_partials(output_dir, **kwargs)
+        remove_partials(output_dir, stem)
     ranks.barrier()
-    finished = load_finished(output_dir, fingerprint, **kwargs)
+    finished = load_finished(output_dir, fingerprint, stem)
     ranks.barrier()  # everyone has read the partial files before anyone appends to them
     if finished:
         log.info("resuming: %d %s in %s", len(finished), what, output_dir)
@@ -163,8 +163,7 @@ def judge_share(judge: judges.Judge, share: Sequence[judges.Prompt], *, batch_si
     makes the rows from a batch and its verdicts (default: the evaluation's result rows)."""
     from tqdm import tqdm
 
-    make_rows = to_rows or (lambda batch, verdicts: [judges.result_row(p.record, v, p.cut_chars)
-                                                     for p, v in zip(batch, verdicts)])
+    make_rows = to_rows or judges.result_rows
     started = time.perf_counter()
     with PartialWriter(partial_path, fingerprint) as writer, \
             tqdm(total=len(share), unit=unit, desc=judge.source, disable=rank != 0, dynamic_ncols=True) as bar:

@@ -22,7 +22,7 @@ from defect_judge.evaluate.partial import load_finished, remove_partials
 from defect_judge.evaluate.results import load_results
 from defect_judge.evaluate.results_folder import partial_file, results_file
 from defect_judge.evaluate.session import JudgeSession, finished_rows, judge_share, report_cuts
-from defect_judge.evaluate.thresholds import choose_threshold, threshold_text
+from defect_judge.evaluate.thresholds import choose_threshold, positive_scores, threshold_text
 from defect_judge.fileio import write_jsonl_atomic, write_text_atomic
 from defect_judge.judge import outputs, sarif
 from defect_judge.judge.questions import Question, Unjudged, input_questions, sarif_questions, source_questions
@@ -99,19 +99,16 @@ def recorded_threshold(card: JudgeCard, head: HeadChoice, own_head: Path | None)
     return chosen["threshold"], f"chosen on dev in training ({chosen.get('chosen_on')}, step {chosen.get('step')})"
 
 
-def scored_threshold(session: JudgeSession, path: Path, card: JudgeCard, ranks: Ranks) -> float:
-    """The threshold with the highest balanced accuracy on a dev .jsonl, scored here by this judge."""
+def dev_scores(session: JudgeSession, path: Path, card: JudgeCard, ranks: Ranks) -> tuple[list[int], list[float]]:
+    """(1 for a defective reference, P(defective)) of every sample of a dev .jsonl, scored here by this judge (each
+    rank a share)."""
     records, _ = labelled_records(read_records(path), path)
     judge = session.judge(card.judgements, "score", model_answer=False)
     prompts = judges.prompts_longest_first(session.tokenizer, records)
     share = prompts[ranks.rank::ranks.world]
     mine = [(int(p.record.judgement == card.positive), v.p_defective) for p, v in zip(share, judge.verdicts(share))]
     pairs = [pair for part in all_ranks(mine) for pair in part]
-    chosen = choose_threshold([label for label, _ in pairs], [score for _, score in pairs])
-    if chosen is None:
-        raise InputError("the dev split holds one judgement only: no threshold can be chosen on it", path=path,
-                         field="threshold_from")
-    return chosen["threshold"]
+    return [label for label, _ in pairs], [score for _, score in pairs]
 
 
 def judge_threshold(threshold_from: str, mode: str, session: JudgeSession, card: JudgeCard,
@@ -131,19 +128,18 @@ def judge_threshold(threshold_from: str, mode: str, session: JudgeSession, card:
         raise InputError("--threshold_from not found (model, the dev split's evaluation_results.json, or dev .jsonl)",
                          path=path, field="threshold_from")
     if path.suffix.lower() == ".jsonl":
-        threshold = scored_threshold(session, path, card, ranks)
+        labels, scores = dev_scores(session, path, card, ranks)
     else:
         results = load_results(path)
         evaluated = EvaluatedModel(session.resolved.weights_path, (head.to_json() or {}).get("weights_sha256"),
                                    head.path)
-        check_dev_results(path, results, set(), list(card.judgements), evaluated)
-        samples = results["samples"]
-        chosen = choose_threshold([int(s["reference"] == card.positive) for s in samples],
-                                  [s["probabilities"][card.positive] for s in samples])
-        if chosen is None:
-            raise InputError("the dev results hold one judgement only: no threshold can be chosen on them", path=path,
-                             field="threshold_from")
-        threshold = chosen["threshold"]
+        check_dev_results(path, results, set(), list(card.judgements), evaluated)  # scored: positive_scores has them
+        labels, scores = positive_scores(results["samples"], card.positive)
+    chosen = choose_threshold(labels, scores)
+    if chosen is None:
+        raise InputError("the dev split holds one judgement only: no threshold can be chosen on it", path=path,
+                         field="threshold_from")
+    threshold = chosen["threshold"]
     log.info("decision threshold P(%s) >= %s, chosen on %s", card.positive, threshold_text(threshold), path)
     return threshold, f"chosen on {path}"
 
