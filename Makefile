@@ -79,4 +79,4 @@ GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 GPU_CHECK_ARGS ?=
 gpu-check:
 	@test -f dataset/train.jsonl -a -f dataset/test.jsonl || $(GPU_PYTHON) dataset/convert_and_split.py
-	$(GPU_PYTHON) tools/gpu_check.py --json runs/gpu_check/gpu_check.json $(GPU_CHECK_ARGS)
+	$(GPU_PYTHON) tools/gpu_check --json runs/gpu_check/gpu_check.json $(GPU_CHECK_ARGS)

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from defect_judge.cli import Settings, parse_settings
 from defect_judge.errors import InputError, run_main
 from defect_judge.fileio import write_json_atomic, write_jsonl_atomic
-from defect_judge.report.accuracy_bars import display_width
+from defect_judge.text import display_width, pad_to
 from defect_judge.evaluate.pairs import pair_problem
 from defect_judge.data.labels import check_two_judgements, positive_judgement
 from defect_judge.data.schema import (RawSample, Record, raw_objects, raw_to_record, report_stripped, sample_id,
@@ -242,7 +242,7 @@ def format_table(stats: dict) -> str:
     widths = [max(display_width(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        first = cells[0] + " " * (widths[0] - display_width(cells[0]))
+        first = pad_to(cells[0], widths[0])
         return "  ".join([first] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:])])
 
     rule = "-" * (sum(widths) + 2 * (len(widths) - 1))

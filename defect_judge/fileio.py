@@ -1,7 +1,9 @@
-"""Atomic writes: an output file is either the old one or the complete new one."""
+"""Files: atomic writes (an output file is either the old one or the complete new one), reading JSON with one-line
+errors, a file's sha256, whether two paths name one folder."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -80,3 +82,19 @@ def read_json_object(path: str | os.PathLike, *, missing: str = "file not found"
     if not isinstance(data, dict):
         raise InputError(not_object, path=path)
     return data
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one folder (through symlinks and relative parts)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them is gone: compare what they resolve to
+        return Path(a).resolve() == Path(b).resolve()

@@ -40,8 +40,9 @@ from defect_judge.data.labels import (check_record_judgements, judgement_vocabul
                                       positive_judgement)
 from defect_judge.data.schema import Record, read_records
 from defect_judge.errors import InputError, run_main
+from defect_judge.evaluate.metrics import class_scores
 from defect_judge.evaluate.pairs import check_record_pairs
-from defect_judge.evaluate.partial import file_sha256
+from defect_judge.fileio import file_sha256
 from defect_judge.evaluate.results import results_document
 from defect_judge.evaluate.results_folder import RESULTS_FILE
 from defect_judge.evaluate.results_table import format_results_table
@@ -134,7 +135,6 @@ class Classifier:
 def choose_c(train: list[Record], dev: list[Record] | None, args) -> tuple[float, list[dict]]:
     """C with the highest dev accuracy (ties: lower dev log-loss); k-fold cross-validation without a dev split."""
     import numpy as np
-    from sklearn.metrics import accuracy_score, log_loss
     from sklearn.model_selection import StratifiedGroupKFold
 
     trials = []
@@ -156,9 +156,7 @@ def choose_c(train: list[Record], dev: list[Record] | None, args) -> tuple[float
                 truth += [labels[i] for i in held_out]
                 probabilities.append(model.probabilities([train[i] for i in held_out]))
             probabilities = np.vstack(probabilities)
-        predicted = [classes[i] for i in np.argmax(probabilities, axis=1)]
-        trials.append({"C": c, "accuracy": float(accuracy_score(truth, predicted)),
-                       "log_loss": float(log_loss(truth, probabilities, labels=classes))})
+        trials.append({"C": c, **class_scores(truth, probabilities, classes)})
     best = max(trials, key=lambda t: (t["accuracy"], -t["log_loss"]))
     return best["C"], trials
 

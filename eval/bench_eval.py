@@ -247,7 +247,7 @@ def benchmark(model, tokenizer, records, vocabulary: list[str], args, head=None)
     """Times every method on ``records`` with a loaded model; returns the figures main() prints and writes.
 
     ``args`` holds max_new_tokens, batch_size, repeats, naive_every, model_path and test_dataset_path (and
-    optionally skip_generation; tools/gpu_check.py calls this with the model it built in memory); ``head``: the
+    optionally skip_generation; tools/gpu_check/ calls this with the model it built in memory); ``head``: the
     model's verdict head, timed against its floor.
     """
     import torch

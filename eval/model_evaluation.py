@@ -85,7 +85,8 @@ from defect_judge.evaluate import judges, verdicts
 from defect_judge.evaluate.dev_threshold import EvaluatedModel, dev_threshold, threshold_source
 from defect_judge.evaluate.head_choice import choose_head
 from defect_judge.evaluate.pairs import check_record_pairs
-from defect_judge.evaluate.partial import file_sha256, load_finished, remove_partials
+from defect_judge.evaluate.partial import load_finished, remove_partials
+from defect_judge.fileio import file_sha256
 from defect_judge.evaluate.results import results_document
 from defect_judge.evaluate.results_folder import RESULTS_FILE, THRESHOLD_DEV_FOLDER, partial_file
 from defect_judge.evaluate.results_table import format_results_table

@@ -49,7 +49,7 @@ from defect_judge.report.comparison_folder import (ACCURACY_CHARTS, JUDGEMENT_CH
 from defect_judge.report.result_charts import ALL_PAIRS, pair_outcome_chart
 from defect_judge.stats import mcnemar
 from defect_judge.templates import JUDGEMENT_PREFIX
-from defect_judge.train.run_folder import CHECKPOINT_PREFIX
+from defect_judge.model.run_folder import CHECKPOINT_PREFIX
 
 # ----------------------------------------------------------------------------
 # 参数配置 (edit here, or override any of them with --NAME VALUE)

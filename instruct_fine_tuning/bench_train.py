@@ -35,7 +35,9 @@ from defect_judge import REPO_ROOT, free_port
 from defect_judge.cli import parse_settings
 from defect_judge.errors import RunError, run_main
 from defect_judge.fileio import write_json_atomic, write_jsonl_atomic
-from defect_judge.train.run_folder import TRAINER_STATE_FILE
+from defect_judge.model.run_folder import TRAINER_STATE_FILE
+from defect_judge.train.launcher_settings import launcher_default
+from defect_judge.train.targets import PEAK_MEMORY_VS_TRL, TOKENS_PER_SECOND_VS_TRL
 
 # ----------------------------------------------------------------------------
 # 参数配置 (edit here, or override any of them with --NAME VALUE)
@@ -46,9 +48,9 @@ data = "dataset/train.jsonl"
 seq_length = 2048  # tokens of every training sequence
 steps = 4  # optimizer steps per run (one sequence each)
 rounds = 2  # toolkit/TRL run pairs, run alternately
-lora_rank = 32  # LoRA rank
-lora_alpha = 32  # LoRA alpha
-learning_rate = 3e-5  # learning rate
+lora_rank = launcher_default("LORA_RANK", int)  # LoRA rank: run_training_lora.sh's LORA_RANK
+lora_alpha = launcher_default("LORA_ALPHA", int)  # LoRA alpha: run_training_lora.sh's LORA_ALPHA
+learning_rate = launcher_default("LEARNING_RATE", float)  # learning rate: run_training_lora.sh's LEARNING_RATE
 gradient_checkpointing = False  # activation checkpointing in both tools (the toolkit's default is off, TRL's on)
 toolkit_args = ""  # extra train_lora.py flags, e.g. --toolkit_args="--cpu_heap_mmap_threshold_mb 0"
 deepspeed = ""  # a DeepSpeed config: train_lora.py runs under the deepspeed launcher on one rank (empty: one process)
@@ -57,7 +59,7 @@ work_dir = ""  # folder for sequences and run outputs; empty: a temporary folder
 # ----------------------------------------------------------------------------
 FLAGS = {"json_path": "json"}  # json would hide the json module
 PATHS = ("model_path", "data", "json", "work_dir", "deepspeed")
-TARGETS = {"tokens_per_second_ratio": 1.0, "peak_rss_ratio": 0.8}  # >= and <=
+TARGETS = {"tokens_per_second_ratio": TOKENS_PER_SECOND_VS_TRL, "peak_rss_ratio": PEAK_MEMORY_VS_TRL}  # >= and <=
 SCRIPT = Path(__file__).resolve().parent / "train_lora.py"
 
 
@@ -160,7 +162,7 @@ def trl_worker(config_path: str) -> None:
     write_json_atomic(Path(cfg["output_dir"]) / "bench_metrics.json",
                       {"train_runtime": metrics["train_runtime"], "tokens": sum(map(len, processed)),
                        "same_tokens_as_toolkit": sorted(processed) == sorted(expected),
-                       # what train_lora.py records (trainer.PeakGpuMemoryCallback): the process's peak
+                       # what train_lora.py records (trainer.LogPeakGpuMemoryCallback): the process's peak
                        "peak_gpu_memory_bytes": (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
                                                  else None)})
 

@@ -4,7 +4,8 @@
 #   MODEL_PATH=models/SmolLM2-135M-Instruct ./instruct_fine_tuning/run_training_lora.sh --max_steps 4
 #   ./run_training_lora.sh --help                            # these settings and their values
 # Each setting below can be edited here or overridden by an environment variable of the same name;
-# extra arguments go to train_lora.py (python train_lora.py --help lists them).
+# extra arguments go to train_lora.py (python train_lora.py --help lists them). The defaults are written here only:
+# train_lora.py run on its own, the recipes and the benchmarks read them from this file.
 set -euo pipefail
 
 # Relative paths given in the environment are relative to where you started the script;

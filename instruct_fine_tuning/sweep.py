@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defect_judge package
 
-from defect_judge.train.run_folder import checkpoint_step, list_checkpoints, remove_checkpoints
+from defect_judge.model.run_folder import checkpoint_step, list_checkpoints, remove_checkpoints
 from defect_judge.cli import parse_settings
 from defect_judge.errors import InputError, RunError, run_main
 from defect_judge.fileio import write_json_atomic, write_text_atomic

@@ -165,7 +165,9 @@ def main() -> None:
     ranks = init_ranks()
     session = JudgeSession(resolved, tokenizer_dir, ranks, head, trust_remote_code=args.trust_remote_code,
                            allow_pickle=args.allow_pickle)
-    threshold, threshold_from = stage.judge_threshold(args.threshold_from, args.mode, session, card, ranks)
+    budget, _ = session.prompt_budget(max_length=args.max_length, mode=args.mode, max_new_tokens=args.max_new_tokens,
+                                      vocabulary=card.judgements)
+    threshold, threshold_from = stage.judge_threshold(args.threshold_from, args.mode, session, card, ranks, budget)
     rows, seconds, prompts = stage.judge_questions(
         questions, session, card, output_dir=args.output_dir, mode=args.mode, batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens, max_length=args.max_length, model_answer=args.model_answer,

@@ -1,6 +1,6 @@
 """Shared fixtures: the embedded tokenizer, a tiny real model built from a config (and loaded), a small
 chat-JSONL split made from the shipped sample data, six of its test samples, and a training OUTPUT_DIR of LoRA
-checkpoints. Plain helpers are in helpers.py."""
+checkpoints; and one torch thread for the modules that ask for it. Plain helpers are in helpers.py."""
 from __future__ import annotations
 
 import json
@@ -17,6 +17,21 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread here and in the scripts started, for a module that asks for it
+    (``pytestmark = pytest.mark.usefixtures("one_thread")``): on a CPU shared with other jobs two threads that wait
+    on each other run many times slower. Correctness does not depend on it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    torch.set_num_threads(before)
+    os.environ.pop("OMP_NUM_THREADS", None)
 
 
 @pytest.fixture(scope="session")

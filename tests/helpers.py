@@ -1,15 +1,22 @@
 """What the tests share besides fixtures: paths of the repo's scripts, running a script, a tiny real
-model, small chat-JSONL records built through the shared templates, the one-line-failure check, and
-padded training batches with the plain reference of the training loss. Fixtures are in conftest.py."""
+model, small chat-JSONL records built through the shared templates, a converted split of shipped twin pairs, the
+one-line-failure checks (a script's, an InputError's), padded training batches with the plain reference of the
+training loss, a candidate's plain log-probability, and records decided by a planted marker word (the verdict-head
+tests). Fixtures are in conftest.py."""
 from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from defect_judge.data.schema import RawSample, Record, raw_to_record
+from defect_judge.model import inference
+from defect_judge.model.chat import render_prompt
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED_MODEL = REPO_ROOT / "models" / "SmolLM2-135M-Instruct"
@@ -66,6 +73,16 @@ def few_samples(folder: Path, pairs_per_file: int = 5) -> Path:
     return folder
 
 
+def twin_split(folder: Path, pairs_per_file: int = 6) -> Path:
+    """The first twin pairs of two shipped subtype files (``few_samples``), converted and split by the real
+    converter."""
+    raw = few_samples(folder / "raw", pairs_per_file)
+    data = folder / "data"
+    run_script(CONVERT, "--input_dir", raw, "--converted_file", data / "all.jsonl", "--train_file",
+               data / "train.jsonl", "--test_file", data / "test.jsonl", "--dev_ratio", "0.2", check=True)
+    return data
+
+
 def write_subset(source: Path, target: Path, n: int) -> Path:
     """The first ``n`` lines of a JSONL file."""
     lines = source.read_text(encoding="utf-8").splitlines(keepends=True)[:n]
@@ -83,6 +100,20 @@ def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -
     for fragment in fragments:
         assert fragment in errors[0], (fragment, errors[0])
     return errors[0]
+
+
+def assert_input_error(call, *fragments: str) -> str:
+    """``call()`` raises an InputError of one line holding every fragment (the file, the field, the reason): the
+    line a script would print; returns it."""
+    from defect_judge.errors import InputError
+
+    with pytest.raises(InputError) as caught:
+        call()
+    message = str(caught.value)
+    assert "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    return message
 
 
 # ------------------------------------------------ small chat-JSONL records
@@ -185,6 +216,52 @@ def reference_loss(model, batch, key_token_weight: float):
     return (ce * weights).sum() / weights.sum()
 
 
+# ------------------------------------------------ a candidate's log-probability, plainly (the scoring's reference)
+
+def reference_logprob(model, candidate: inference.Candidate) -> float:
+    """Full logits, one sequence at a time: the plain definition of log P(continuation | prompt)."""
+    import torch
+
+    with torch.inference_mode():
+        logits = model(torch.tensor([candidate.input_ids])).logits[0].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    return sum(logprobs[t - 1, candidate.input_ids[t]].item() for t in range(candidate.start, len(candidate.input_ids)))
+
+
+# ------------------------------------------------ records decided by a planted word (the verdict-head tests)
+
+FILLER = ["buf", "len", "ptr", "count", "node", "list", "size", "index", "flag", "data", "next", "value", "tmp"]
+
+
+def planted(n: int, seed: int) -> list[Record]:
+    """Records whose judgement is decided by one marker word in otherwise random code-like text."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        defective = i % 2 == 0
+        words = [rng.choice(FILLER) for _ in range(rng.randint(8, 20))]
+        words.insert(rng.randrange(len(words) + 1), "unchecked" if defective else "validated")
+        raw = RawSample(subtype="空指针解引用", task=TASK, event="int f(void) { " + " ".join(words) + "; }",
+                        output_format=OUTPUT_FORMAT, judgement="是" if defective else "否", reason="见代码。",
+                        pair_id=f"p{i // 2}")
+        records.append(raw_to_record(raw, f"s{seed}-{i}.json#0"))
+    return records
+
+
+def ids_of(tokenizer, records: list[Record]) -> list[list[int]]:
+    return [tokenizer(render_prompt(tokenizer, r.prompt_messages), add_special_tokens=False)["input_ids"]
+            for r in records]
+
+
+def four_layer_model(folder: Path, tokenizer) -> tuple[object, Path]:
+    """A tiny real model of 4 decoder layers (hidden size 64), loaded in float32 for inference, and its folder."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    folder = build_tiny_model(folder, tokenizer, layers=4, seed=3)
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval(), folder
+
+
 # ------------------------------------------------ SARIF
 
 CPPCHECK = Path(sys.executable).parent / "cppcheck"  # cppcheck-py's binary, installed by make setup
@@ -209,3 +286,66 @@ def sarif_schema_validator():
     schema = json.loads(schema_file.read_text(encoding="utf-8"))
     assert schema["$schema"].startswith("http://json-schema.org/draft-04/")
     return jsonschema.Draft4Validator(schema)
+
+
+# ------------------------------------------------ one-line refusals
+
+def input_refusal(call, *fragments: str) -> str:
+    """The message of the InputError ``call`` raises: one line, holding every fragment."""
+    import pytest
+
+    from defect_judge.errors import InputError
+
+    with pytest.raises(InputError) as raised:
+        call()
+    text = str(raised.value)
+    assert "\n" not in text and all(part in text for part in fragments), (fragments, text)
+    return text
+
+
+# ------------------------------------------------ hand-made evaluation results (the evaluate and report tests)
+
+YES_NO = ["否", "是"]
+
+
+def sample_row(sample_id: str, subtype: str, reference: str, prediction: str | None, *, pair: str | None = None,
+               p_yes: float | None = None) -> dict:
+    """A sample row of evaluation_results.json (prediction None: an invalid answer); ``p_yes``: a scored one."""
+    sample = {"id": sample_id, "subtype": subtype, "reference": reference, "prediction": prediction,
+              "correct": prediction == reference}
+    if pair is not None:
+        sample["pair_id"] = pair
+    if p_yes is not None:
+        sample["probabilities"] = {"是": p_yes, "否": 1 - p_yes}
+    return sample
+
+
+def results_of(samples: list[dict], mode: str = "generate", **kwargs) -> dict:
+    """The evaluation_results.json document of hand-made sample rows, as the results code makes it."""
+    from defect_judge.evaluate.results import results_document
+
+    return results_document(model_path="/runs/lora/checkpoint-8", model_kind="lora", test_dataset_path="test.jsonl",
+                            mode=mode, settings={}, judgements=YES_NO, samples=samples, **kwargs)
+
+
+# Seven twin pairs (defective 是 first), one sample without pair_id, one lone twin, one group of three.
+HAND_MADE_PAIRS = [
+    sample_row("a1", "空指针解引用", "是", "是", pair="A"), sample_row("a0", "空指针解引用", "否", "否", pair="A"),  # P-C
+    sample_row("b1", "空指针解引用", "是", "是", pair="B"), sample_row("b0", "空指针解引用", "否", "否", pair="B"),  # P-C
+    sample_row("c1", "空指针解引用", "是", "是", pair="C"), sample_row("c0", "空指针解引用", "否", "是", pair="C"),  # P-V
+    sample_row("d1", "资源泄漏", "是", "否", pair="D"), sample_row("d0", "资源泄漏", "否", "否", pair="D"),  # P-B
+    sample_row("e1", "资源泄漏", "是", "否", pair="E"), sample_row("e0", "资源泄漏", "否", "是", pair="E"),  # P-R
+    # invalid answers count as wrong: an invalid clean twin is "called defective" -> P-V, never P-C
+    sample_row("f1", "资源泄漏", "是", "是", pair="F"), sample_row("f0", "资源泄漏", "否", None, pair="F"),  # P-V
+    # an invalid defective twin is "called clean": with a right clean twin -> P-B
+    sample_row("g0", "资源泄漏", "否", "否", pair="G"), sample_row("g1", "资源泄漏", "是", None, pair="G"),  # P-B
+    sample_row("x", "资源泄漏", "是", "是"),  # no pair_id
+    sample_row("h1", "资源泄漏", "是", "是", pair="H"),  # its twin is in another split
+    sample_row("i1", "除零错误", "是", "是", pair="I"), sample_row("i0", "除零错误", "否", "否", pair="I"),
+    sample_row("i2", "除零错误", "否", "否", pair="I"),  # three versions: not a twin pair
+]
+
+
+def paired_rows(n: int) -> list[dict]:
+    """make_records' samples come as (是, 否) of one subtype in turn: twins."""
+    return [r | {"pair_id": f"twin-{i // 2}"} for i, r in enumerate(make_records(n))]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from pathlib import Path
 
 import pytest
@@ -99,13 +100,14 @@ def test_a_script_without_a_block_is_a_clear_error(tmp_path):
 
 PLAIN_SCRIPTS = ["dataset/convert_and_split.py", "dataset/make_sample_data.py", "eval/model_evaluation.py",
                  "eval/baseline.py", "eval/plot_subtype_acc.py", "eval/bench_eval.py", "instruct_fine_tuning/sweep.py",
-                 "instruct_fine_tuning/bench_train.py", "tools/gpu_check.py", "tools/probe_features.py",
+                 "instruct_fine_tuning/bench_train.py", "tools/gpu_check/__main__.py", "tools/probe_features.py",
                  "tools/demo_summary.py", "tools/export_embedded_model.py"]
+PACKAGE_SCRIPTS = {"tools/gpu_check/__main__.py": "tools.gpu_check.__main__"}  # a package run as a folder
 
 
 @pytest.mark.parametrize("script", PLAIN_SCRIPTS)
 def test_every_plain_script_declares_its_settings_in_one_block(script):
-    module = load_script(script)
+    module = importlib.import_module(PACKAGE_SCRIPTS[script]) if script in PACKAGE_SCRIPTS else load_script(script)
     settings = script_settings(vars(module), getattr(module, "FLAGS", None))
     assert settings and all(s.help for s in settings)
     args, given = parse_settings(vars(module), argv=[], paths=getattr(module, "PATHS", ()),

@@ -28,7 +28,7 @@ from defect_judge.fileio import write_text_atomic
 from defect_judge.report.comparison_folder import ACCURACY_CHARTS, PAIR_CHART, SUMMARY_FILE
 from defect_judge.stats import mcnemar
 from defect_judge.templates import answer_prefix
-from defect_judge.train.run_folder import LEARNING_CURVE_FILE, read_best_checkpoint
+from defect_judge.model.run_folder import LEARNING_CURVE_FILE, read_best_checkpoint
 from defect_judge.train.tracking import newest_offline_run
 
 # ----------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 
 Runs the base model (no training) over every prompt of the training split and of a held-out split
 (TEST_DATASET_PATH: dev by default), exactly as evaluation renders them, and fits one verdict head
-(defect_judge/train/linear_probe.py: standardised features, then a linear probe) per spec in HEADS and probe
+(defect_judge/train/probe.py: standardised features, then a linear probe) per spec in HEADS and probe
 in PROBES_TO_FIT (logistic regression, or LDA with shrinkage):
 
   mean@L   the average over every prompt token of layer L's output: what the model has read, wherever it is
@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared defec
 from defect_judge.model.chat import render_prompt
 from defect_judge.cli import parse_settings
 from defect_judge.errors import InputError, run_main
+from defect_judge.evaluate.metrics import decision_accuracy
 from defect_judge.fileio import write_json_atomic
 from defect_judge.model.loading import check_model_folder, load_causal_lm, load_tokenizer
 from defect_judge.data.labels import is_labelled, labelled_records, majority_class, positive_judgement
@@ -51,8 +52,8 @@ from defect_judge.data.schema import Record, read_records
 from defect_judge.stats import binomial_p_above
 from defect_judge.model.hidden_states import pooled_prompt_features
 from defect_judge.model.verdict_head import HeadSpec
-from defect_judge.train.linear_probe import (DEFAULT_C_GRID, DEFAULT_SHRINKAGE_GRID, PROBES, ProbeFit, fit_probe,
-                                             probe_grid)
+from defect_judge.train.linear_probe import ProbeFit, fit_probe
+from defect_judge.train.probe import DEFAULT_C_GRID, DEFAULT_SHRINKAGE_GRID, PROBES, ProbeDataError, probe_grid
 
 # ----------------------------------------------------------------------------
 MODEL_PATH = "./models/SmolLM2-135M-Instruct"  # the frozen model to probe (folder, safetensors)
@@ -62,7 +63,7 @@ TRAIN_DATASET_PATH = "./dataset/train.jsonl"
 TEST_DATASET_PATH = "./dataset/dev.jsonl"
 # the probes, as verdict-head specs POOLING@LAYERS (layers: indices, or fractions of the depth)
 HEADS = ["mean@0.33", "mean@0.5", "mean@0.67", "mean@1.0", "last@0.5", "last@1.0", "mean@0.27,0.4,0.53,0.67,0.8"]
-PROBES_TO_FIT = ["logistic", "lda"]  # each head fitted as each of these probes (train/linear_probe.py)
+PROBES_TO_FIT = ["logistic", "lda"]  # each head fitted as each of these probes (train/probe.py)
 C_GRID = list(DEFAULT_C_GRID)  # logistic regression's C (the features are standardised)
 SHRINKAGE_GRID = list(DEFAULT_SHRINKAGE_GRID)  # LDA's shrinkage, in [0, 1]
 NESTED_CV = 0  # > 0: also nested cross-validation over train + held-out (NESTED_FOLDS folds), repeated this many times
@@ -102,6 +103,20 @@ def columns(features, all_layers: list[int], layers: tuple[int, ...], hidden: in
                            for l in layers], axis=1)
 
 
+def grid_flag(probe: str) -> str:
+    """This tool's setting for ``probe``'s candidates: --c_grid or --shrinkage_grid."""
+    return f"--{PROBES[probe].parameter.lower()}_grid"
+
+
+def probe_fit(x, y, groups, probe: str, grid, **held_out) -> ProbeFit:
+    """``fit_probe``; data the probe cannot be fitted on is refused in one line naming this tool's settings."""
+    try:
+        return fit_probe(x, y, groups, probe=probe, grid=grid, **held_out)
+    except ProbeDataError as error:
+        hint = f": give a single value ({grid_flag(probe)} {error.value:g})" if error.setting == "grid" else ""
+        raise InputError(f"{error}{hint}") from None
+
+
 def probe_row(spec: HeadSpec, layers: tuple[int, ...], fit: ProbeFit, test_y) -> dict:
     """One table row: the probe's choice on train and its scores on the held-out split."""
     held_out, parameter = fit.report["dev"], fit.report["parameter"]
@@ -134,8 +149,8 @@ def nested_cv_curve(x, y, groups, probe: str, grid, repeats: int, folds: int,
         order = np.random.default_rng(index).permutation(len(pairs))
         for fraction in fractions:
             kept = train[np.isin(groups[train], pairs[order[:max(1, round(fraction * len(pairs)))]])]
-            fit = fit_probe(x[kept], y[kept], groups[kept], probe=probe, grid=grid)
-            scores[fraction].append((len(kept), float(((fit.probabilities(x[held]) >= 0.5) == y[held]).mean())))
+            fit = probe_fit(x[kept], y[kept], groups[kept], probe, grid)
+            scores[fraction].append((len(kept), decision_accuracy(y[held], fit.probabilities(x[held]))))
     return [{"fraction": fraction, "train_samples": float(np.mean([n for n, _ in rows])),
              "accuracy": float(np.mean([a for _, a in rows]))} for fraction, rows in scores.items()]
 
@@ -151,8 +166,9 @@ def main() -> None:
     if unknown or not args.probes_to_fit:
         raise InputError(f"probes_to_fit: expected some of {', '.join(PROBES)}, got {args.probes_to_fit}")
     for probe in args.probes_to_fit:
-        PROBES[probe].check_grid(probe_grid(probe, args.c_grid, args.shrinkage_grid),
-                                 flag=f"--{PROBES[probe].parameter.lower()}_grid")
+        problem = PROBES[probe].grid_problem(probe_grid(probe, args.c_grid, args.shrinkage_grid))
+        if problem:
+            raise InputError(f"{grid_flag(probe)} {problem}")
     fractions = sorted(set(args.train_fractions) | {1.0})
     if not all(0 < f <= 1 for f in fractions):
         raise InputError(f"train_fractions: expected fractions in (0, 1], got {args.train_fractions}")
@@ -181,7 +197,7 @@ def main() -> None:
         test_cols = columns(test_x[spec.pooling].numpy(), all_layers, layers, hidden)
         for probe in args.probes_to_fit:
             grid = probe_grid(probe, args.c_grid, args.shrinkage_grid)
-            fit = fit_probe(train_cols, train_y, groups, probe=probe, grid=grid, dev_x=test_cols, dev_y=test_y)
+            fit = probe_fit(train_cols, train_y, groups, probe, grid, dev_x=test_cols, dev_y=test_y)
             rows.append(probe_row(spec, layers, fit, test_y))
             if args.nested_cv > 0:
                 log.info("nested cross-validation of %s, %s probe (%d x %d folds)", spec, probe, args.nested_cv,

@@ -49,10 +49,8 @@ evaluate "$MODEL" "$RUN_DIR/eval_base"
 T3=$(seconds)
 
 stage "4/6 fine-tuning, recipe '$RECIPE', through instruct_fine_tuning/run_training_lora.sh (best checkpoint chosen on dev)"
-eval "$($PY -m defect_judge.train.recipes "$RECIPE" --train_data "$DATA/train.jsonl")"  # LEARNING_RATE=... TRAIN_ARGS=(...)
-VERDICT_HEAD="${VERDICT_HEAD:-}"  # set by a recipe with a head
-export LEARNING_RATE SCHEDULER LORA_RANK LORA_ALPHA PER_DEVICE_TRAIN_BATCH_SIZE GRADIENT_ACCUMULATION_STEPS \
-    MAX_LENGTH MAX_EPOCHS SAVE_STEPS VERDICT_HEAD
+# export LEARNING_RATE=... (the launcher's settings the recipe sets) and TRAIN_ARGS=(...) (train_lora.py's flags)
+eval "$($PY -m defect_judge.train.recipes "$RECIPE" --train_data "$DATA/train.jsonl")"
 if [[ -n "$MAX_STEPS" ]]; then TRAIN_ARGS+=(--max_steps "$MAX_STEPS"); fi
 MODEL_PATH="$MODEL" TRAIN_DATA="$DATA/train.jsonl" EVAL_DATA="$DATA/dev.jsonl" TEST_DATA="$DATA/test.jsonl" \
 OUTPUT_DIR="$RUN_DIR/train" NUM_GPUS=1 \
@@ -66,8 +64,8 @@ $PY eval/model_evaluation.py --model_path "$RUN_DIR/train" --test_dataset_path "
     --output_dir "$RUN_DIR/eval_tuned" --mode "$EVAL_MODE" --max_new_tokens "$MAX_NEW_TOKENS" --verdict_head none
 RESULTS=("$RUN_DIR/eval_base" "$RUN_DIR/eval_tfidf" "$RUN_DIR/eval_tuned")
 LABELS=("$(basename "$MODEL") (base)" "TF-IDF baseline" "$(basename "$MODEL") + $RECIPE")
-# A run trained with a verdict head holds one beside its best model (defect_judge/model/verdict_head.py knows how it looks).
-if $PY -c 'import sys; from defect_judge.model.verdict_head import has_head; sys.exit(not has_head(sys.argv[1]))' \
+# A run trained with a verdict head holds one beside its best model (defect_judge/model/head_files.py names its files).
+if $PY -c 'import sys; from defect_judge.model.head_files import has_head; sys.exit(not has_head(sys.argv[1]))' \
         "$RUN_DIR/train"; then
     # The judge with its head: the head's verdict opens each answer and the model writes the reason after it.
     evaluate "$RUN_DIR/train" "$RUN_DIR/eval_head"

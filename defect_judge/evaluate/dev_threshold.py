@@ -20,7 +20,7 @@ from defect_judge.errors import InputError
 from defect_judge.evaluate.results import load_results
 from defect_judge.evaluate.results_folder import RESULTS_FILE, THRESHOLD_DEV_FOLDER, results_file
 from defect_judge.evaluate.thresholds import choose_threshold, positive_scores, threshold_text
-from defect_judge.model.paths import same_folder
+from defect_judge.fileio import same_folder
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from defect_judge.data.labels import two_classes
 from defect_judge.errors import InputError
-from defect_judge.evaluate.partial import file_sha256
+from defect_judge.fileio import file_sha256
 from defect_judge.model import paths as model_paths
-from defect_judge.model.verdict_head import HEAD_WEIGHTS_FILE, VerdictHead, head_folder, load_head
+from defect_judge.model.head_files import HEAD_WEIGHTS_FILE
+from defect_judge.model.verdict_head import VerdictHead, head_folder, load_head
 
 NO_HEAD = "none"  # --verdict_head none: judge without the head that comes with the model
 

@@ -18,6 +18,7 @@ from defect_judge.errors import InputError
 from defect_judge.evaluate.verdicts import GENERATED, HEAD, SCORED, source_for
 from defect_judge.model import inference
 from defect_judge.model.chat import EventCut, cut_event_to_fit, render_prompt
+from defect_judge.model.verdict_head import head_probabilities
 from defect_judge.templates import JUDGEMENT_PREFIX, answer_prefix, parse_answer
 
 
@@ -145,8 +146,6 @@ def head_verdicts(model, tokenizer, batch: Sequence[Prompt], vocabulary: Sequenc
     the model alone would answer (its scored candidates: one more pass, through every layer). Generate mode
     fixes the answer's start, ``判断:{verdict}\\n\\n原因：``, and the model writes the reason after it, so every
     answer keeps the document's format."""
-    from defect_judge.model.verdict_head import head_probabilities
-
     probabilities = head_probabilities(model, head, [prompt.ids for prompt in batch])
     decided = head.verdicts(probabilities, threshold)
     pairs = [{head.positive: p, head.negative: 1 - p} for p in probabilities]

@@ -3,6 +3,10 @@ precision / recall / F1, ROC-AUC, average precision, balanced accuracy and MCC, 
 
 A sample is a row of ``evaluation_results.json``'s ``samples`` (``results.py`` documents the schema):
 ``reference``, ``prediction`` (None: an invalid answer), ``correct``; ``stopped`` for a generated answer.
+
+The scores of a verdict from (labels, scores) are computed here too, for every stage that reports them: a
+probability of defective (the linear probe, ``verdict_scores``), a verdict head's logits (its dev evaluation during
+training, ``logit_scores``) and a classifier's class probabilities (the baseline's choice of C, ``class_scores``).
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from collections import defaultdict
 from typing import Iterable, Sequence
 
 from defect_judge.data.labels import majority_class
-from defect_judge.evaluate.thresholds import both_classes
+from defect_judge.evaluate.thresholds import both_classes, choose_threshold
 from defect_judge.stats import binomial_p_above, wilson_interval
 
 INVALID = "invalid"
@@ -85,6 +89,61 @@ def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
     if not both_classes(labels):
         return None
     return float(roc_auc_score(labels, scores))
+
+
+def decision_accuracy(labels: Sequence[int], scores: Sequence[float], threshold: float = 0.5) -> float | None:
+    """The share of samples called right, a score at or above ``threshold`` calling a sample defective (label 1);
+    None without samples."""
+    import numpy as np
+
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    return float(((scores >= threshold) == (labels > 0.5)).mean()) if len(labels) else None
+
+
+def verdict_scores(labels: Sequence[int], probabilities: Sequence[float]) -> dict:
+    """P(defective) against the labels (1: defective): accuracy at 0.5, ROC-AUC (None with one class), log loss
+    (scikit-learn's), the number of samples; accuracy and log loss None without samples."""
+    import numpy as np
+    from sklearn.metrics import log_loss
+
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities)
+    return {"accuracy": decision_accuracy(labels, probabilities),
+            "roc_auc": roc_auc(labels, probabilities),
+            "log_loss": float(log_loss(labels, probabilities, labels=[0, 1])) if len(labels) else None,
+            "samples": int(len(labels))}
+
+
+def logit_scores(labels: Sequence[float], logits: Sequence[float]) -> dict:
+    """A verdict head's logits (P(defective) = sigmoid(logit)) against the labels (1: defective): accuracy (logit
+    >= 0), ROC-AUC on the logits (sigmoid would merge the extreme ones; None with one class), the mean binary
+    cross-entropy from the logits (exact where P would round to 0 or 1), the number of samples, and the threshold
+    on P(defective) with the highest balanced accuracy (``choose_threshold``; None with one class)."""
+    import torch
+    import torch.nn.functional as F
+
+    if not len(labels):
+        return {"accuracy": None, "roc_auc": None, "log_loss": None, "samples": 0, "threshold": None,
+                "threshold_balanced_accuracy": None}
+    logit_values = torch.tensor(logits, dtype=torch.float64)
+    label_values = torch.tensor(labels, dtype=torch.float64)
+    chosen = choose_threshold([int(y) for y in labels], torch.sigmoid(logit_values).tolist())
+    return {"accuracy": decision_accuracy(labels, logits, threshold=0.0),
+            "roc_auc": roc_auc(labels, logits),
+            "log_loss": float(F.binary_cross_entropy_with_logits(logit_values, label_values)),
+            "samples": len(labels),
+            "threshold": chosen["threshold"] if chosen else None,
+            "threshold_balanced_accuracy": chosen["balanced_accuracy"] if chosen else None}
+
+
+def class_scores(truth: Sequence[str], probabilities, classes: Sequence[str]) -> dict:
+    """A classifier's class probabilities (a row a sample, a column a class of ``classes``) against the true
+    classes: the accuracy of the most probable class (the first on a tie) and the log loss (scikit-learn's)."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score, log_loss
+
+    predicted = [classes[i] for i in np.argmax(probabilities, axis=1)]
+    return {"accuracy": float(accuracy_score(truth, predicted)),
+            "log_loss": float(log_loss(truth, probabilities, labels=classes))}
 
 
 def average_precision(labels: Sequence[int], scores: Sequence[float]) -> float | None:

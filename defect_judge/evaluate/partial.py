@@ -15,7 +15,6 @@ it is dropped (that sample is redone) and the file is cut back before appending.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -25,14 +24,6 @@ from defect_judge.errors import InputError, RunError
 from defect_judge.evaluate.results_folder import PARTIAL_STEM, partial_files
 
 PARTIAL_SCHEMA = "defect-judge/evaluation-partial/v1"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _differences(old: dict, new: dict) -> list[str]:

@@ -5,28 +5,25 @@ It reads an ``evaluation_results.json`` document (``results.py``) and prints it;
 from __future__ import annotations
 
 from defect_judge.evaluate.metrics import all_invalid
+from defect_judge.evaluate.pairs import OUTCOMES
 from defect_judge.evaluate.thresholds import threshold_text
 from defect_judge.evaluate.verdicts import MECHANISMS, source_of_results
+from defect_judge.text import display_width, pad_to
 
 
 def format_results_table(results: dict) -> str:
     """The per-subtype table a script prints after an evaluation."""
-    from defect_judge.report.accuracy_bars import display_width
-
-    def pad(text: str, width: int) -> str:
-        return text + " " * max(0, width - display_width(text))
-
     rows = [(name, s) for name, s in results["per_subtype"].items()] + [("总体 overall", results["overall"])]
     width = max(display_width(name) for name, _ in rows) + 2
     generated = results["mode"] == "generate"  # only generated answers can be cut by max_new_tokens
     failed = ([f"the model failed the answer format: all {len(results['samples'])} answers are invalid (no "
                f"判断:{'/'.join(results['judgements'])}), so it judged nothing"] if all_invalid(results["samples"]) else [])
     lines = [*failed, f"{results['model_path']} ({results['model_kind']}), mode {results['mode']}",
-             f"{pad('subtype', width)}{'n':>5}  {'accuracy':>8}  {'95% CI':>15}  {'invalid':>7}"
+             f"{pad_to('subtype', width)}{'n':>5}  {'accuracy':>8}  {'95% CI':>15}  {'invalid':>7}"
              + (f"  {'truncated':>9}" if generated else "")]
     for name, s in rows:
         low, high = s["ci95"]
-        lines.append(f"{pad(name, width)}{s['total']:>5}  {s['accuracy']:>8.1%}  "
+        lines.append(f"{pad_to(name, width)}{s['total']:>5}  {s['accuracy']:>8.1%}  "
                      f"{f'[{low:.1%}, {high:.1%}]':>15}  {s['invalid_format']:>7}"
                      + (f"  {s.get('truncated', 0):>9}" if generated else ""))
     lines += _footnotes(results)
@@ -108,9 +105,6 @@ def outcome_cell(outcome: dict) -> str:
 
 def pair_table(results: dict) -> list[str]:
     """The pair outcomes (PrimeVul) per subtype and overall, when the test set has twin pairs."""
-    from defect_judge.evaluate.pairs import OUTCOMES
-    from defect_judge.report.accuracy_bars import display_width
-
     pairs = results.get("pairs")
     if not pairs:
         return []
@@ -121,7 +115,7 @@ def pair_table(results: dict) -> list[str]:
              + f"  {'invalid':>7}"]
     for name, s in rows:
         cells = "".join(f"  {outcome_cell(s[o]):>13}" for o in OUTCOMES)
-        lines.append(name + " " * max(0, width - display_width(name)) + f"{s['pairs']:>5}{cells}  "
+        lines.append(pad_to(name, width) + f"{s['pairs']:>5}{cells}  "
                      f"{s['with_invalid']:>7}")
     overall = pairs["overall"]
     if overall.get("all_invalid"):

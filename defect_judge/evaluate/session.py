@@ -22,7 +22,7 @@ from defect_judge.fileio import read_json_object
 from defect_judge.model import inference
 from defect_judge.model import paths as model_paths
 from defect_judge.model.judge_card import recorded_card
-from defect_judge.model.loading import check_tokenizer_matches, load_tokenizer, pick_dtype
+from defect_judge.model.loading import check_tokenizer_matches, inference_model, load_tokenizer, pick_dtype
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,9 @@ class JudgeSession:
     def model(self):
         if self._model is None:
             started = time.perf_counter()
-            self._model = model_paths.inference_model(self.resolved, dtype=self.dtype, device=self.ranks.device,
-                                                      merge=not self.head.reads_base,
-                                                      trust_remote_code=self.trust_remote_code,
-                                                      allow_pickle=self.allow_pickle)
+            self._model = inference_model(self.resolved.weights_path, adapter_base=self.resolved.adapter_base,
+                                          dtype=self.dtype, device=self.ranks.device, merge=not self.head.reads_base,
+                                          trust_remote_code=self.trust_remote_code, allow_pickle=self.allow_pickle)
             check_tokenizer_matches(self._model, self.tokenizer, self.resolved.weights_path, self.tokenizer_dir)
             log.info("loaded in %.1f s on %s (%s)", time.perf_counter() - started, self.ranks.device, self.dtype)
         return self._model

@@ -99,22 +99,24 @@ def recorded_threshold(card: JudgeCard, head: HeadChoice, own_head: Path | None)
     return chosen["threshold"], f"chosen on dev in training ({chosen.get('chosen_on')}, step {chosen.get('step')})"
 
 
-def dev_scores(session: JudgeSession, path: Path, card: JudgeCard, ranks: Ranks) -> tuple[list[int], list[float]]:
+def dev_scores(session: JudgeSession, path: Path, card: JudgeCard, ranks: Ranks,
+               budget: int | None = None) -> tuple[list[int], list[float]]:
     """(1 for a defective reference, P(defective)) of every sample of a dev .jsonl, scored here by this judge (each
-    rank a share)."""
+    rank a share), each prompt cut to ``budget`` tokens as the questions it decides are."""
     records, _ = labelled_records(read_records(path), path)
     judge = session.judge(card.judgements, "score", model_answer=False)
-    prompts = judges.prompts_longest_first(session.tokenizer, records)
+    prompts = judges.prompts_longest_first(session.tokenizer, records, budget)
     share = prompts[ranks.rank::ranks.world]
     mine = [(int(p.record.judgement == card.positive), v.p_defective) for p, v in zip(share, judge.verdicts(share))]
     pairs = [pair for part in all_ranks(mine) for pair in part]
     return [label for label, _ in pairs], [score for _, score in pairs]
 
 
-def judge_threshold(threshold_from: str, mode: str, session: JudgeSession, card: JudgeCard,
-                    ranks: Ranks) -> tuple[float | None, str]:
+def judge_threshold(threshold_from: str, mode: str, session: JudgeSession, card: JudgeCard, ranks: Ranks,
+                    budget: int | None = None) -> tuple[float | None, str]:
     """--threshold_from: the recorded dev threshold (``model``), none, a dev evaluation_results.json of this model
-    (or its folder), or a dev .jsonl scored here first. None: argmax (P(defective) >= 0.5)."""
+    (or its folder), or a dev .jsonl scored here first, its prompts cut to ``budget`` tokens (``judge_questions``
+    cuts the questions so). None: argmax (P(defective) >= 0.5)."""
     head = session.head
     if threshold_from.strip().lower() in NO_THRESHOLD:
         return None, "argmax"
@@ -128,7 +130,7 @@ def judge_threshold(threshold_from: str, mode: str, session: JudgeSession, card:
         raise InputError("--threshold_from not found (model, the dev split's evaluation_results.json, or dev .jsonl)",
                          path=path, field="threshold_from")
     if path.suffix.lower() == ".jsonl":
-        labels, scores = dev_scores(session, path, card, ranks)
+        labels, scores = dev_scores(session, path, card, ranks, budget)
     else:
         results = load_results(path)
         evaluated = EvaluatedModel(session.resolved.weights_path, (head.to_json() or {}).get("weights_sha256"),

@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 import torch
 
 from defect_judge.errors import InputError
+from defect_judge.model.inference import prefill_groups
 
 POOLINGS = ("mean", "last")
 # Features are computed in groups of similar length (little padding) of at most this many tokens.
@@ -122,8 +123,6 @@ def layers_up_to(model, top: int) -> Iterator[None]:
 def _length_groups(lengths: Sequence[int], budget: int) -> Iterator[list[int]]:
     """Indices, longest first, in the low-padding groups evaluation prefills in (``inference.prefill_groups``),
     each of at most ``budget`` padded tokens."""
-    from defect_judge.model.inference import prefill_groups
-
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     for run in prefill_groups([lengths[i] for i in order], max_tokens=budget):
         yield [order[i] for i in run]

@@ -141,11 +141,17 @@ def common_prefix_length(sequences: Sequence[Sequence[int]], *, keep: int) -> in
     """
     if len(sequences) < 2:
         return 0
+    length = shared_length(sequences, keep=keep)
+    return length if SHARED_PREFIX_MIN_TOKENS and length >= SHARED_PREFIX_MIN_TOKENS else 0
+
+
+def shared_length(sequences: Sequence[Sequence[int]], *, keep: int = 0) -> int:
+    """How many leading tokens all ``sequences`` share, leaving each at least ``keep`` tokens of its own."""
     first, limit = sequences[0], min(len(s) for s in sequences) - keep
     length = 0
     while length < limit and all(s[length] == first[length] for s in sequences):
         length += 1
-    return length if SHARED_PREFIX_MIN_TOKENS and length >= SHARED_PREFIX_MIN_TOKENS else 0
+    return length
 
 
 class SharedPrefix:
@@ -290,14 +296,10 @@ def candidate_sequences(tokenizer, prompt_text: str, judgements: Sequence[str]) 
 
 def _shared_prefix(candidates: Sequence[Candidate]) -> int:
     """Tokens all candidates share, leaving each at least one token of its own to feed or predict."""
-    first = candidates[0].input_ids
-    length = min(len(c.input_ids) for c in candidates)
-    shared = 0
-    while shared < length and all(c.input_ids[shared] == first[shared] for c in candidates):
-        shared += 1
-    if shared == 0:
+    ids = [c.input_ids for c in candidates]
+    if shared_length(ids) == 0:
         raise ValueError("candidate sequences share no prompt token")
-    return min(shared, length - 1)
+    return shared_length(ids, keep=1)
 
 
 def score_batch(model, batch: Sequence[Sequence[Candidate]], *, pad_id: int) -> list[list[float]]:

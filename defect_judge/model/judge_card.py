@@ -27,7 +27,7 @@ from defect_judge.data.labels import judgement_vocabulary, two_classes
 from defect_judge.data.schema import read_records
 from defect_judge.errors import InputError
 from defect_judge.fileio import read_json_object
-from defect_judge.train.run_folder import BEST_CHECKPOINT_FILE
+from defect_judge.model.run_folder import BEST_CHECKPOINT_FILE
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import pickle
 import warnings
 from pathlib import Path
 from typing import Iterator
 
+from defect_judge.errors import InputError, RunError
 from defect_judge.model.chat import require_chat_template
-from defect_judge.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +127,32 @@ def check_tokenizer_matches(model, tokenizer, model_path: str | Path, tokenizer_
     if any(i is not None and i >= rows for i in ids):
         raise InputError(f"the tokenizer at {tokenizer_path} ({len(tokenizer)} tokens) does not match the model at "
                          f"{model_path} ({rows} embedding rows); use the model's own tokenizer", path=tokenizer_path)
+
+
+def inference_model(weights_path: Path, *, adapter_base: Path | None = None, dtype, device: str,
+                    trust_remote_code: bool = False, allow_pickle: bool = False, merge: bool = True):
+    """The model ready for inference (eval mode, on ``device``): the model in ``weights_path``, or the LoRA adapter
+    there on its base model ``adapter_base``, merged into it, or with ``merge=False`` beside it, so that
+    ``verdict_head.adapter_disabled`` can switch it off. Every script's judge loads its model here
+    (``paths.resolve_model`` says which folders)."""
+    if adapter_base is None:
+        return load_causal_lm(weights_path, dtype=dtype, trust_remote_code=trust_remote_code,
+                              allow_pickle=allow_pickle).to(device).eval()
+    import torch
+    from peft import PeftModel
+
+    base = load_causal_lm(adapter_base, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    try:
+        with quiet_library_deprecations():
+            adapted = PeftModel.from_pretrained(base, weights_path)
+            model = adapted.merge_and_unload() if merge else adapted.get_base_model()
+    except pickle.UnpicklingError as error:
+        raise InputError(weights_error_message(error), path=weights_path) from None
+    except torch.OutOfMemoryError:  # a RuntimeError too, but the machine's limit, not a mismatch
+        raise RunError(f"out of memory merging the adapter into {adapter_base}: use a device with more memory or a "
+                       f"smaller dtype", path=weights_path) from None
+    except (RuntimeError, ValueError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"the adapter does not fit the base model {adapter_base} ({first_line})",
+                         path=weights_path) from None
+    return model.to(device).eval()

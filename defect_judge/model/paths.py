@@ -1,5 +1,5 @@
-"""Which model a path names, and loading it: the one place that knows what a training
-``OUTPUT_DIR``, a LoRA adapter folder and a full model folder look like.
+"""Which model a path names: the one place that knows what a training ``OUTPUT_DIR``, a LoRA adapter folder and a
+full model folder look like (``loading.inference_model`` loads what it finds).
 
 A model path is one of (checked in this order):
 
@@ -28,18 +28,16 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from defect_judge import REPO_ROOT
-from defect_judge.train.run_folder import (BEST_CHECKPOINT_FILE, TRAINER_STATE_FILE, best_model_folder,
-                                           read_best_checkpoint)
-from defect_judge.errors import InputError, RunError
+from defect_judge.errors import InputError
 from defect_judge.fileio import read_json_object
-from defect_judge.model.loading import (ADAPTER_CONFIG_FILE, check_model_folder, check_tokenizer_matches, load_causal_lm,
-                       load_tokenizer, quiet_library_deprecations, weights_error_message)
-from defect_judge.model.verdict_head import HEAD_CONFIG_FILE, has_head
+from defect_judge.model.loading import ADAPTER_CONFIG_FILE, check_model_folder
+from defect_judge.model.run_folder import (BEST_CHECKPOINT_FILE, TRAINER_STATE_FILE, best_model_folder,
+                                           read_best_checkpoint)
+from defect_judge.model.head_files import HEAD_CONFIG_FILE, has_head
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +73,11 @@ class ResolvedModel:
     @property
     def is_adapter(self) -> bool:
         return self.kind == LORA_ADAPTER
+
+    @property
+    def adapter_base(self) -> Path | None:
+        """The base model an adapter is loaded onto; None for a model of its own."""
+        return self.base_model_path if self.is_adapter else None
 
     @property
     def model_kind(self) -> str:
@@ -260,14 +263,6 @@ def resolve_tokenizer_path(resolved: ResolvedModel, tokenizer_path: str, *, expl
     raise InputError("no tokenizer files next to the model; pass --tokenizer_path", path=resolved.weights_path)
 
 
-def same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    """Whether two paths name one folder (through symlinks and relative parts)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them is gone: compare what they resolve to
-        return Path(a).resolve() == Path(b).resolve()
-
-
 def weights_fingerprint(resolved: ResolvedModel) -> list[dict]:
     """Name, size and modification time of every file that decides the weights (for resume checks)."""
     rows = []
@@ -278,40 +273,3 @@ def weights_fingerprint(resolved: ResolvedModel) -> list[dict]:
                 stat = file.stat()
                 rows.append({"file": str(file.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
     return rows
-
-
-def inference_model(resolved: ResolvedModel, *, dtype, device: str, trust_remote_code: bool = False,
-               allow_pickle: bool = False, merge: bool = True):
-    """The model ready for inference (eval mode, on ``device``); an adapter is merged into its base, or with
-    ``merge=False`` stays beside it, so that ``verdict_head.adapter_disabled`` can switch it off."""
-    if not resolved.is_adapter:
-        model = load_causal_lm(resolved.weights_path, dtype=dtype, trust_remote_code=trust_remote_code,
-                               allow_pickle=allow_pickle)
-    else:
-        import torch
-        from peft import PeftModel
-
-        base = load_causal_lm(resolved.base_model_path, dtype=dtype, trust_remote_code=trust_remote_code,
-                              allow_pickle=allow_pickle)
-        try:
-            with quiet_library_deprecations():
-                adapted = PeftModel.from_pretrained(base, resolved.weights_path)
-                model = adapted.merge_and_unload() if merge else adapted.get_base_model()
-        except pickle.UnpicklingError as error:
-            raise InputError(weights_error_message(error), path=resolved.weights_path) from None
-        except torch.OutOfMemoryError:  # a RuntimeError too, but the machine's limit, not a mismatch
-            raise RunError(f"out of memory merging the adapter into {resolved.base_model_path}: use a device with "
-                           f"more memory or a smaller dtype", path=resolved.weights_path) from None
-        except (RuntimeError, ValueError, KeyError) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise InputError(f"the adapter does not fit the base model {resolved.base_model_path} ({first_line})",
-                             path=resolved.weights_path) from None
-    return model.to(device).eval()
-
-
-def load_model_and_tokenizer(resolved: ResolvedModel, tokenizer_dir: Path, *, dtype, device: str,
-                             trust_remote_code: bool = False):
-    tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code=trust_remote_code)
-    model = inference_model(resolved, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    check_tokenizer_matches(model, tokenizer, resolved.weights_path, tokenizer_dir)
-    return model, tokenizer

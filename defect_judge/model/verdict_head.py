@@ -41,11 +41,10 @@ import torch.nn.functional as F
 
 from defect_judge.errors import InputError
 from defect_judge.fileio import atomic_open, read_json_object, write_json_atomic
+from defect_judge.model.head_files import HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, has_head
 from defect_judge.model.hidden_states import POOLINGS, prompt_features
 from defect_judge.model.judge_card import CARD_KEY
 
-HEAD_CONFIG_FILE = "verdict_head.json"
-HEAD_WEIGHTS_FILE = "verdict_head.safetensors"
 HEAD_SCHEMA = "defect-judge/verdict-head/v1"
 HEAD_MODULE = "verdict_head"  # the head's name as a submodule of the causal LM during training
 TENSORS = ("mean", "scale", "weight", "bias")
@@ -200,10 +199,6 @@ class VerdictHead(torch.nn.Module):
             handle.write(save(tensors, metadata={"format": "pt", "schema": HEAD_SCHEMA}))
         write_json_atomic(folder / HEAD_CONFIG_FILE, self.config())
         return folder
-
-
-def has_head(folder: str | os.PathLike | None) -> bool:
-    return folder is not None and (Path(folder) / HEAD_CONFIG_FILE).is_file()
 
 
 def head_folder(path: str | os.PathLike) -> Path:

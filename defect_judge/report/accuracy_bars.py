@@ -14,8 +14,10 @@ import unicodedata
 from pathlib import Path
 from typing import Sequence
 
+from defect_judge.evaluate.verdicts import display_label, source_of_results
 from defect_judge.fileio import atomic_open
 from defect_judge.report.fonts import use_cjk_font
+from defect_judge.text import display_width
 
 DPI = 150
 # Above this many categories, or with names wider than this (CJK characters
@@ -36,11 +38,6 @@ LABEL_COLUMNS = 24
 LABEL_LINES = 2
 FALLBACK_FONT = "DejaVu Sans"  # matplotlib's own, after the CJK font (fonts.use_cjk_font)
 MISSING_LETTER = "□"  # stands for a letter no font has (an emoji or symbol is dropped instead)
-
-
-def display_width(text: str) -> int:
-    """Width in monospace columns: wide (CJK) characters take two."""
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 @functools.lru_cache(maxsize=None)
@@ -279,8 +276,6 @@ def model_label(model_path: str) -> str:
 def results_label(results: dict) -> str:
     """The model of a results file as a chart names it: its path's last two parts, and "+ head" when a
     verdict head decided (verdicts.py)."""
-    from defect_judge.evaluate.verdicts import display_label, source_of_results
-
     return display_label(model_label(results["model_path"]), source_of_results(results))
 
 

@@ -14,35 +14,54 @@ from typing import Sequence
 from defect_judge.errors import InputError
 from defect_judge.data.labels import judgement_vocabulary, two_classes
 from defect_judge.model.hidden_states import causal_lm
-from defect_judge.model.verdict_head import HEAD_CONFIG_FILE, HEAD_MODULE, HeadSpec, VerdictHead, has_head, load_head
+from defect_judge.model.head_files import HEAD_CONFIG_FILE, has_head
+from defect_judge.model.verdict_head import HEAD_MODULE, HeadSpec, VerdictHead, load_head
 from defect_judge.model.judge_card import JudgeCard
-from defect_judge.train.linear_probe import PROBES, fit_head, probe_grid
+from defect_judge.train.linear_probe import fit_head
+from defect_judge.train.probe import PROBES, ProbeDataError, probe_grid
 from defect_judge.train.samples import FittedSample
 
 log = logging.getLogger(__name__)
 
+# train_lora.py's flags for what the probe's maths (probe.py) names no flag for: each probe's candidates, and
+# where its regularisation is chosen
+GRID_FLAGS = {"logistic": "--verdict_head_c_grid", "lda": "--verdict_head_shrinkage_grid"}
+CHOOSE_ON_FLAG = "--verdict_head_choose_on"
 
-def check_head_arguments(head_args, lora_args) -> None:
-    """train_lora.py's verdict-head settings (its VerdictHeadArguments, and LoraArguments), refused in one line
-    each where they cannot work."""
+
+def check_head_arguments(head_args, weights_args) -> None:
+    """train_lora.py's verdict-head settings (its VerdictHeadArguments, and TrainedWeightsArguments), refused in one
+    line each where they cannot work."""
     if head_args.verdict_head:
         HeadSpec.parse(head_args.verdict_head, field="--verdict_head")
-    elif lora_args.finetuning_type == "none":
+    elif weights_args.finetuning_type == "none":
         raise InputError("--finetuning_type none fits a verdict head only: pass --verdict_head (e.g. mean@0.5)")
     if not 0 <= head_args.verdict_head_dropout < 1:
         raise InputError(f"--verdict_head_dropout must be in [0, 1), got {head_args.verdict_head_dropout}")
     if head_args.verdict_head_loss_weight < 0:
         raise InputError(f"--verdict_head_loss_weight must be 0 or more, got {head_args.verdict_head_loss_weight}")
-    PROBES["logistic"].check_grid(head_args.verdict_head_c_grid)
-    PROBES["lda"].check_grid(head_args.verdict_head_shrinkage_grid)
-    if head_args.verdict_head_reads_base and not (head_args.verdict_head and lora_args.finetuning_type == "lora"
+    for probe in PROBES:
+        problem = PROBES[probe].grid_problem(probe_grid(probe, head_args.verdict_head_c_grid,
+                                                        head_args.verdict_head_shrinkage_grid))
+        if problem:
+            raise InputError(f"{GRID_FLAGS[probe]} {problem}")
+    if head_args.verdict_head_reads_base and not (head_args.verdict_head and weights_args.finetuning_type == "lora"
                                                   and head_args.verdict_head_loss_weight == 0):
         raise InputError("--verdict_head_reads_base keeps the head on the base model as fitted: it needs a "
                          "--verdict_head, --finetuning_type lora (an adapter to switch off) and "
                          "--verdict_head_loss_weight 0")
-    if head_args.train_above_head and (not head_args.verdict_head or lora_args.trainable_layers):
+    if head_args.train_above_head and (not head_args.verdict_head or weights_args.trainable_layers):
         raise InputError("--train_above_head needs a --verdict_head and sets the trainable layers itself: drop "
                          "--trainable_layers")
+
+
+def probe_input_error(error: ProbeDataError, probe: str) -> InputError:
+    """Data the ``probe`` cannot be fitted on, said in train_lora.py's flags."""
+    if error.setting == "grid":
+        flag = GRID_FLAGS[probe]
+        return InputError(f"{error}: give a single value ({flag} {error.value:g}) or choose it on dev "
+                          f"({CHOOSE_ON_FLAG} dev)", field=flag.lstrip("-"))
+    return InputError(str(error), field=CHOOSE_ON_FLAG.lstrip("-") if error.setting == "choose_on" else error.setting)
 
 
 def head_classes(train_samples: Sequence[FittedSample], eval_samples: Sequence[FittedSample],
@@ -87,13 +106,16 @@ def starting_head(model_args, data_args, head_args, device, train_samples: Seque
     if resume is not None:
         head = resumed_head(resume, spec, reads_base=head_args.verdict_head_reads_base)
     else:
-        head = fit_head(model_args.model_path, spec, train_samples, eval_samples, positive=classes[0],
-                        negative=classes[1], train_path=data_args.train_data, dev_path=data_args.eval_data,
-                        device=device, trust_remote_code=model_args.trust_remote_code,
-                        allow_pickle=model_args.allow_pickle, probe=head_args.verdict_head_probe,
-                        grid=probe_grid(head_args.verdict_head_probe, head_args.verdict_head_c_grid,
-                                        head_args.verdict_head_shrinkage_grid),
-                        choose_on=head_args.verdict_head_choose_c)
+        try:
+            head = fit_head(model_args.model_path, spec, train_samples, eval_samples, positive=classes[0],
+                            negative=classes[1], train_path=data_args.train_data, dev_path=data_args.eval_data,
+                            device=device, trust_remote_code=model_args.trust_remote_code,
+                            allow_pickle=model_args.allow_pickle, probe=head_args.verdict_head_probe,
+                            grid=probe_grid(head_args.verdict_head_probe, head_args.verdict_head_c_grid,
+                                            head_args.verdict_head_shrinkage_grid),
+                            choose_on=head_args.verdict_head_choose_on)
+        except ProbeDataError as error:
+            raise probe_input_error(error, head_args.verdict_head_probe) from None
         head.reads_base = head_args.verdict_head_reads_base
     head.card = card.to_json()
     return head

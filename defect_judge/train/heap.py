@@ -14,13 +14,18 @@ import sys
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 MMAP_THRESHOLD_MIB = 4  # activation-sized blocks (a 2,048 x 576 float32 tensor is 4.5 MiB) and up
+MAX_MMAP_THRESHOLD_MIB = 32  # glibc's ceiling on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX): mallopt refuses more
 
 
 def limit_heap_fragmentation(threshold_mib: int = MMAP_THRESHOLD_MIB) -> bool:
-    """Give every allocation of ``threshold_mib`` MiB or more its own mmap; True when the C library took it."""
+    """Give every allocation of ``threshold_mib`` MiB (1 to 32) or more its own mmap; True when the C library took
+    it. A value outside that range is a ValueError: mallopt takes a C int, and a larger one would wrap."""
+    threshold_mib = int(threshold_mib)
+    if not 1 <= threshold_mib <= MAX_MMAP_THRESHOLD_MIB:
+        raise ValueError(f"an mmap threshold must be 1 to {MAX_MMAP_THRESHOLD_MIB} MiB, got {threshold_mib}")
     if not sys.platform.startswith("linux"):
         return False
     try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, int(threshold_mib) << 20))
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold_mib << 20))
     except (OSError, AttributeError):  # not glibc
         return False

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from defect_judge.data.schema import Record, read_records
 from defect_judge.errors import InputError
 from defect_judge.model.chat import EncodedConversation, EventCut, cut_event_to_fit, encode_conversation
+from defect_judge.templates import JUDGEMENT_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,10 @@ def fit_sample(tokenizer, record: Record, max_length: int, *, path: str | os.Pat
             return encode_conversation(tokenizer, messages)
         except InputError as error:
             raise InputError(error.reason, field="text", **where) from None
+        except ValueError as error:  # an answer that labels, but not in the trained format (判断：是, **判断**:是)
+            raise InputError(f"{error}: training teaches the document's answer format, {JUDGEMENT_PREFIX}"
+                             f"{{judgement}}; write the answer so", field=f"text[{len(messages) - 1}].content",
+                             **where) from None
 
     try:
         encoded, messages, cut = cut_event_to_fit(record.messages, encode, lambda e: len(e.input_ids), max_length)

@@ -1,7 +1,12 @@
 """The Trainer of this toolkit: ``WeightedLossTrainer`` trains with the key-token-weighted chunked loss
-(``loss.py``) and, with a verdict head, the head's binary cross-entropy beside it; its evaluation loop, the
-single number best-model selection compares (``accuracy_then_loss``), the callbacks a run adds (the
-complete-checkpoint marker of ``run_folder.py``, peak GPU memory, DeepSpeed's shared memory), and the best model saved at the end.
+(``loss.py``) and, with a verdict head, the head's binary cross-entropy beside it; its evaluation loop and the
+single number best-model selection compares (``accuracy_then_loss``). The callbacks a run adds are
+``callbacks.py``'s, the best model saved at the end ``best_model.py``'s.
+
+It overrides the Trainer's public hooks where the loss, the logs, the optimizer and the evaluation differ, and
+four private methods where no public hook or callback reaches: saving the model (``_save``: the head's tensors
+go beside it, not into its weights), DeepSpeed's checkpoint (``_save_optimizer_and_scheduler``), the warning after
+a load (``_issue_warnings_after_load``) and loading the best model (``_load_best_model``).
 
 With a verdict head (``model/verdict_head.py``), ``head_loss_weight`` times the head's binary cross-entropy,
 averaged over the accumulated batch's samples, is added to the answer's loss; a head that reads the base model
@@ -11,26 +16,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer
 from transformers.trainer_utils import EvalLoopOutput
 
-from defect_judge.distributed import all_ranks, release_deepspeed_shared_memory
-from defect_judge.evaluate.thresholds import choose_threshold
-from defect_judge.model.judge_card import JudgeCard
+from defect_judge.distributed import all_ranks
+from defect_judge.evaluate.metrics import logit_scores
+from defect_judge.model.head_files import HEAD_CONFIG_FILE
 from defect_judge.model.hidden_states import LayerTap, pool
-from defect_judge.model.verdict_head import HEAD_CONFIG_FILE, HEAD_MODULE, VerdictHead, adapter_disabled
-from defect_judge.report.learning_curve import learning_curve_chart
+from defect_judge.model.verdict_head import HEAD_MODULE, VerdictHead, adapter_disabled, load_head
 from defect_judge.train.loss import batch_weight_sum, final_hidden_states, output_embeddings, weighted_token_loss
-from defect_judge.train.run_folder import (LEARNING_CURVE_FILE, best_checkpoint_info, checkpoint_name, checkpoint_step,
-                                           list_checkpoints,
-                                           mark_complete, write_best_checkpoint)
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,7 @@ class WeightedLossTrainer(Trainer):
             optimizer.add_param_group({"params": head_params, "lr": lr, "weight_decay": 0.0})
         return optimizer
 
+    # Private, and must stay: the one place that gets the gathered state dict (every backend) before it is written.
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """The model as the Trainer saves it, without the head's tensors, and the head beside it."""
         if self.verdict_head is None:
@@ -189,21 +190,22 @@ class WeightedLossTrainer(Trainer):
         if self.args.should_save:
             self.verdict_head.save(output_dir, tensors=head_state or None)
 
+    # Private, and must stay: the only place the Trainer judges a load's missing keys (and otherwise warns).
     def _issue_warnings_after_load(self, load_result) -> None:
         if self.verdict_head is not None and getattr(load_result, "missing_keys", None):
             # the head is not in the model's weights file: _load_best_model reads it from its own
             load_result.missing_keys[:] = [k for k in load_result.missing_keys if HEAD_MODULE + "." not in k]
         super()._issue_warnings_after_load(load_result)
 
+    # Private, and must stay: a callback's on_train_end runs after wandb's, which may log the model's last head.
     def _load_best_model(self) -> None:
         super()._load_best_model()
         if self.verdict_head is not None:
-            from defect_judge.model.verdict_head import load_head
-
             best = Path(self.state.best_model_checkpoint)
             if (best / HEAD_CONFIG_FILE).is_file():
                 self.verdict_head.load_tensors(load_head(best).state_tensors())
 
+    # Private, and must stay: the only place DeepSpeed's checkpoint is written, which no callback can filter.
     def _save_optimizer_and_scheduler(self, output_dir):
         engine = self.model_wrapped if self.is_deepspeed_enabled else None
         if engine is None or not hasattr(engine, "module_state_dict"):
@@ -284,25 +286,19 @@ def labelled_scores(logits: torch.Tensor, labels: torch.Tensor) -> list[tuple[fl
     return [(l, y) for l, y in zip(logits.tolist(), labels.tolist()) if y >= 0]
 
 
+# The verdict head's dev metrics in the Trainer's log (after "eval_"), by the names of ``metrics.logit_scores``.
+HEAD_METRICS = {"accuracy": "head_accuracy", "roc_auc": "head_roc_auc", "log_loss": "head_loss",
+                "samples": "head_samples", "threshold": "head_threshold",
+                "threshold_balanced_accuracy": "head_threshold_balanced_accuracy"}
+
+
 def head_eval_metrics(scores: Sequence[tuple[float, float]]) -> dict:
     """The verdict head's accuracy (P(defective) >= 0.5), ROC-AUC (None with one class), mean BCE, sample
     count, and the decision threshold on P(defective) with the highest balanced accuracy on these samples (None
-    with one class; the judge card records the best checkpoint's) over (logit, label) pairs."""
-    from sklearn.metrics import roc_auc_score
-
-    if not scores:
-        return {"head_accuracy": None, "head_roc_auc": None, "head_loss": None, "head_samples": 0,
-                "head_threshold": None, "head_threshold_balanced_accuracy": None}
-    logits = torch.tensor([s[0] for s in scores], dtype=torch.float64)
-    labels = torch.tensor([s[1] for s in scores], dtype=torch.float64)
-    both = 0 < labels.sum() < len(labels)
-    chosen = choose_threshold([int(y) for y in labels.tolist()], torch.sigmoid(logits).tolist())
-    return {"head_accuracy": float(((logits >= 0) == (labels > 0.5)).double().mean()),
-            "head_roc_auc": float(roc_auc_score(labels.numpy(), logits.numpy())) if both else None,
-            "head_loss": float(F.binary_cross_entropy_with_logits(logits, labels)),
-            "head_samples": len(scores),
-            "head_threshold": chosen["threshold"] if chosen else None,
-            "head_threshold_balanced_accuracy": chosen["balanced_accuracy"] if chosen else None}
+    with one class; the judge card records the best checkpoint's) over (logit, label) pairs
+    (``metrics.logit_scores``)."""
+    values = logit_scores([label for _, label in scores], [logit for logit, _ in scores])
+    return {HEAD_METRICS[name]: value for name, value in values.items()}
 
 
 def accuracy_then_loss(accuracy: float, loss: float, samples: int) -> float:
@@ -313,115 +309,3 @@ def accuracy_then_loss(accuracy: float, loss: float, samples: int) -> float:
     Trainer's best-model choice and early stopping compare single numbers.
     """
     return accuracy - (loss / (1.0 + loss)) / (samples + 1)
-
-
-class CheckpointCompleteCallback(TrainerCallback):
-    """Marks a checkpoint complete once every rank has written its part.
-
-    Trainer writes ``checkpoint-N`` in place, file by file; a run killed
-    mid-save leaves a folder that looks like a checkpoint. The marker,
-    written last, is what ``find_resume_checkpoint`` trusts.
-    """
-
-    def on_save(self, args, state, control, **kwargs):
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.barrier()
-        if state.is_world_process_zero:
-            folder = Path(args.output_dir) / checkpoint_name(state.global_step)
-            if folder.is_dir():
-                mark_complete(folder, state.global_step, args.world_size)
-
-
-class PeakGpuMemoryCallback(TrainerCallback):
-    """Adds ``torch.cuda.max_memory_allocated()`` (this process's peak since it started, loading included) to
-    the final training log entry, so ``trainer_state.json`` holds it as ``train_peak_gpu_memory_bytes``.
-
-    transformers' own memory metrics (``--skip_memory_metrics false``) poll the process's RSS in a busy
-    thread, which would slow the very steps being measured; this reads one counter once.
-    """
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if torch.cuda.is_available() and state.log_history and "train_runtime" in state.log_history[-1]:
-            state.log_history[-1]["train_peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated()
-            log.info("peak GPU memory allocated: %.2f GiB", torch.cuda.max_memory_allocated() / 2 ** 30)
-
-
-def release_shared_memory() -> None:
-    """Unlinks the all-reduce buffers DeepSpeed's CPU ranks leave in /dev/shm, while the run is alive."""
-    released = release_deepspeed_shared_memory()
-    if released is not None:
-        log.info("releasing DeepSpeed's shared-memory buffers (%s, one per rank): the memory returns when the "
-                 "ranks exit", released)
-
-
-class SharedMemoryCallback(TrainerCallback):
-    """Releases DeepSpeed's shared memory (``release_shared_memory``) at the first epoch: on CPU, DeepSpeed
-    starts inside ``train()``, after ``on_train_begin``."""
-
-    def __init__(self):
-        self.released = False
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        if not self.released:
-            release_shared_memory()
-            self.released = True
-
-
-def save_best_model(trainer: WeightedLossTrainer, *, finetuning_type: str, base_model_path: str | os.PathLike,
-                    eval_data: str | os.PathLike | None, test_data: str | os.PathLike | None,
-                    card: JudgeCard | None = None) -> dict:
-    """The best (or, without evaluation, the last) model into OUTPUT_DIR, named in best_checkpoint.json
-    together with the file it was chosen on (``eval_data``; ``test_data`` says whether that is the test split)
-    and the judge ``card`` (with the head's dev threshold at the best step), and the learning curve; returns
-    best_checkpoint.json's content ({}: no checkpoint was saved)."""
-    args = trainer.args
-    output_dir = Path(args.output_dir)
-    head_spec = trainer.verdict_head.spec if trainer.verdict_head is not None else None
-    trainer.save_model(str(output_dir))  # every rank: DeepSpeed gathers the weights collectively
-    trainer.save_state()
-    state = trainer.state
-    if state.best_model_checkpoint:  # chosen on the eval file by the metric
-        info = best_checkpoint_info(Path(state.best_model_checkpoint).name, metric=args.metric_for_best_model,
-                                    value=state.best_metric, greater_is_better=bool(args.greater_is_better),
-                                    finetuning_type=finetuning_type, base_model_path=base_model_path,
-                                    eval_data=eval_data, eval_samples=len(trainer.eval_dataset),
-                                    test_data=test_data, verdict_head=head_spec,
-                                    judge=card_with_threshold(card, state.log_history,
-                                                              checkpoint_step(state.best_model_checkpoint), eval_data))
-    else:  # no evaluation: the last checkpoint
-        checkpoints = list_checkpoints(output_dir)
-        if not checkpoints:
-            return {}
-        info = best_checkpoint_info(checkpoints[-1].name, metric=None, value=None, greater_is_better=None,
-                                    finetuning_type=finetuning_type, base_model_path=base_model_path,
-                                    verdict_head=head_spec, judge=card.to_json() if card else None)
-    if trainer.is_world_process_zero():
-        write_best_checkpoint(output_dir, info)
-        draw_learning_curve(output_dir, state.log_history, info)
-    return info
-
-
-def card_with_threshold(card: JudgeCard | None, log_history: list[dict], step: int, eval_data) -> dict | None:
-    """The card as best_checkpoint.json records it, with the verdict head's dev threshold of the evaluation at
-    the best checkpoint's ``step`` (the highest balanced accuracy on the dev split)."""
-    if card is None:
-        return None
-    best = next((entry for entry in log_history
-                 if entry.get("step") == step and entry.get("eval_head_threshold") is not None), None)
-    if best is None:
-        return card.to_json()
-    threshold = {"threshold": best["eval_head_threshold"],
-                 "balanced_accuracy": best.get("eval_head_threshold_balanced_accuracy"),
-                 "samples": best.get("eval_head_samples"), "step": best.get("step"),
-                 "chosen_on": str(Path(eval_data).resolve()) if eval_data else None, "for": "verdict_head"}
-    return card.to_json() | {"dev_threshold": threshold}
-
-
-def draw_learning_curve(output_dir: Path, log_history: list[dict], info: dict) -> None:
-    """learning_curve.png from the Trainer's history (a resumed run's history includes the earlier part)."""
-    try:
-        learning_curve_chart(output_dir / LEARNING_CURVE_FILE, log_history,
-                             best_step=info.get("step") if info.get("metric") else None,
-                             title=f"{output_dir.name}: learning curve")
-    except ValueError as error:  # nothing was logged (e.g. zero steps)
-        log.warning("no %s: %s", LEARNING_CURVE_FILE, error)
