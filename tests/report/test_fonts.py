@@ -25,7 +25,10 @@ LABELS = "空指针解引用 资源泄漏 除零错误 配对结果 两者皆对
 
 @pytest.fixture(autouse=True)
 def _restore_rc():
-    with matplotlib.rc_context():  # use_cjk_font sets rcParams; keep tests independent
+    """Each test starts from matplotlib's own defaults (an earlier test module may have called use_cjk_font, which
+    sets rcParams for the process) and leaves the rcParams as it found them."""
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
         yield
 
 
