@@ -297,9 +297,10 @@ def candidate_sequences(tokenizer, prompt_text: str, judgements: Sequence[str]) 
 def _shared_prefix(candidates: Sequence[Candidate]) -> int:
     """Tokens all candidates share, leaving each at least one token of its own to feed or predict."""
     ids = [c.input_ids for c in candidates]
-    if shared_length(ids) == 0:
+    shared = shared_length(ids)
+    if shared == 0:
         raise ValueError("candidate sequences share no prompt token")
-    return shared_length(ids, keep=1)
+    return min(shared, min(len(i) for i in ids) - 1)
 
 
 def score_batch(model, batch: Sequence[Sequence[Candidate]], *, pad_id: int) -> list[list[float]]:

@@ -44,7 +44,6 @@ def launcher_settings(path: str | os.PathLike = LAUNCHER) -> dict[str, LauncherS
     return settings
 
 
-
 def launcher_default(name: str, kind: type = str, path: str | os.PathLike = LAUNCHER):
     """One setting's default, as ``kind`` (``launcher_default("LORA_RANK", int)``): for a benchmark's settings block
     that trains with the document's values without writing them again."""

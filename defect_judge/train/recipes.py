@@ -18,7 +18,7 @@ from transformers.hf_argparser import string_to_bool
 
 from defect_judge.data.schema import read_records
 from defect_judge.errors import run_main
-from defect_judge.train.launcher_settings import launcher_settings
+from defect_judge.train.launcher_settings import launcher_default
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Recipe:
 
     def steps_per_epoch(self, train_samples: int, ranks: int = 1) -> int:
         """Optimizer steps in one epoch of ``train_samples`` samples (pairs with --pair_batches count once)."""
-        batch = self.per_device_train_batch_size or int(launcher_settings()["PER_DEVICE_TRAIN_BATCH_SIZE"].default)
+        batch = self.per_device_train_batch_size or launcher_default("PER_DEVICE_TRAIN_BATCH_SIZE", int)
         return max(1, -(-train_samples // (batch * self.gradient_accumulation_steps * ranks)))
 
     def save_steps(self, train_samples: int, ranks: int = 1) -> int:
@@ -64,8 +64,7 @@ class Recipe:
     def launcher_env(self, train_samples: int | None = None) -> dict[str, str]:
         """The run_training_lora.sh settings this recipe sets (environment variables of the same name); with the
         training set's size, also the checkpoint interval."""
-        env = {name.upper(): f"{value:g}" if isinstance(value, float) else str(value)
-               for name in LAUNCHER_FIELDS if (value := getattr(self, name)) is not None}
+        env = {name.upper(): as_text(value) for name in LAUNCHER_FIELDS if (value := getattr(self, name)) is not None}
         if train_samples is not None:
             env["SAVE_STEPS"] = str(self.save_steps(train_samples))
         return env
@@ -76,7 +75,7 @@ class Recipe:
         for name in FLAG_FIELDS:
             value = getattr(self, name)
             if value is not None and value is not False:
-                flags += [f"--{name}", "true" if value is True else f"{value:g}" if isinstance(value, float) else value]
+                flags += [f"--{name}", as_text(value)]
         return [*flags, *self.extra_args]
 
     def training_items(self, pair_ids: list[str | None]) -> int:
@@ -94,6 +93,11 @@ class Recipe:
         lines = [f"export {key}={shlex.quote(value)}" for key, value in self.launcher_env(train_samples).items()]
         lines.append("TRAIN_ARGS=(" + " ".join(shlex.quote(a) for a in self.train_args()) + ")")
         return "\n".join(lines)
+
+
+def as_text(value) -> str:
+    """A setting as the launcher's environment and train_lora.py's flags take it (2e-4 as 0.0002, True as true)."""
+    return "true" if value is True else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 LAUNCHER_FIELDS = ("learning_rate", "scheduler", "lora_rank", "lora_alpha", "per_device_train_batch_size",
